@@ -1,0 +1,102 @@
+import Foundation
+
+/// The whole agent configuration, validated, with each forward's signaling server resolved.
+public struct AgentConfig: Sendable {
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    public static let defaultLogLevel = "info"
+
+    /// The top-level signaling server, if one was given.
+    public var server: Endpoint?
+    /// Where the in-agent signaling server listens, if it should run.
+    public var serve: Endpoint?
+    /// One of `AgentConfig.logLevels`, lowercased.
+    public var logLevel: String
+    public var forwards: [ForwardConfig]
+
+    public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel, forwards: [ForwardConfig]) {
+        self.server = server
+        self.serve = serve
+        self.logLevel = logLevel
+        self.forwards = forwards
+    }
+
+    /// Reads and validates the file at `path`; the path as given names the file in messages.
+    public static func load(path: String) throws(ConfigError) -> AgentConfig {
+        func failure(_ message: String) -> ConfigError {
+            ConfigError(problems: [ConfigProblem(source: path, line: nil, path: "", message: message)])
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw failure("config file not found: \(path)")
+        }
+        if isDirectory.boolValue {
+            throw failure("cannot read config file \(path): it is a directory")
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw failure("cannot read config file \(path): \(readFailureReason(error, path: path))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw failure("cannot read config file \(path): it is not UTF-8 text")
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    /// Validates YAML text; `source` names it in messages (usually the file name).
+    public static func parse(yaml: String, source: String) throws(ConfigError) -> AgentConfig {
+        var parser = ConfigParser(source: source)
+        let config = parser.parse(yaml: yaml)
+        guard let config, parser.problems.isEmpty else {
+            throw ConfigError(problems: parser.sortedProblems)
+        }
+        return config
+    }
+
+    /// A readable multi-line description of what the agent will do, for `stunturn-agent check`.
+    public func summary() -> String {
+        var lines: [String] = []
+        if let server { lines.append("signaling server: \(server)") }
+        if let serve { lines.append("in-agent signaling server: listening on \(serve)") }
+        lines.append("log level: \(logLevel)")
+        lines.append(forwards.count == 1 ? "1 forward:" : "\(forwards.count) forwards:")
+        for forward in forwards {
+            let what: String
+            switch forward.mode {
+            case .expose(let endpoint): what = "exposes \(endpoint) to the peer"
+            case .listen(let endpoint): what = "listens on \(endpoint), connecting to the peer's service"
+            }
+            lines.append("  \(forward.name): \(forward.transport.rawValue) \(what)")
+            var details = ["server \(forward.server)", "key \(Self.masked(forward.key))"]
+            if let peerIP = forward.peerIP { details.append("peer_ip \(peerIP)") }
+            lines.append("    " + details.joined(separator: ", "))
+            let timeouts = [
+                "tries \(forward.tries)",
+                "punch_timeout \(DurationText.format(forward.punchTimeout))",
+                "signal_timeout \(DurationText.format(forward.signalTimeout))",
+                "connect_timeout \(DurationText.format(forward.connectTimeout))",
+                "idle_timeout \(forward.idleTimeout.map(DurationText.format) ?? "never")",
+            ]
+            lines.append("    " + timeouts.joined(separator: ", "))
+            if forward.plaintextInsecure {
+                lines.append("    WARNING: plaintext_insecure is on; this tunnel is NOT encrypted")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Enough of the key to tell keys apart without printing the secret.
+    private static func masked(_ key: String) -> String {
+        "\(key.prefix(4))…\(key.suffix(4)) (\(key.count) characters)"
+    }
+
+    private static func readFailureReason(_ error: Error, path: String) -> String {
+        if !FileManager.default.isReadableFile(atPath: path) { return "permission denied" }
+        let nsError = error as NSError
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError {
+            return underlying.localizedDescription
+        }
+        return nsError.localizedDescription
+    }
+}

@@ -1,0 +1,484 @@
+import Foundation
+import Yams
+
+/// Walks the composed YAML tree, collecting every problem with its line instead of stopping at the first.
+struct ConfigParser {
+    static let topLevelKeys = ["server", "serve", "log_level", "forwards"]
+    static let forwardKeys = [
+        "name", "expose", "listen", "key", "protocol", "server", "peer_ip", "tries",
+        "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "plaintext_insecure",
+    ]
+    private static let keygenHint = "e.g. from 'stunturn-agent keygen'"
+
+    let source: String
+    private(set) var problems: [ConfigProblem] = []
+
+    init(source: String) {
+        self.source = source
+    }
+
+    /// Problems in file order; those without a line (whole-file problems) first.
+    var sortedProblems: [ConfigProblem] {
+        problems.enumerated()
+            .sorted { ($0.element.line ?? 0, $0.offset) < ($1.element.line ?? 0, $1.offset) }
+            .map(\.element)
+    }
+
+    mutating func parse(yaml: String) -> AgentConfig? {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            reportSyntaxError(error, yaml: yaml)
+            return nil
+        } catch {
+            report(line: nil, path: "", "cannot parse YAML: \(error)")
+            return nil
+        }
+        guard let root, root.tagName != .null else {
+            report(line: nil, path: "", "the file is empty; it needs 'server' (or 'serve') and a 'forwards' list")
+            return nil
+        }
+        guard let mapping = root.mapping else {
+            report(root, path: "", "the top level must be a mapping of settings such as 'server:' and 'forwards:', got \(describe(root))")
+            return nil
+        }
+        return parseTopLevel(mapping, rootNode: root)
+    }
+
+    // MARK: - Top level
+
+    private mutating func parseTopLevel(_ mapping: Node.Mapping, rootNode: Node) -> AgentConfig? {
+        var server: Endpoint?
+        var serverGiven = false
+        var serve: Endpoint?
+        var serveGiven = false
+        var logLevel = AgentConfig.defaultLogLevel
+        var forwardsNode: Node?
+
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? ""
+            switch key {
+            case "server":
+                serverGiven = true
+                server = endpoint(value, path: "server")
+            case "serve":
+                serveGiven = true
+                serve = localEndpoint(value, path: "serve")
+            case "log_level":
+                logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
+            case "forwards":
+                forwardsNode = value
+            default:
+                reportUnknownKey(keyNode, parentPath: "", known: Self.topLevelKeys, otherLevel: Self.forwardKeys,
+                                 otherLevelHint: "belongs inside an item under 'forwards'")
+            }
+        }
+
+        guard let forwardsNode else {
+            report(rootNode, path: "forwards", "missing; add a list of forwards, each with 'name', 'key' and 'expose' or 'listen'")
+            return nil
+        }
+        let drafts = parseForwards(forwardsNode)
+
+        // Forwards without their own server fall back to the top-level one, then to the in-agent server.
+        let sharedServer = server ?? serve?.dialable
+        var forwards: [ForwardConfig] = []
+        for draft in drafts {
+            var forwardServer = draft.server ?? sharedServer
+            // An invalid server setting was already reported; "missing" would only add noise.
+            if forwardServer == nil && !draft.serverGiven && !serverGiven && !serveGiven {
+                report(draft.node, path: "\(draft.path).server",
+                       "no signaling server: set 'server' at the top or on this forward")
+            }
+            if draft.serverGiven && draft.server == nil { forwardServer = nil }
+            guard let forward = draft.build(server: forwardServer) else { continue }
+            forwards.append(forward)
+        }
+        reportDuplicateNames(drafts)
+
+        guard problems.isEmpty else { return nil }
+        return AgentConfig(server: server, serve: serve, logLevel: logLevel, forwards: forwards)
+    }
+
+    // MARK: - Forwards
+
+    /// What could be read from one forward; fields that had problems stay nil.
+    private struct ForwardDraft {
+        let path: String
+        let node: Node
+        var name: String?
+        var nameNode: Node?
+        var mode: ForwardMode?
+        var key: String?
+        var transport: TransportProtocol? = .tcp
+        var server: Endpoint?
+        var serverGiven = false
+        var peerIP: String?? = .some(nil)
+        var tries: Int? = ForwardConfig.defaultTries
+        var punchTimeout: Duration? = ForwardConfig.defaultPunchTimeout
+        var signalTimeout: Duration? = ForwardConfig.defaultSignalTimeout
+        var connectTimeout: Duration? = ForwardConfig.defaultConnectTimeout
+        var idleTimeout: Duration?? = .some(nil)
+        var plaintextInsecure: Bool? = false
+
+        func build(server: Endpoint?) -> ForwardConfig? {
+            guard let name, let mode, let key, let transport, let server, let peerIP, let tries,
+                  let punchTimeout, let signalTimeout, let connectTimeout, let idleTimeout,
+                  let plaintextInsecure else { return nil }
+            return ForwardConfig(
+                name: name, mode: mode, key: key, transport: transport, server: server, peerIP: peerIP,
+                tries: tries, punchTimeout: punchTimeout, signalTimeout: signalTimeout,
+                connectTimeout: connectTimeout, idleTimeout: idleTimeout, plaintextInsecure: plaintextInsecure)
+        }
+    }
+
+    private mutating func parseForwards(_ node: Node) -> [ForwardDraft] {
+        if node.tagName == .null {
+            report(node, path: "forwards", "has no value; add at least one forward as a list item starting with '- '")
+            return []
+        }
+        guard let sequence = node.sequence else {
+            report(node, path: "forwards", "expected a list of forwards (items starting with '- '), got \(describe(node))")
+            return []
+        }
+        if sequence.isEmpty {
+            report(node, path: "forwards", "is empty; add at least one forward")
+            return []
+        }
+        var drafts: [ForwardDraft] = []
+        for (index, item) in sequence.enumerated() {
+            let path = "forwards[\(index)]"
+            guard let mapping = item.mapping else {
+                report(item, path: path, "expected a mapping with 'name', 'key' and 'expose' or 'listen', got \(describe(item))")
+                continue
+            }
+            drafts.append(parseForward(mapping, node: item, path: path))
+        }
+        return drafts
+    }
+
+    private mutating func parseForward(_ mapping: Node.Mapping, node: Node, path: String) -> ForwardDraft {
+        var draft = ForwardDraft(path: path, node: node)
+        var modeKeys: [Node] = []
+
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? ""
+            let fieldPath = "\(path).\(key)"
+            switch key {
+            case "name":
+                draft.nameNode = value
+                draft.name = name(value, path: fieldPath)
+            case "expose", "listen":
+                modeKeys.append(keyNode)
+                if let endpoint = localEndpoint(value, path: fieldPath) {
+                    draft.mode = key == "expose" ? .expose(endpoint) : .listen(endpoint)
+                }
+            case "key":
+                draft.key = accessKey(value, path: fieldPath)
+            case "protocol":
+                draft.transport = choice(value, path: fieldPath, from: TransportProtocol.allCases.map(\.rawValue), what: "protocol")
+                    .flatMap(TransportProtocol.init(rawValue:))
+            case "server":
+                draft.serverGiven = true
+                draft.server = endpoint(value, path: fieldPath)
+            case "peer_ip":
+                draft.peerIP = ipAddress(value, path: fieldPath).map { .some($0) }
+            case "tries":
+                draft.tries = integer(value, path: fieldPath, in: ForwardConfig.triesRange)
+            case "punch_timeout":
+                draft.punchTimeout = duration(value, path: fieldPath, allowZero: false)
+            case "signal_timeout":
+                draft.signalTimeout = duration(value, path: fieldPath, allowZero: false)
+            case "connect_timeout":
+                draft.connectTimeout = duration(value, path: fieldPath, allowZero: false)
+            case "idle_timeout":
+                // Zero means "never close", which the API spells as nil.
+                draft.idleTimeout = duration(value, path: fieldPath, allowZero: true).map { (value: Duration) -> Duration? in
+                    value == .zero ? nil : value
+                }
+            case "plaintext_insecure":
+                draft.plaintextInsecure = boolean(value, path: fieldPath)
+            default:
+                reportUnknownKey(keyNode, parentPath: path, known: Self.forwardKeys,
+                                 otherLevel: Self.topLevelKeys.filter { $0 != "server" },
+                                 otherLevelHint: "is a top-level setting; move it out of the forward")
+            }
+        }
+
+        if draft.nameNode == nil {
+            report(node, path: "\(path).name", "missing; every forward needs a unique name (used in logs)")
+        }
+        if mapping["key"] == nil {
+            report(node, path: "\(path).key", "missing; set the shared access key, \(Self.keygenHint)")
+        }
+        if modeKeys.isEmpty {
+            report(node, path: path, "set one of 'expose' (offer a local service to the peer) or 'listen' (a local port that reaches the peer's service)")
+        } else if modeKeys.count > 1 {
+            draft.mode = nil
+            report(modeKeys[1], path: path, "set only one of 'expose' or 'listen', not both; use two forwards for both directions")
+        }
+        return draft
+    }
+
+    private mutating func reportDuplicateNames(_ drafts: [ForwardDraft]) {
+        var firstPathByName: [String: String] = [:]
+        for draft in drafts {
+            guard let name = draft.name else { continue }
+            if let firstPath = firstPathByName[name] {
+                report(draft.nameNode, path: "\(draft.path).name", "duplicate name '\(name)' (also \(firstPath))")
+            } else {
+                firstPathByName[name] = draft.path
+            }
+        }
+    }
+
+    // MARK: - Field readers (each reports its own problem and returns nil on failure)
+
+    /// The text of a scalar; reports lists, mappings and empty values.
+    private mutating func scalarText(_ node: Node, path: String, expected: String) -> String? {
+        guard let scalar = node.scalar else {
+            report(node, path: path, "expected \(expected), got \(describe(node))")
+            return nil
+        }
+        if node.tagName == .null {
+            report(node, path: path, "has no value; expected \(expected)")
+            return nil
+        }
+        return scalar.string
+    }
+
+    private mutating func endpoint(_ node: Node, path: String) -> Endpoint? {
+        guard let text = scalarText(node, path: path, expected: "HOST:PORT") else { return nil }
+        do {
+            return try Endpoint(parsing: text)
+        } catch {
+            report(node, path: path, error.description)
+            return nil
+        }
+    }
+
+    /// An address on this machine: listening or connecting to something that is not here makes no sense.
+    private mutating func localEndpoint(_ node: Node, path: String) -> Endpoint? {
+        guard let endpoint = endpoint(node, path: path) else { return nil }
+        guard endpoint.isIPLiteral || endpoint.host.lowercased() == "localhost" else {
+            report(node, path: path, "host must be an IP address or 'localhost' (an address on this machine), got '\(endpoint.host)'")
+            return nil
+        }
+        return endpoint
+    }
+
+    private mutating func name(_ node: Node, path: String) -> String? {
+        guard let text = scalarText(node, path: path, expected: "a name") else { return nil }
+        let allowed = text.allSatisfy { $0.isASCIILetterOrDigit || "._-".contains($0) }
+        guard (1...64).contains(text.count), allowed else {
+            report(node, path: path, "must be 1-64 characters of letters, digits, '.', '_' and '-', got '\(text)'")
+            return nil
+        }
+        return text
+    }
+
+    private mutating func accessKey(_ node: Node, path: String) -> String? {
+        guard let text = scalarText(node, path: path, expected: "the shared access key, \(Self.keygenHint)") else { return nil }
+        if let problem = AccessKeyPolicy.problem(with: text) {
+            report(node, path: path, problem)
+            return nil
+        }
+        return text
+    }
+
+    /// One of `values`, compared case-insensitively and returned lowercased.
+    private mutating func choice(_ node: Node, path: String, from values: [String], what: String) -> String? {
+        let valid = values.joined(separator: ", ")
+        guard let text = scalarText(node, path: path, expected: "one of \(valid)") else { return nil }
+        let lowered = text.lowercased()
+        guard values.contains(lowered) else {
+            report(node, path: path, "unknown \(what) '\(text)'; valid values: \(valid)")
+            return nil
+        }
+        return lowered
+    }
+
+    private mutating func ipAddress(_ node: Node, path: String) -> String? {
+        let expected = "an IP address such as 203.0.113.7 or 2001:db8::1"
+        guard let text = scalarText(node, path: path, expected: expected) else { return nil }
+        let unbracketed = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
+        guard IPLiteral.isIPv4(unbracketed) || IPLiteral.isIPv6(unbracketed) else {
+            report(node, path: path, "expected \(expected), got '\(text)'")
+            return nil
+        }
+        return unbracketed
+    }
+
+    private mutating func integer(_ node: Node, path: String, in range: ClosedRange<Int>) -> Int? {
+        guard let text = scalarText(node, path: path, expected: "an integer") else { return nil }
+        // Quoted digits are accepted too; the intent is unambiguous.
+        guard let value = node.tagName == .int ? node.int : Int(text) else {
+            report(node, path: path, "expected an integer, got '\(text)'")
+            return nil
+        }
+        guard range.contains(value) else {
+            report(node, path: path, "must be \(range.lowerBound)-\(range.upperBound), got \(value)")
+            return nil
+        }
+        return value
+    }
+
+    private mutating func boolean(_ node: Node, path: String) -> Bool? {
+        guard let text = scalarText(node, path: path, expected: "true or false") else { return nil }
+        let value = node.tagName == .bool ? node.bool : Bool(text.lowercased())
+        guard let value else {
+            report(node, path: path, "expected true or false, got '\(text)'")
+            return nil
+        }
+        return value
+    }
+
+    private mutating func duration(_ node: Node, path: String, allowZero: Bool) -> Duration? {
+        let expected = "a duration such as 10 (seconds), 2.5, \"250ms\", \"10s\", \"2m\" or \"1h\""
+        guard let text = scalarText(node, path: path, expected: expected) else { return nil }
+        let seconds: Double?
+        switch node.tagName {
+        case .int: seconds = node.int.map(Double.init)
+        case .float: seconds = node.float.flatMap { $0.isFinite ? $0 : nil }
+        default: seconds = DurationText.seconds(from: text)
+        }
+        guard let seconds else {
+            report(node, path: path, "expected \(expected), got '\(text)'")
+            return nil
+        }
+        if allowZero {
+            guard seconds >= 0 else {
+                report(node, path: path, "must be 0 (never) or more, got '\(text)'")
+                return nil
+            }
+        } else if seconds <= 0 {
+            report(node, path: path, "must be greater than 0, got '\(text)'")
+            return nil
+        }
+        // Also keeps absurd values from overflowing Duration.
+        guard seconds <= DurationText.maximumSeconds else {
+            report(node, path: path, "is too long (at most \(Int(DurationText.maximumSeconds / 3600))h), got '\(text)'")
+            return nil
+        }
+        return DurationText.duration(seconds: seconds)
+    }
+
+    // MARK: - Reporting
+
+    private mutating func report(_ node: Node?, path: String, _ message: String) {
+        report(line: node?.mark?.line, path: path, message)
+    }
+
+    private mutating func report(line: Int?, path: String, _ message: String) {
+        problems.append(ConfigProblem(source: source, line: line, path: path, message: message))
+    }
+
+    private mutating func reportUnknownKey(_ keyNode: Node, parentPath: String, known: [String],
+                                           otherLevel: [String], otherLevelHint: String) {
+        let key = keyNode.string ?? describe(keyNode)
+        let path = parentPath.isEmpty ? key : "\(parentPath).\(key)"
+        if otherLevel.contains(key) {
+            report(keyNode, path: path, "unknown key here; '\(key)' \(otherLevelHint)")
+        } else if let suggestion = Self.closestKey(to: key, in: known) {
+            report(keyNode, path: path, "unknown key; did you mean '\(suggestion)'?")
+        } else {
+            report(keyNode, path: path, "unknown key; valid keys are \(known.joined(separator: ", "))")
+        }
+    }
+
+    private mutating func reportSyntaxError(_ error: YamlError, yaml: String) {
+        switch error {
+        case .scanner(let context, let problem, let mark, _),
+             .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            var message = "YAML syntax error: \(problem)"
+            if let context {
+                message += " (\(context.text) on line \(context.mark.line))"
+            }
+            if Self.line(mark.line, of: yaml)?.contains("\t") == true {
+                message += "; indent with spaces, not tabs"
+            }
+            report(line: mark.line, path: "", message)
+        case .reader(let problem, let offset, _, _):
+            let line = offset.map { offset in 1 + yaml.prefix(offset).filter(\.isNewline).count }
+            report(line: line, path: "", "cannot read YAML: \(problem); the file must be UTF-8 text")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let first = context.mark
+            for key in duplicates {
+                if let line = Self.repeatedKeyLine(key, after: first, in: yaml) {
+                    report(line: line, path: "", "duplicate key '\(key)' in the same mapping (first on line \(first.line)); each key may appear only once")
+                } else {
+                    report(line: first.line, path: "", "duplicate key '\(key)' in the same mapping; each key may appear only once")
+                }
+            }
+        default:
+            report(line: nil, path: "", "YAML error: \(error)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .scalar(let scalar): return node.tagName == .null ? "nothing" : "'\(scalar.string)'"
+        case .alias: return "an alias"
+        }
+    }
+
+    /// The nearest known key within edit distance 2, for typo suggestions.
+    static func closestKey(to key: String, in known: [String]) -> String? {
+        let scored = known.map { (candidate: $0, distance: editDistance(key.lowercased(), $0)) }
+        guard let best = scored.min(by: { $0.distance < $1.distance }), best.distance <= 2 else { return nil }
+        return best.candidate
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        var current = Array(repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, substitution)
+            }
+            swap(&previous, &current)
+        }
+        return previous[b.count]
+    }
+
+    private static func line(_ number: Int, of text: String) -> Substring? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        return lines.indices.contains(number - 1) ? lines[number - 1] : nil
+    }
+
+    /// Yams reports where a duplicated key first appears; the mistake is usually the later copy,
+    /// so look for the same key at the same column further down.
+    static func repeatedKeyLine(_ key: String, after first: Mark, in text: String) -> Int? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard first.line >= 1 else { return nil }
+        for number in (first.line + 1)...max(first.line + 1, lines.count) where number <= lines.count {
+            let line = lines[number - 1]
+            let column = first.column - 1
+            guard line.count > column else { continue }
+            let start = line.index(line.startIndex, offsetBy: column)
+            let rest = line[start...]
+            let before = line[..<start]
+            guard before.allSatisfy({ $0 == " " || $0 == "-" }) else { continue }
+            for spelling in [key, "\"\(key)\"", "'\(key)'"] where rest.hasPrefix(spelling) {
+                if rest.dropFirst(spelling.count).trimmingSpaces.hasPrefix(":") { return number }
+            }
+        }
+        return nil
+    }
+}
+
+extension Node {
+    /// The resolved tag's name (`Tag.name` itself is not public).
+    var tagName: Tag.Name { Tag.Name(rawValue: tag.rawValue) }
+}

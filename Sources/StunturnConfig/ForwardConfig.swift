@@ -1,0 +1,77 @@
+/// Which side of a tunnel a forward is: offering a local service, or a local port that reaches the peer's service.
+public enum ForwardMode: Sendable, Hashable {
+    /// A service on this machine, made reachable to the peer.
+    case expose(Endpoint)
+    /// A local port; each connection accepted there goes to the peer's exposed service.
+    case listen(Endpoint)
+
+    public var endpoint: Endpoint {
+        switch self {
+        case .expose(let endpoint), .listen(let endpoint): return endpoint
+        }
+    }
+}
+
+/// The transport a forward carries between the local socket and the peer.
+public enum TransportProtocol: String, Sendable, CaseIterable {
+    case tcp, udp
+}
+
+/// One validated forward with every default filled in.
+public struct ForwardConfig: Sendable {
+    public static let defaultTries = 300
+    public static let triesRange = 1...100_000
+    public static let defaultPunchTimeout: Duration = .seconds(10)
+    public static let defaultSignalTimeout: Duration = .seconds(30)
+    public static let defaultConnectTimeout: Duration = .seconds(5)
+
+    /// Unique within the config; appears in logs.
+    public var name: String
+    public var mode: ForwardMode
+    /// The shared access key; already checked against `AccessKeyPolicy`.
+    public var key: String
+    public var transport: TransportProtocol
+    /// The signaling server this forward registers with.
+    public var server: Endpoint
+    /// The target IP an initiator announces, for servers that match receivers by IP.
+    public var peerIP: String?
+    /// Hole-punch attempts before giving up.
+    public var tries: Int
+    public var punchTimeout: Duration
+    /// How long a listen forward's initiator waits at the server for its peer.
+    public var signalTimeout: Duration
+    /// Time allowed for connecting to the exposed local service.
+    public var connectTimeout: Duration
+    /// Close a relayed connection idle this long; nil never closes it.
+    public var idleTimeout: Duration?
+    /// Turns tunnel encryption off; only for measuring its overhead.
+    public var plaintextInsecure: Bool
+
+    public init(
+        name: String,
+        mode: ForwardMode,
+        key: String,
+        transport: TransportProtocol = .tcp,
+        server: Endpoint,
+        peerIP: String? = nil,
+        tries: Int = ForwardConfig.defaultTries,
+        punchTimeout: Duration = ForwardConfig.defaultPunchTimeout,
+        signalTimeout: Duration = ForwardConfig.defaultSignalTimeout,
+        connectTimeout: Duration = ForwardConfig.defaultConnectTimeout,
+        idleTimeout: Duration? = nil,
+        plaintextInsecure: Bool = false
+    ) {
+        self.name = name
+        self.mode = mode
+        self.key = key
+        self.transport = transport
+        self.server = server
+        self.peerIP = peerIP
+        self.tries = tries
+        self.punchTimeout = punchTimeout
+        self.signalTimeout = signalTimeout
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.plaintextInsecure = plaintextInsecure
+    }
+}

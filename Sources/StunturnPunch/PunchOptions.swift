@@ -1,0 +1,35 @@
+import StunturnSockets
+
+/// Tries and time-outs for one hole punch.
+public struct PunchOptions: Sendable {
+    /// Connect attempts (TCP) or probes (UDP) at most; the original's default.
+    public var tries = 300
+    /// The whole punch; it never takes longer.
+    public var timeout: Duration = .seconds(10)
+    /// Pause after a refused or failed connect attempt: short, because an answering NAT or a peer
+    /// whose listener is not up yet refuses at once, and the next SYN may be the one that opens the hole.
+    public var retryInterval: Duration = .milliseconds(25)
+    /// One connect attempt; a dropping NAT leaves a SYN unanswered, so don't wait out the kernel's retries.
+    public var attemptTimeout: Duration = .seconds(2)
+    /// Gap between UDP probes.
+    public var probeInterval: Duration = .milliseconds(50)
+    /// Called for each connection that reached the punched port but was not the peer.
+    public var onRejected: (@Sendable (SocketAddress, String) -> Void)?
+
+    public init(tries: Int = 300, timeout: Duration = .seconds(10)) {
+        self.tries = tries
+        self.timeout = timeout
+    }
+}
+
+/// A failed punch: which peer, how long it was tried, and the last cause seen.
+public struct PunchError: Error, CustomStringConvertible, Sendable {
+    public let peer: SocketAddress
+    public let transport: String
+    public let message: String
+
+    public var description: String { "\(transport) hole punch to \(peer): \(message)" }
+}
+
+/// The tag that marks the chosen connection when the caller has no key-derived one.
+public let defaultPunchTag: [UInt8] = Array("stunturn-punch-1".utf8)

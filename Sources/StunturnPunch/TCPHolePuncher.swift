@@ -1,0 +1,124 @@
+import StunturnSignaling
+import StunturnSockets
+
+/// Punches a TCP hole: listens on the local port and dials the peer from that same port at once,
+/// so that the two SYNs cross (simultaneous open) or one side's listener takes the other's SYN.
+///
+/// Several connections can come up at once (each side's dial reaching the other's listener on
+/// loopback, or a stranger racing to the port). The initiator keeps the first one that comes up
+/// and sends `tag` on it; the receiver keeps the one on which `tag` arrives and closes the rest.
+public enum TCPHolePuncher {
+    private enum Event {
+        case candidate(Socket, SocketAddress, fromListener: Bool)
+        case verified(Socket)
+        case rejected(SocketAddress, String)
+        case dialerFinished(String)
+        case listenerFinished(String)
+        case deadline
+    }
+
+    /// Punches from a rendezvous' local address to its peer.
+    public static func punch(_ rendezvous: PeerRendezvous, tag: [UInt8] = defaultPunchTag,
+                             options: PunchOptions = PunchOptions()) async throws -> Socket {
+        try await punch(local: rendezvous.localAddress, peer: rendezvous.peerAddress, role: rendezvous.role,
+                        tag: tag, options: options)
+    }
+
+    public static func punch(local: SocketAddress, peer: SocketAddress, role: SignalRole,
+                             tag: [UInt8] = defaultPunchTag, options: PunchOptions = PunchOptions()) async throws -> Socket {
+        let deadline = ContinuousClock.now + options.timeout
+        let listener = try Socket(.stream, family: local.family)
+        try listener.setReuse()
+        try listener.bind(to: local)
+        try listener.listen(backlog: 16)
+        defer { listener.close() }
+
+        var lastError = "no answer"
+        return try await withThrowingTaskGroup(of: Event.self) { group in
+            group.addTask { await dial(from: local, to: peer, options: options, deadline: deadline) }
+            group.addTask { await acceptOne(listener, peer: peer, deadline: deadline, options: options) }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return .deadline
+            }
+            defer { group.cancelAll() }
+            while let event = try await group.next() {
+                switch event {
+                case .candidate(let socket, let from, let fromListener):
+                    if fromListener {
+                        group.addTask { await acceptOne(listener, peer: peer, deadline: deadline, options: options) }
+                    }
+                    if role == .initiator {
+                        do {
+                            try await socket.writeAll(tag, until: deadline)
+                            return socket
+                        } catch {
+                            lastError = "\(error)"
+                        }
+                    } else {
+                        group.addTask { await verify(socket, from: from, tag: tag, deadline: deadline) }
+                    }
+                case .verified(let socket):
+                    return socket
+                case .rejected(let from, let reason):
+                    options.onRejected?(from, reason)
+                case .dialerFinished(let reason), .listenerFinished(let reason):
+                    lastError = reason
+                case .deadline:
+                    throw PunchError(peer: peer, transport: "tcp",
+                                     message: "no connection within \(formatDuration(options.timeout)) (last error: \(lastError))")
+                }
+            }
+            throw PunchError(peer: peer, transport: "tcp", message: "cancelled")
+        }
+    }
+
+    /// Dials the peer from the punch port until one connect succeeds, tries run out, or time is up.
+    private static func dial(from local: SocketAddress, to peer: SocketAddress, options: PunchOptions,
+                             deadline: ContinuousClock.Instant) async -> Event {
+        var lastError = "not tried"
+        for _ in 0..<max(1, options.tries) {
+            if Task.isCancelled || ContinuousClock.now >= deadline { break }
+            do {
+                let socket = try Socket(.stream, family: peer.family)
+                try socket.setReuse()
+                try socket.bind(to: local)
+                try await socket.connect(to: peer, until: min(deadline, .now + options.attemptTimeout))
+                return .candidate(socket, peer, fromListener: false)
+            } catch {
+                lastError = "\(error)"
+            }
+            try? await Task.sleep(for: options.retryInterval)
+        }
+        return .dialerFinished(lastError)
+    }
+
+    /// Accepts the next connection from the peer's IP; others are rejected and closed.
+    private static func acceptOne(_ listener: Socket, peer: SocketAddress, deadline: ContinuousClock.Instant,
+                                  options: PunchOptions) async -> Event {
+        while !Task.isCancelled {
+            do {
+                let (socket, from) = try await listener.accept(until: deadline)
+                if from.addressBytes == peer.addressBytes { return .candidate(socket, from, fromListener: true) }
+                socket.close()
+                options.onRejected?(from, "connected to the punched port from an address other than the peer's (\(peer.ip))")
+            } catch {
+                return .listenerFinished("\(error)")
+            }
+        }
+        return .listenerFinished("cancelled")
+    }
+
+    /// Receiver side: a candidate is the peer's when the tag arrives on it.
+    private static func verify(_ socket: Socket, from: SocketAddress, tag: [UInt8], deadline: ContinuousClock.Instant) async -> Event {
+        do {
+            let received = try await socket.readExactly(tag.count, until: deadline)
+            if received == tag { return .verified(socket) }
+            socket.close()
+            return .rejected(from, "sent a wrong punch tag")
+        } catch {
+            socket.close()
+            return .rejected(from, "\(error)")
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import StunturnSignaling
+import StunturnSockets
+
+/// Punches a UDP hole: both sides send probes to each other's public address until each has
+/// seen a probe from the other and an acknowledgement of its own.
+///
+/// A probe is `STPU`, a kind byte (1 probe, 2 ack) and the tag. After `punch` returns, a late
+/// probe from the peer may still arrive (its ack was lost): answer it with `answerProbe`.
+public enum UDPHolePuncher {
+    static let magic: [UInt8] = Array("STPU".utf8)
+    static let probeKind: UInt8 = 1
+    static let ackKind: UInt8 = 2
+
+    /// Punches with a rendezvous' UDP socket; returns the address the peer's datagrams come from.
+    public static func punch(_ rendezvous: PeerRendezvous, tag: [UInt8] = defaultPunchTag,
+                             options: PunchOptions = PunchOptions()) async throws -> SocketAddress {
+        guard let socket = rendezvous.udpSocket else {
+            throw PunchError(peer: rendezvous.peerAddress, transport: "udp", message: "the rendezvous has no UDP socket")
+        }
+        return try await punch(socket: socket, peer: rendezvous.peerAddress, tag: tag, options: options)
+    }
+
+    public static func punch(socket: Socket, peer: SocketAddress, tag: [UInt8] = defaultPunchTag,
+                             options: PunchOptions = PunchOptions()) async throws -> SocketAddress {
+        let deadline = ContinuousClock.now + options.timeout
+        let probe = message(probeKind, tag)
+        let ack = message(ackKind, tag)
+        var target = peer
+        var sawProbe = false
+        var sawAck = false
+        var sent = 0
+        var lastError = "no answer"
+        while ContinuousClock.now < deadline {
+            if sent < max(1, options.tries) {
+                do {
+                    try await socket.send(probe, to: target, until: deadline)
+                } catch {
+                    lastError = "\(error)"
+                }
+                sent += 1
+            }
+            let nextProbe = min(deadline, .now + options.probeInterval)
+            while ContinuousClock.now < nextProbe {
+                let datagram: [UInt8]
+                let from: SocketAddress
+                do {
+                    (datagram, from) = try await socket.receive(maxLength: 512, until: nextProbe)
+                } catch let error as SocketError where error.description.hasSuffix("timed out") {
+                    break
+                } catch {
+                    lastError = "\(error)"
+                    try? await Task.sleep(for: .milliseconds(5))
+                    continue
+                }
+                guard datagram.count == magic.count + 1 + tag.count, Array(datagram[0..<4]) == magic,
+                      Array(datagram[5...]) == tag else {
+                    options.onRejected?(from, "sent a datagram that is not the peer's probe")
+                    continue
+                }
+                // A NAT may map the peer to another port than the one it reported: follow the packets.
+                if from.addressBytes == peer.addressBytes { target = from }
+                if datagram[4] == probeKind {
+                    sawProbe = true
+                    try? await socket.send(ack, to: from, until: deadline)
+                } else if datagram[4] == ackKind {
+                    sawAck = true
+                }
+                if sawProbe && sawAck {
+                    // Extra acks make it unlikely that the peer misses the last one on a lossy path.
+                    for _ in 0..<2 { try? await socket.send(ack, to: target, until: deadline) }
+                    return target
+                }
+            }
+            if Task.isCancelled { throw PunchError(peer: peer, transport: "udp", message: "cancelled") }
+        }
+        let state = sawProbe ? "heard the peer but got no acknowledgement" : sawAck ? "acknowledged but never heard the peer" : "heard nothing from the peer"
+        throw PunchError(peer: peer, transport: "udp",
+                         message: "no two-way path within \(formatDuration(options.timeout)) after \(sent) probes: \(state) (last error: \(lastError))")
+    }
+
+    /// True when `datagram` is a punch probe or ack; a probe carrying `tag` is answered with an ack.
+    @discardableResult
+    public static func answerProbe(_ datagram: [UInt8], from: SocketAddress, socket: Socket, tag: [UInt8] = defaultPunchTag) -> Bool {
+        guard datagram.count >= 5, Array(datagram[0..<4]) == magic else { return false }
+        if datagram[4] == probeKind, Array(datagram[5...]) == tag {
+            _ = try? message(ackKind, tag).withUnsafeBytes { try socket.send($0, to: from) }
+        }
+        return true
+    }
+
+    static func message(_ kind: UInt8, _ tag: [UInt8]) -> [UInt8] { magic + [kind] + tag }
+}

@@ -1,0 +1,465 @@
+import Dispatch
+import Logging
+import StunturnSockets
+
+/// The signaling server: pairs initiators with receivers by access key over TCP, and answers
+/// STUN (and the original protocol's plain-text address discovery) over UDP on the same port number.
+///
+/// Every piece of state lives on one serial queue; sockets are non-blocking and driven by
+/// DispatchSources, so a waiting initiator costs one socket and a small record, not a thread.
+public final class RendezvousServer: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// How long an initiator waits for a receiver; the original protocol's 30 s.
+        public var initiatorTimeout: Duration = .seconds(30)
+        /// A client that has not sent its hello by then is closed, so idle sockets cannot pile up.
+        public var helloTimeout: Duration = .seconds(5)
+        /// A hello is a few short strings; anything larger is hostile or broken.
+        public var maxHelloBytes = 4096
+        /// Bounds memory under a flood of initiators (each costs one socket and ~1 KiB).
+        public var maxWaitingInitiators = 100_000
+        /// Upper bound for a receiver's long-poll, whatever it asks for.
+        public var maxLongPoll: Duration = .seconds(60)
+        /// Bounds descriptors; connections past it are closed at once.
+        public var maxConnections = 120_000
+        public init() {}
+    }
+
+    public let options: Options
+    private let requestedAddress: SocketAddress
+    private var logger: Logger
+    private let queue = DispatchQueue(label: "stunturn.rendezvous")
+
+    private var listener: Socket?
+    private var acceptSource: DispatchSourceRead?
+    private var stun: Socket?
+    private var stunSource: DispatchSourceRead?
+    private var sweepTimer: DispatchSourceTimer?
+    private var connections: [ObjectIdentifier: Connection] = [:]
+    /// Initiators waiting, by key and target IP, oldest first.
+    private var waitingInitiators: [PairingKey: [Connection]] = [:]
+    private var waitingInitiatorCount = 0
+    /// Receivers long-polling, by key, oldest first.
+    private var waitingReceivers: [String: [Connection]] = [:]
+    private var stopped: CheckedContinuation<Void, Never>?
+    private var isStopped = false
+
+    /// Counters for logs and tests.
+    public struct Statistics: Sendable, Equatable {
+        public var accepted = 0
+        public var paired = 0
+        public var rejected = 0
+        public var stunResponses = 0
+        public var waitingInitiators = 0
+        public var openConnections = 0
+    }
+    private var stats = Statistics()
+
+    /// The bound TCP (and UDP) address, valid after `start()`.
+    public private(set) var boundAddress: SocketAddress
+
+    public init(listen address: SocketAddress, options: Options = Options(), logger: Logger = Logger(label: "stunturn.server")) {
+        self.requestedAddress = address
+        self.boundAddress = address
+        self.options = options
+        self.logger = logger
+    }
+
+    public var statistics: Statistics {
+        queue.sync {
+            var s = stats
+            s.waitingInitiators = waitingInitiatorCount
+            s.openConnections = connections.count
+            return s
+        }
+    }
+
+    /// Binds TCP and UDP on the same port (port 0 picks one free for both) and starts serving.
+    public func start() throws {
+        var lastError: Error?
+        for _ in 0..<20 {
+            do {
+                let tcp = try Socket(.stream, family: requestedAddress.family)
+                try tcp.setOption(SOL_SOCKET_VALUE, SO_REUSEADDR_VALUE, 1)
+                if requestedAddress.family == .ipv6 { try tcp.setIPv6Only(false) }
+                try tcp.bind(to: requestedAddress)
+                try tcp.listen(backlog: 4096)
+                let bound = try tcp.localAddress()
+                let udp = try Socket(.datagram, family: requestedAddress.family)
+                if requestedAddress.family == .ipv6 { try udp.setIPv6Only(false) }
+                do {
+                    try udp.bind(to: requestedAddress.withPort(bound.port))
+                } catch let error as SocketError where requestedAddress.port == 0 {
+                    lastError = error
+                    continue // the UDP side of that port is taken; pick another
+                }
+                boundAddress = bound
+                queue.sync { begin(tcp: tcp, udp: udp) }
+                logger.info("signaling server listening", metadata: ["tcp": "\(bound)", "stun": "udp \(bound)"])
+                return
+            } catch {
+                lastError = error
+                if requestedAddress.port != 0 { throw error }
+            }
+        }
+        throw lastError ?? SocketError(call: "listen", subject: "\(requestedAddress)", reason: "no free port")
+    }
+
+    /// Serves until `stop()` or task cancellation.
+    public func run() async throws {
+        if listener == nil { try start() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                queue.async {
+                    if self.isStopped { continuation.resume() } else { self.stopped = continuation }
+                }
+            }
+        } onCancel: {
+            self.stop()
+        }
+    }
+
+    /// Closes the listeners and every connection; waiting clients see their connection close.
+    public func stop() {
+        queue.async {
+            guard !self.isStopped else { return }
+            self.isStopped = true
+            self.acceptSource?.cancel()
+            self.stunSource?.cancel()
+            self.sweepTimer?.cancel()
+            for connection in self.connections.values { connection.close() }
+            self.connections.removeAll()
+            self.waitingInitiators.removeAll()
+            self.waitingReceivers.removeAll()
+            self.waitingInitiatorCount = 0
+            self.stopped?.resume()
+            self.stopped = nil
+        }
+    }
+
+    // MARK: set-up (on queue)
+
+    private func begin(tcp: Socket, udp: Socket) {
+        listener = tcp
+        stun = udp
+        let accept = DispatchSource.makeReadSource(fileDescriptor: tcp.fd, queue: queue)
+        accept.setEventHandler { [unowned self] in self.acceptPending() }
+        accept.setCancelHandler { tcp.close() }
+        accept.resume()
+        acceptSource = accept
+
+        let stunSource = DispatchSource.makeReadSource(fileDescriptor: udp.fd, queue: queue)
+        stunSource.setEventHandler { [unowned self] in self.answerDatagrams() }
+        stunSource.setCancelHandler { udp.close() }
+        stunSource.resume()
+        self.stunSource = stunSource
+
+        // One coarse timer enforces every deadline: cheaper than a timer per connection.
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100), leeway: .milliseconds(20))
+        timer.setEventHandler { [unowned self] in self.sweepDeadlines() }
+        timer.resume()
+        sweepTimer = timer
+    }
+
+    private func acceptPending() {
+        guard let listener else { return }
+        // Bounded so one flood cannot starve the other sources on this queue.
+        for _ in 0..<512 {
+            let accepted: (Socket, SocketAddress)?
+            do {
+                accepted = try listener.accept()
+            } catch let error as SocketError {
+                logger.warning("accept failed", metadata: ["error": "\(error)"])
+                if error.code == EMFILE_VALUE || error.code == ENFILE_VALUE {
+                    // Out of descriptors: pause accepting briefly instead of spinning on the error.
+                    acceptSource?.suspend()
+                    queue.asyncAfter(deadline: .now() + .milliseconds(100)) { [weak self] in self?.acceptSource?.resume() }
+                }
+                return
+            } catch {
+                return
+            }
+            guard let (socket, peer) = accepted else { return }
+            stats.accepted += 1
+            if connections.count >= options.maxConnections {
+                stats.rejected += 1
+                socket.close()
+                continue
+            }
+            let connection = Connection(socket: socket, peer: peer, deadline: .now + options.helloTimeout)
+            connections[ObjectIdentifier(connection)] = connection
+            let source = DispatchSource.makeReadSource(fileDescriptor: socket.fd, queue: queue)
+            source.setEventHandler { [unowned self, unowned connection] in self.readable(connection) }
+            source.setCancelHandler { socket.close() }
+            connection.source = source
+            source.resume()
+        }
+    }
+
+    // MARK: per connection (on queue)
+
+    private static let scratchSize = 4096
+    private var scratch = [UInt8](repeating: 0, count: RendezvousServer.scratchSize)
+
+    private func readable(_ connection: Connection) {
+        guard connection.isOpen else { return }
+        var received = 0
+        var sawEOF = false
+        while true {
+            let result: ReadResult
+            do {
+                result = try scratch.withUnsafeMutableBytes { try connection.socket.read(into: $0) }
+            } catch {
+                sawEOF = true
+                break
+            }
+            switch result {
+            case .bytes(let n):
+                received += n
+                if connection.state == .readingHello { connection.buffer += scratch[0..<n] }
+                if connection.buffer.count > options.maxHelloBytes { break }
+                continue
+            case .endOfFile:
+                sawEOF = true
+            case .wouldBlock:
+                break
+            }
+            break
+        }
+        switch connection.state {
+        case .readingHello:
+            if connection.buffer.count > options.maxHelloBytes {
+                reject(connection, ServerErrorText.helloTooLarge + " (limit \(options.maxHelloBytes) bytes)")
+                return
+            }
+            switch JSONObjectScanner.scan(connection.buffer) {
+            case .complete(let end):
+                handleHello(Array(connection.buffer[0..<end]), on: connection)
+            case .invalid:
+                reject(connection, "Malformed hello: expected one JSON object")
+            case .incomplete:
+                if sawEOF { drop(connection, reason: "closed before sending a complete hello") }
+            }
+        case .waitingAsInitiator, .waitingAsReceiver:
+            // A waiting client only ever closes; anything it sends is ignored.
+            if sawEOF { drop(connection, reason: "left while waiting") }
+        case .done:
+            break
+        }
+    }
+
+    private func handleHello(_ bytes: [UInt8], on connection: Connection) {
+        let hello: ClientHello
+        do {
+            hello = try ClientHello.decode(bytes)
+        } catch {
+            reject(connection, "Malformed hello: \(error)")
+            return
+        }
+        guard !hello.key.isEmpty else {
+            reject(connection, ServerErrorText.missingKey)
+            return
+        }
+        connection.hello = hello
+        connection.buffer = []
+        switch hello.effectiveRole {
+        case .initiator: arriveInitiator(connection, hello)
+        case .receiver: arriveReceiver(connection, hello)
+        }
+    }
+
+    private func arriveInitiator(_ connection: Connection, _ hello: ClientHello) {
+        // A receiver already long-polling on this key takes the initiator at once.
+        if var receivers = waitingReceivers[hello.key],
+           let index = receivers.firstIndex(where: { hello.targetIP.isEmpty || $0.peer.ip == hello.targetIP }) {
+            let receiver = receivers.remove(at: index)
+            waitingReceivers[hello.key] = receivers.isEmpty ? nil : receivers
+            pair(initiator: connection, receiver: receiver)
+            return
+        }
+        let key = PairingKey(key: hello.key, targetIP: hello.targetIP)
+        let queueForKey = waitingInitiators[key, default: []]
+        // Original clients (no role field) get the original exclusivity; ours may queue.
+        if hello.role == nil && !queueForKey.isEmpty {
+            reject(connection, ServerErrorText.keyInUse)
+            return
+        }
+        guard waitingInitiatorCount < options.maxWaitingInitiators else {
+            logger.warning("initiator refused: waiting limit reached", metadata: ["limit": "\(options.maxWaitingInitiators)"])
+            reject(connection, ServerErrorText.tooManyWaiting)
+            return
+        }
+        waitingInitiators[key, default: []].append(connection)
+        waitingInitiatorCount += 1
+        connection.state = .waitingAsInitiator(key)
+        connection.deadline = .now + options.initiatorTimeout
+        logger.debug("initiator waiting", metadata: ["peer": "\(connection.peer)", "protocol": "\(hello.transport)"])
+    }
+
+    private func arriveReceiver(_ connection: Connection, _ hello: ClientHello) {
+        for key in [PairingKey(key: hello.key, targetIP: connection.peer.ip), PairingKey(key: hello.key, targetIP: "")] {
+            if let initiator = popInitiator(key) {
+                pair(initiator: initiator, receiver: connection)
+                return
+            }
+        }
+        if let wait = hello.wait, wait > 0 {
+            let requested = Duration.seconds(wait)
+            connection.state = .waitingAsReceiver
+            connection.deadline = .now + min(requested, options.maxLongPoll)
+            waitingReceivers[hello.key, default: []].append(connection)
+            return
+        }
+        reply(connection, .failure(ServerErrorText.noInitiator))
+    }
+
+    private func popInitiator(_ key: PairingKey) -> Connection? {
+        guard var list = waitingInitiators[key], !list.isEmpty else { return nil }
+        let first = list.removeFirst()
+        waitingInitiators[key] = list.isEmpty ? nil : list
+        waitingInitiatorCount -= 1
+        return first
+    }
+
+    private func pair(initiator: Connection, receiver: Connection) {
+        guard let ih = initiator.hello, let rh = receiver.hello else { return }
+        let udp = ih.transport == "udp"
+        let initiatorSees = udp ? rh.address : receiver.peer.description
+        let receiverSees = udp ? ih.address : initiator.peer.description
+        stats.paired += 1
+        logger.debug("paired", metadata: ["initiator": "\(initiator.peer)", "receiver": "\(receiver.peer)", "protocol": "\(ih.transport)"])
+        reply(initiator, ServerReply(transport: ih.transport, peerAddress: initiatorSees))
+        reply(receiver, ServerReply(transport: ih.transport, peerAddress: receiverSees))
+    }
+
+    private func reject(_ connection: Connection, _ message: String) {
+        stats.rejected += 1
+        logger.debug("client refused", metadata: ["peer": "\(connection.peer)", "reason": "\(message)"])
+        reply(connection, .failure(message))
+    }
+
+    /// Sends the single reply and closes. Replies are tiny, so one non-blocking send nearly always
+    /// takes it; a client whose buffer is full gets closed rather than buffered for.
+    private func reply(_ connection: Connection, _ reply: ServerReply) {
+        leaveWaitingLists(connection)
+        connection.state = .done
+        let bytes = reply.encoded()
+        _ = try? bytes.withUnsafeBytes { try connection.socket.write($0) }
+        close(connection)
+    }
+
+    private func drop(_ connection: Connection, reason: String) {
+        logger.trace("connection closed", metadata: ["peer": "\(connection.peer)", "reason": "\(reason)"])
+        leaveWaitingLists(connection)
+        connection.state = .done
+        close(connection)
+    }
+
+    private func close(_ connection: Connection) {
+        connections[ObjectIdentifier(connection)] = nil
+        connection.close()
+    }
+
+    private func leaveWaitingLists(_ connection: Connection) {
+        switch connection.state {
+        case .waitingAsInitiator(let key):
+            // Remove exactly this entry under its own key (the original deleted the wrong key).
+            if var list = waitingInitiators[key], let i = list.firstIndex(where: { $0 === connection }) {
+                list.remove(at: i)
+                waitingInitiators[key] = list.isEmpty ? nil : list
+                waitingInitiatorCount -= 1
+            }
+        case .waitingAsReceiver:
+            if let key = connection.hello?.key, var list = waitingReceivers[key], let i = list.firstIndex(where: { $0 === connection }) {
+                list.remove(at: i)
+                waitingReceivers[key] = list.isEmpty ? nil : list
+            }
+        case .readingHello, .done:
+            break
+        }
+    }
+
+    private func sweepDeadlines() {
+        let now = ContinuousClock.now
+        for connection in connections.values where connection.deadline <= now {
+            switch connection.state {
+            case .readingHello: reject(connection, ServerErrorText.helloTimedOut)
+            case .waitingAsInitiator: reply(connection, .failure(ServerErrorText.initiatorTimedOut))
+            case .waitingAsReceiver: reply(connection, .failure(ServerErrorText.noInitiator))
+            case .done: close(connection)
+            }
+        }
+    }
+
+    // MARK: STUN (on queue)
+
+    private var datagram = [UInt8](repeating: 0, count: 2048)
+
+    private func answerDatagrams() {
+        guard let stun else { return }
+        for _ in 0..<256 {
+            let received: (Int, SocketAddress)?
+            do {
+                received = try datagram.withUnsafeMutableBytes { try stun.receive(into: $0) }
+            } catch {
+                return
+            }
+            guard let (n, from) = received else { return }
+            let request = Array(datagram[0..<n])
+            let response = RendezvousServer.stunResponse(to: request, from: from)
+            if let response {
+                _ = try? response.withUnsafeBytes { try stun.send($0, to: from) }
+                stats.stunResponses += 1
+            }
+        }
+    }
+
+    /// The reply to one UDP datagram: a Binding success for a STUN Binding request, nothing for
+    /// other STUN messages, and the sender's `ip:port` as text for anything else (the original
+    /// protocol's discovery).
+    public static func stunResponse(to request: [UInt8], from sender: SocketAddress) -> [UInt8]? {
+        if STUNMessage.looksLikeSTUN(request) {
+            guard let message = try? STUNMessage.decode(request), message.messageType == .bindingRequest else { return nil }
+            let response = STUNMessage.bindingSuccess(transactionID: message.transactionID, mapped: sender, software: "stunturn")
+            return response.encode(fingerprint: true)
+        }
+        return Array(sender.description.utf8)
+    }
+}
+
+/// Initiators are matched on the key and the receiver IP they name (empty: key alone).
+struct PairingKey: Hashable {
+    let key: String
+    let targetIP: String
+}
+
+private final class Connection {
+    enum State: Equatable {
+        case readingHello
+        case waitingAsInitiator(PairingKey)
+        case waitingAsReceiver
+        case done
+    }
+
+    let socket: Socket
+    let peer: SocketAddress
+    var deadline: ContinuousClock.Instant
+    var state: State = .readingHello
+    var buffer: [UInt8] = []
+    var hello: ClientHello?
+    var source: DispatchSourceRead?
+    private(set) var isOpen = true
+
+    init(socket: Socket, peer: SocketAddress, deadline: ContinuousClock.Instant) {
+        self.socket = socket
+        self.peer = peer
+        self.deadline = deadline
+    }
+
+    /// Cancels the read source; its cancel handler closes the descriptor once Dispatch lets go.
+    func close() {
+        guard isOpen else { return }
+        isOpen = false
+        if let source { source.cancel() } else { socket.close() }
+    }
+}

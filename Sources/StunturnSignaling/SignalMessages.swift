@@ -1,0 +1,251 @@
+import Foundation
+
+/// Which side of a pairing a client is.
+public enum SignalRole: String, Sendable, Codable {
+    /// Waits at the server for a receiver (the side that wants to reach a service).
+    case initiator
+    /// Asks the server for a waiting initiator (the side that exposes a service).
+    case receiver
+}
+
+/// The one JSON object a client sends per signaling connection.
+///
+/// The first four fields are the original protocol's, in its order; the rest are optional
+/// extensions that older servers ignore.
+public struct ClientHello: Equatable, Sendable {
+    /// The pairing key (`uuid` on the wire).
+    public var key: String
+    /// The receiver's public IP an initiator expects (`target_ip`); empty for receivers.
+    public var targetIP: String
+    /// `tcp` or `udp` (`protocol`).
+    public var transport: String
+    /// The client's public UDP `ip:port` (`address`), for UDP pairings.
+    public var address: String
+    /// Explicit role; without it an empty `target_ip` means receiver.
+    public var role: SignalRole?
+    /// Receiver long-poll: wait up to this many seconds for an initiator.
+    public var wait: Int?
+
+    public init(key: String, targetIP: String = "", transport: String = "tcp", address: String = "",
+                role: SignalRole? = nil, wait: Int? = nil) {
+        self.key = key
+        self.targetIP = targetIP
+        self.transport = transport
+        self.address = address
+        self.role = role
+        self.wait = wait
+    }
+
+    /// The role the server applies: the explicit one, else receiver when `target_ip` is empty.
+    public var effectiveRole: SignalRole {
+        role ?? (targetIP.isEmpty ? .receiver : .initiator)
+    }
+
+    /// Encodes as the original client does: its field order, then extensions, then a newline.
+    public func encoded() -> [UInt8] {
+        var fields: [(String, JSONValue)] = [
+            ("uuid", .string(key)), ("target_ip", .string(targetIP)),
+            ("protocol", .string(transport)), ("address", .string(address)),
+        ]
+        if let role { fields.append(("role", .string(role.rawValue))) }
+        if let wait { fields.append(("wait", .int(wait))) }
+        return JSONWriter.object(fields)
+    }
+
+    /// Decodes one hello (trailing newline or whitespace allowed).
+    public static func decode(_ bytes: [UInt8]) throws -> ClientHello {
+        struct Wire: Decodable {
+            var uuid: String?
+            var target_ip: String?
+            var `protocol`: String?
+            var address: String?
+            var role: String?
+            var wait: Int?
+        }
+        let wire: Wire
+        do {
+            wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+        } catch {
+            throw SignalingError.malformed("hello is not a valid JSON object: \(SignalingError.summarize(error))")
+        }
+        var role: SignalRole?
+        if let text = wire.role, !text.isEmpty {
+            guard let parsed = SignalRole(rawValue: text) else {
+                throw SignalingError.malformed("unknown role '\(text)' (expected initiator or receiver)")
+            }
+            role = parsed
+        }
+        return ClientHello(key: wire.uuid ?? "", targetIP: wire.target_ip ?? "", transport: wire.protocol ?? "",
+                           address: wire.address ?? "", role: role, wait: wire.wait)
+    }
+}
+
+/// The one JSON object the server sends back.
+public struct ServerReply: Equatable, Sendable {
+    /// The pairing's protocol (`protocol`).
+    public var transport: String
+    /// The peer's `ip:port` (`peer_address`), empty on error.
+    public var peerAddress: String
+    /// Why there is no peer (`error`), empty on success.
+    public var error: String
+
+    public init(transport: String = "", peerAddress: String = "", error: String = "") {
+        self.transport = transport
+        self.peerAddress = peerAddress
+        self.error = error
+    }
+
+    public static func failure(_ message: String) -> ServerReply { ServerReply(error: message) }
+
+    /// Encodes as the original server does: empty `peer_address` and `error` are left out.
+    public func encoded() -> [UInt8] {
+        var fields: [(String, JSONValue)] = [("protocol", .string(transport))]
+        if !peerAddress.isEmpty { fields.append(("peer_address", .string(peerAddress))) }
+        if !error.isEmpty { fields.append(("error", .string(error))) }
+        return JSONWriter.object(fields)
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> ServerReply {
+        struct Wire: Decodable {
+            var `protocol`: String?
+            var peer_address: String?
+            var error: String?
+        }
+        do {
+            let wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+            return ServerReply(transport: wire.protocol ?? "", peerAddress: wire.peer_address ?? "", error: wire.error ?? "")
+        } catch {
+            throw SignalingError.malformed("reply is not a valid JSON object: \(SignalingError.summarize(error))")
+        }
+    }
+}
+
+/// The original server's error texts, kept so existing clients keep recognising them.
+public enum ServerErrorText {
+    public static let keyInUse = "UUID already in use"
+    public static let initiatorTimedOut = "Timed out waiting for an initiator"
+    public static let noInitiator = "Receiver with that UUID not found"
+    public static let tooManyWaiting = "Too many initiators waiting; try again later"
+    public static let missingKey = "Missing uuid"
+    public static let helloTooLarge = "Hello too large"
+    public static let helloTimedOut = "No hello received in time"
+}
+
+enum JSONValue {
+    case string(String)
+    case int(Int)
+}
+
+/// Writes JSON the way Go's encoding/json does, so our bytes match the original's byte for byte.
+enum JSONWriter {
+    static func object(_ fields: [(String, JSONValue)]) -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        for (index, (name, value)) in fields.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            appendString(name, to: &out)
+            out.append(UInt8(ascii: ":"))
+            switch value {
+            case .string(let s): appendString(s, to: &out)
+            case .int(let n): out.append(contentsOf: Array(String(n).utf8))
+            }
+        }
+        out.append(UInt8(ascii: "}"))
+        out.append(UInt8(ascii: "\n"))
+        return out
+    }
+
+    private static let hex = Array("0123456789abcdef".utf8)
+
+    static func appendString(_ s: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for scalar in s.unicodeScalars {
+            switch scalar.value {
+            case 0x22: out += [0x5c, 0x22]
+            case 0x5c: out += [0x5c, 0x5c]
+            case 0x0a: out += [0x5c, UInt8(ascii: "n")]
+            case 0x0d: out += [0x5c, UInt8(ascii: "r")]
+            case 0x09: out += [0x5c, UInt8(ascii: "t")]
+            case 0x08: out += [0x5c, UInt8(ascii: "b")]
+            case 0x0c: out += [0x5c, UInt8(ascii: "f")]
+            // Go escapes these for safe embedding in HTML and JavaScript.
+            case 0x00..<0x20, 0x3c, 0x3e, 0x26, 0x2028, 0x2029:
+                let v = scalar.value
+                out += [0x5c, UInt8(ascii: "u"), hex[Int(v >> 12 & 0xf)], hex[Int(v >> 8 & 0xf)], hex[Int(v >> 4 & 0xf)], hex[Int(v & 0xf)]]
+            default:
+                out.append(contentsOf: Array(String(scalar).utf8))
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+}
+
+/// Finds where the first JSON object in a byte stream ends, so a hello can be read without a newline.
+public enum JSONObjectScanner {
+    public enum Result: Equatable {
+        /// The object ends just before this index.
+        case complete(end: Int)
+        case incomplete
+        /// The stream does not start with an object.
+        case invalid
+    }
+
+    public static func scan(_ bytes: [UInt8]) -> Result {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        var started = false
+        for (i, b) in bytes.enumerated() {
+            if inString {
+                if escaped { escaped = false } else if b == 0x5c { escaped = true } else if b == 0x22 { inString = false }
+                continue
+            }
+            switch b {
+            case 0x20, 0x09, 0x0a, 0x0d:
+                continue
+            case UInt8(ascii: "{"):
+                depth += 1
+                started = true
+            case UInt8(ascii: "}"):
+                guard started else { return .invalid }
+                depth -= 1
+                if depth == 0 { return .complete(end: i + 1) }
+            case 0x22:
+                guard started else { return .invalid }
+                inString = true
+            default:
+                guard started else { return .invalid }
+            }
+        }
+        return .incomplete
+    }
+}
+
+/// A signaling failure: the server's own error, a malformed message, or a transport problem.
+public struct SignalingError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case server, malformed, transport }
+    public let kind: Kind
+    public let message: String
+
+    public static func server(_ message: String) -> SignalingError { SignalingError(kind: .server, message: message) }
+    public static func malformed(_ message: String) -> SignalingError { SignalingError(kind: .malformed, message: message) }
+    public static func transport(_ message: String) -> SignalingError { SignalingError(kind: .transport, message: message) }
+
+    public var description: String {
+        switch kind {
+        case .server: return "signaling server: \(message)"
+        case .malformed, .transport: return message
+        }
+    }
+
+    static func summarize(_ error: Error) -> String {
+        switch error {
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "field '\(path)': \(context.debugDescription)"
+        case DecodingError.dataCorrupted(let context):
+            return context.debugDescription
+        default:
+            return "\(error)"
+        }
+    }
+}

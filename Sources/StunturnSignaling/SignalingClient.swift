@@ -1,0 +1,192 @@
+import StunturnSockets
+
+/// The transport a pairing is for.
+public enum TransportKind: String, Sendable, CaseIterable {
+    case tcp, udp
+}
+
+/// What the signaling server told one side about the other: enough to punch a hole.
+public struct PeerRendezvous: Sendable, CustomStringConvertible {
+    public let transport: TransportKind
+    public let role: SignalRole
+    /// The peer's public `ip:port` as the server reported it.
+    public let peerAddress: SocketAddress
+    /// The local address to punch from: the signaling connection's (TCP) or the discovered socket's (UDP).
+    public let localAddress: SocketAddress
+    /// For UDP, the socket whose public mapping the peer was told; punch and send with it.
+    public let udpSocket: Socket?
+
+    public var description: String { "\(transport) \(role) \(localAddress) -> \(peerAddress)" }
+}
+
+/// Talks to a signaling server: the Swift counterpart of the original GetTCPPeer / GetUDPPeer /
+/// GetClientPeer calls, async, with time-outs that hold.
+public struct SignalingClient: Sendable {
+    /// The server as `host:port`.
+    public var server: String
+    /// Binds the signaling socket here first (the original API's custom dialer); nil picks any.
+    public var localAddress: SocketAddress?
+    /// Connecting to the server; a server that is down fails fast.
+    public var connectTimeout: Duration = .seconds(5)
+    /// STUN discovery of the public UDP address.
+    public var discoveryTimeout: Duration = .seconds(5)
+
+    public init(server: String, localAddress: SocketAddress? = nil) {
+        self.server = server
+        self.localAddress = localAddress
+    }
+
+    /// As initiator, waits at the server until a receiver with the same key arrives.
+    /// - Parameters:
+    ///   - targetIP: the receiver's public IP, for servers that match on it; empty matches by key alone.
+    ///   - timeout: how long to wait in all; the server's own limit (30 s by default) may end it first.
+    ///   - exclusive: send the original protocol's hello (no role field), so the server refuses a
+    ///     second initiator on the same key, as the original did.
+    public func requestTCPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35),
+                               exclusive: Bool = false) async throws -> PeerRendezvous {
+        let hello = ClientHello(key: key, targetIP: targetIP, transport: "tcp", role: exclusive ? nil : .initiator)
+        return try await exchange(hello, timeout: timeout, udpSocket: nil)
+    }
+
+    /// As initiator for UDP: discovers the public UDP address, then waits for a receiver.
+    public func requestUDPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35)) async throws -> PeerRendezvous {
+        let (socket, mapped) = try await discoverUDP()
+        let hello = ClientHello(key: key, targetIP: targetIP, transport: "udp", address: mapped.description, role: .initiator)
+        return try await exchange(hello, timeout: timeout, udpSocket: socket)
+    }
+
+    /// As receiver: asks for a waiting initiator, long-polling up to `wait` when the server supports it.
+    /// Returns nil when nobody is waiting.
+    /// - Parameter udp: also discover a public UDP address, so a UDP initiator can be answered.
+    public func pollForInitiator(key: String, wait: Duration? = nil, udp: Bool = false) async throws -> PeerRendezvous? {
+        var socket: Socket?
+        var address = ""
+        if udp {
+            let (s, mapped) = try await discoverUDP()
+            socket = s
+            address = mapped.description
+        }
+        let seconds = wait.map { Int(max(1, $0.components.seconds)) }
+        let hello = ClientHello(key: key, transport: "", address: address, role: .receiver, wait: seconds)
+        do {
+            // The server answers a long-poll by its deadline; allow for its coarse timer and the network.
+            return try await exchange(hello, timeout: (wait ?? .zero) + .seconds(10), udpSocket: socket)
+        } catch let error as SignalingError where error.kind == .server && error.message == ServerErrorText.noInitiator {
+            return nil
+        }
+    }
+
+    /// Discovers this machine's public UDP address with the server's STUN responder, on a new socket.
+    public func discoverUDP() async throws -> (Socket, SocketAddress) {
+        let serverAddress = try resolveServer()
+        let bind = localAddress.map { $0.withPort(0) } ?? .any(serverAddress.family)
+        let socket = try Socket.udp(on: bind, reuse: true)
+        let mapped = try await STUNClient.discover(server: serverAddress, using: socket, timeout: discoveryTimeout)
+        return (socket, mapped)
+    }
+
+    func resolveServer() throws -> SocketAddress {
+        do {
+            return try SocketAddress.resolve(server)[0]
+        } catch let error as SocketError {
+            throw SignalingError.transport("signaling server \(server): \(error)")
+        }
+    }
+
+    private func exchange(_ hello: ClientHello, timeout: Duration, udpSocket: Socket?) async throws -> PeerRendezvous {
+        let serverAddress = try resolveServer()
+        let deadline = ContinuousClock.now + timeout
+        let socket = try Socket(.stream, family: serverAddress.family)
+        defer { socket.close() }
+        // Reuse lets the hole punch bind this same port while the socket is still closing.
+        try socket.setReuse()
+        if let localAddress { try socket.bind(to: localAddress) }
+        do {
+            try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
+            try await socket.writeAll(hello.encoded(), until: deadline)
+            let local = try socket.localAddress()
+            let reply = try await readReply(socket, until: deadline)
+            guard reply.error.isEmpty else { throw SignalingError.server(reply.error) }
+            guard let peer = try? SocketAddress.resolve(reply.peerAddress).first else {
+                throw SignalingError.malformed("signaling server \(server) sent an unusable peer address '\(reply.peerAddress)'")
+            }
+            let transport = TransportKind(rawValue: reply.transport) ?? (udpSocket != nil ? .udp : .tcp)
+            let localForPunch = transport == .udp ? (try udpSocket?.localAddress() ?? local) : local
+            if transport == .udp && udpSocket == nil {
+                throw SignalingError.malformed("signaling server \(server) paired a UDP initiator with a TCP-only receiver")
+            }
+            return PeerRendezvous(transport: transport, role: hello.effectiveRole, peerAddress: peer,
+                                  localAddress: localForPunch, udpSocket: transport == .udp ? udpSocket : nil)
+        } catch let error as SocketError {
+            if error.isTimeout || error.description.hasSuffix("timed out") {
+                throw SignalingError.transport("signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))")
+            }
+            throw SignalingError.transport("signaling server \(server): \(error)")
+        }
+    }
+
+    private func readReply(_ socket: Socket, until deadline: ContinuousClock.Instant) async throws -> ServerReply {
+        var buffer: [UInt8] = []
+        while true {
+            let chunk = try await socket.readSome(maxLength: 4096, until: deadline)
+            if chunk.isEmpty {
+                if buffer.isEmpty { throw SignalingError.transport("signaling server \(server) closed the connection without a reply") }
+                break
+            }
+            buffer += chunk
+            if case .complete(let end) = JSONObjectScanner.scan(buffer) {
+                buffer = Array(buffer[0..<end])
+                break
+            }
+            if buffer.count > 65536 { throw SignalingError.malformed("signaling server \(server) sent an oversized reply") }
+        }
+        return try ServerReply.decode(buffer)
+    }
+}
+
+/// Finds the public address a STUN server sees for a UDP socket.
+public enum STUNClient {
+    /// Sends Binding requests (retransmitted with back-off) until a response arrives or `timeout`.
+    /// Accepts an RFC 5389 Binding success and the original server's plain-text `ip:port`.
+    public static func discover(server: SocketAddress, using socket: Socket, timeout: Duration) async throws -> SocketAddress {
+        let deadline = ContinuousClock.now + timeout
+        let request = STUNMessage.bindingRequest()
+        let bytes = request.encode(fingerprint: true)
+        var interval = Duration.milliseconds(200)
+        while ContinuousClock.now < deadline {
+            try await socket.send(bytes, to: server, until: deadline)
+            let retry = min(deadline, .now + interval)
+            interval = min(interval * 2, .seconds(1))
+            while ContinuousClock.now < retry {
+                let datagram: [UInt8]
+                let from: SocketAddress
+                do {
+                    (datagram, from) = try await socket.receive(maxLength: 2048, until: retry)
+                } catch let error as SocketError where error.description.hasSuffix("timed out") {
+                    break
+                }
+                guard from == server || from.port == server.port else { continue }
+                if let mapped = parseResponse(datagram, transactionID: request.transactionID) { return mapped }
+            }
+        }
+        throw SocketError(call: "stun", subject: server.description, reason: "no response within \(formatDuration(timeout))")
+    }
+
+    /// Discovers against `host:port` from a fresh socket.
+    public static func discover(server: String, timeout: Duration = .seconds(5)) async throws -> SocketAddress {
+        let address = try SocketAddress.resolve(server)[0]
+        let socket = try Socket.udp(on: .any(address.family))
+        defer { socket.close() }
+        return try await discover(server: address, using: socket, timeout: timeout)
+    }
+
+    /// The mapped address in a STUN success response with our transaction ID, or in a text reply.
+    public static func parseResponse(_ datagram: [UInt8], transactionID: [UInt8]) -> SocketAddress? {
+        if STUNMessage.looksLikeSTUN(datagram) {
+            guard let message = try? STUNMessage.decode(datagram), message.transactionID == transactionID,
+                  message.messageType == .bindingSuccess else { return nil }
+            return message.xorMappedAddress ?? message.mappedAddress
+        }
+        return try? SocketAddress(parsing: String(decoding: datagram, as: UTF8.self))
+    }
+}

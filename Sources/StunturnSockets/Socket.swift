@@ -1,0 +1,250 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A non-blocking TCP or UDP socket that owns its file descriptor.
+public final class Socket: @unchecked Sendable, CustomStringConvertible {
+    public enum Kind: Sendable { case stream, datagram }
+
+    public private(set) var fd: Int32
+    public let kind: Kind
+    public let family: SocketAddress.Family
+
+    /// Opens a non-blocking, close-on-exec socket.
+    public init(_ kind: Kind, family: SocketAddress.Family) throws {
+        let domain = family == .ipv4 ? AF_INET : AF_INET6
+        #if canImport(Glibc)
+        let type = Int32(kind == .stream ? SOCK_STREAM.rawValue : SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        #else
+        let type = kind == .stream ? SOCK_STREAM : SOCK_DGRAM
+        #endif
+        let fd = socket(domain, type, 0)
+        guard fd >= 0 else { throw SocketError(call: "socket", errno: errno) }
+        self.fd = fd
+        self.kind = kind
+        self.family = family
+        #if !canImport(Glibc)
+        try setNonBlocking()
+        #endif
+        if kind == .stream { _ = try? setOption(Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
+        // Never die of SIGPIPE when writing to a closed peer (MSG_NOSIGNAL covers send, this covers write).
+        Socket.ignoreSIGPIPE
+    }
+
+    /// Takes ownership of an already open descriptor (one returned by accept).
+    public init(adopting fd: Int32, kind: Kind, family: SocketAddress.Family) {
+        self.fd = fd
+        self.kind = kind
+        self.family = family
+    }
+
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
+    private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN); return () }()
+
+    public var description: String {
+        let local = (try? localAddress()).map { "\($0)" } ?? "?"
+        let remote = (try? remoteAddress()).map { " -> \($0)" } ?? ""
+        return "fd \(fd) \(local)\(remote)"
+    }
+
+    public var isOpen: Bool { fd >= 0 }
+
+    /// Closes the descriptor now; later calls do nothing.
+    public func close() {
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
+    }
+
+    /// Gives up ownership of the descriptor and returns it.
+    public func detach() -> Int32 {
+        let d = fd
+        fd = -1
+        return d
+    }
+
+    // MARK: options
+
+    @discardableResult
+    public func setOption(_ level: Int32, _ name: Int32, _ value: Int32) throws -> Self {
+        var v = value
+        _ = try retryingSyscall("setsockopt", "fd \(fd)") {
+            setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+        }
+        return self
+    }
+
+    public func getOption(_ level: Int32, _ name: Int32) throws -> Int32 {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        _ = try retryingSyscall("getsockopt", "fd \(fd)") { getsockopt(fd, level, name, &v, &len) }
+        return v
+    }
+
+    /// SO_REUSEADDR and SO_REUSEPORT, so a listener, dialers and the signaling socket can share one port.
+    @discardableResult
+    public func setReuse() throws -> Self {
+        try setOption(SOL_SOCKET, SO_REUSEADDR, 1)
+        try setOption(SOL_SOCKET, SO_REUSEPORT, 1)
+        return self
+    }
+
+    /// Restricts an IPv6 socket to IPv6 (false makes it dual-stack).
+    public func setIPv6Only(_ on: Bool) throws {
+        try setOption(Int32(IPPROTO_IPV6), IPV6_V6ONLY, on ? 1 : 0)
+    }
+
+    /// Close with RST instead of FIN, leaving no TIME_WAIT behind.
+    public func setAbortiveClose() throws {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        _ = try retryingSyscall("setsockopt SO_LINGER", "fd \(fd)") {
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        }
+    }
+
+    public func setNonBlocking() throws {
+        let flags = fcntl(fd, F_GETFL)
+        _ = try retryingSyscall("fcntl", "fd \(fd)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+
+    // MARK: addresses
+
+    public func localAddress() throws -> SocketAddress {
+        try address(call: "getsockname") { getsockname(fd, $0, $1) }
+    }
+
+    public func remoteAddress() throws -> SocketAddress {
+        try address(call: "getpeername") { getpeername(fd, $0, $1) }
+    }
+
+    private func address(call: String, _ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) throws -> SocketAddress {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, &len) }
+        }
+        guard rc == 0 else { throw SocketError(call: call, subject: "fd \(fd)", errno: errno) }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress(sockaddr: $0)! }
+        }
+    }
+
+    // MARK: connection set-up
+
+    public func bind(to address: SocketAddress) throws {
+        _ = try retryingSyscall("bind", "\(address)") {
+            address.withSockAddr { Glibc.bind(fd, $0, $1) }
+        }
+    }
+
+    public func listen(backlog: Int32 = 1024) throws {
+        _ = try retryingSyscall("listen", (try? localAddress().description) ?? "fd \(fd)") { Glibc.listen(fd, backlog) }
+    }
+
+    /// Starts a connect; true when it completed at once, false when it is in progress (wait for writable).
+    public func connect(to address: SocketAddress) throws -> Bool {
+        while true {
+            let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+            if rc == 0 { return true }
+            switch errno {
+            case EINTR: continue
+            case EINPROGRESS, EALREADY: return false
+            case let code: throw SocketError(call: "connect", subject: "\(address)", errno: code)
+            }
+        }
+    }
+
+    /// The pending error of an asynchronous connect (SO_ERROR), thrown as a `SocketError` naming `address`.
+    public func finishConnect(to address: SocketAddress) throws {
+        let code = try getOption(SOL_SOCKET, SO_ERROR)
+        if code != 0 { throw SocketError(call: "connect", subject: "\(address)", errno: code) }
+    }
+
+    /// Accepts one connection, or nil when none is pending.
+    public func accept() throws -> (Socket, SocketAddress)? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let newFD = try withUnsafeMutablePointer(to: &storage) { ptr in
+            try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                try retryingSyscall("accept", (try? localAddress().description) ?? "fd \(fd)") {
+                    Glibc.accept(fd, sa, &len)
+                }
+            }
+        }
+        guard let newFD else { return nil }
+        let peer = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress(sockaddr: $0) }
+        } ?? SocketAddress.any(family)
+        let socket = Socket(adopting: newFD, kind: .stream, family: family)
+        _ = fcntl(newFD, F_SETFD, FD_CLOEXEC)
+        try socket.setNonBlocking()
+        _ = try? socket.setOption(Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        return (socket, peer)
+    }
+
+    /// Shuts down the sending direction: the peer reads end-of-file.
+    public func shutdownWrite() {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    // MARK: data
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> ReadResult {
+        guard let n = try retryingSyscall("read", "fd \(fd)", { Glibc.read(fd, buffer.baseAddress, buffer.count) }) else {
+            return .wouldBlock
+        }
+        return n == 0 ? .endOfFile : .bytes(n)
+    }
+
+    /// Writes what the kernel takes now; nil when nothing could be written.
+    public func write(_ buffer: UnsafeRawBufferPointer) throws -> Int? {
+        try retryingSyscall("send", "fd \(fd)") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Sends one datagram; false when the socket buffer is full.
+    public func send(_ buffer: UnsafeRawBufferPointer, to address: SocketAddress) throws -> Bool {
+        let n = try retryingSyscall("sendto", "\(address)") {
+            address.withSockAddr { sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), $0, $1) }
+        }
+        return n != nil
+    }
+
+    /// Receives one datagram, or nil when none is queued.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> (Int, SocketAddress)? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let n = try withUnsafeMutablePointer(to: &storage) { ptr in
+            try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                try retryingSyscall("recvfrom", "fd \(fd)") { recvfrom(fd, buffer.baseAddress, buffer.count, 0, sa, &len) }
+            }
+        }
+        guard let n else { return nil }
+        let from = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress(sockaddr: $0) }
+        } ?? SocketAddress.any(family)
+        return (n, from)
+    }
+}
+
+extension Socket {
+    /// A listening TCP socket on `address` (port 0 picks one), with address reuse.
+    public static func listener(on address: SocketAddress, reusePort: Bool = false, backlog: Int32 = 1024) throws -> Socket {
+        let socket = try Socket(.stream, family: address.family)
+        try socket.setOption(SOL_SOCKET, SO_REUSEADDR, 1)
+        if reusePort { try socket.setOption(SOL_SOCKET, SO_REUSEPORT, 1) }
+        try socket.bind(to: address)
+        try socket.listen(backlog: backlog)
+        return socket
+    }
+
+    /// A bound UDP socket.
+    public static func udp(on address: SocketAddress, reuse: Bool = false) throws -> Socket {
+        let socket = try Socket(.datagram, family: address.family)
+        if reuse { try socket.setReuse() }
+        try socket.bind(to: address)
+        return socket
+    }
+}

@@ -1,0 +1,266 @@
+import Foundation
+import Testing
+@testable import StunturnConfig
+
+@Suite struct ValidConfigTests {
+    @Test func issueExampleParses() throws {
+        let config = try parseValid("""
+            server: signal.example.net:7000     # signaling server, used by every forward unless it names its own
+            forwards:
+              - name: home-ssh                   # unique; used in logs
+                expose: 127.0.0.1:22             # a service on this machine, made reachable to the peer
+                key: 3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13   # the shared access key
+              - name: office-ssh
+                listen: 127.0.0.1:2222           # a local port; each connection goes to the peer's exposed service
+                key: 9d2e7c41-0b8a-4f3e-a1d5-6c7e8f901234
+                protocol: tcp                    # tcp (default) or udp
+            """)
+        let signal = Endpoint(host: "signal.example.net", port: 7000)
+        #expect(config.server == signal)
+        #expect(config.serve == nil)
+        #expect(config.logLevel == "info")
+        #expect(config.forwards.map(\.name) == ["home-ssh", "office-ssh"])
+        #expect(config.forwards[0].mode == .expose(Endpoint(host: "127.0.0.1", port: 22)))
+        #expect(config.forwards[1].mode == .listen(Endpoint(host: "127.0.0.1", port: 2222)))
+        #expect(config.forwards.map(\.key) == [keyA, keyB])
+        #expect(config.forwards.allSatisfy { $0.server == signal && $0.transport == .tcp })
+    }
+
+    @Test func exampleFileIsValidAndRunsOnOneMachine() throws {
+        let exampleURL = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent()
+            .deletingLastPathComponent()
+            .deletingLastPathComponent()
+            .appendingPathComponent("config.yaml.example")
+        let config = try AgentConfig.load(path: exampleURL.path)
+        let local7000 = Endpoint(host: "127.0.0.1", port: 7000)
+        #expect(config.serve == local7000)
+        #expect(config.server == local7000)
+        #expect(config.forwards.count == 2)
+        let modes = Set(config.forwards.map(\.mode))
+        #expect(modes == [.expose(Endpoint(host: "127.0.0.1", port: 8080)), .listen(Endpoint(host: "127.0.0.1", port: 8081))])
+        #expect(Set(config.forwards.map(\.key)).count == 1, "both ends of the one-machine tunnel share a key")
+        #expect(config.forwards.allSatisfy { $0.server == local7000 && !$0.plaintextInsecure })
+
+        let uuidShape = try Regex("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+        #expect(config.forwards.allSatisfy { $0.key.wholeMatch(of: uuidShape) != nil })
+    }
+
+    @Test func exampleFileDocumentsEveryField() throws {
+        let exampleURL = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config.yaml.example")
+        let text = try String(contentsOf: exampleURL, encoding: .utf8)
+        for key in ConfigParser.topLevelKeys + ConfigParser.forwardKeys {
+            #expect(text.contains("\(key):"), "config.yaml.example does not mention '\(key)'")
+        }
+    }
+
+    @Test func defaultsAreApplied() throws {
+        let config = try parseValid(yaml(
+            "server: 192.0.2.10:7000",
+            "forwards:",
+            "  - name: only",
+            "    expose: localhost:8080",
+            "    key: \(keyA)"
+        ))
+        let forward = try #require(config.forwards.first)
+        #expect(config.logLevel == "info")
+        #expect(forward.mode == .expose(Endpoint(host: "localhost", port: 8080)))
+        #expect(forward.transport == .tcp)
+        #expect(forward.peerIP == nil)
+        #expect(forward.tries == 300)
+        #expect(forward.punchTimeout == .seconds(10))
+        #expect(forward.signalTimeout == .seconds(30))
+        #expect(forward.connectTimeout == .seconds(5))
+        #expect(forward.idleTimeout == nil)
+        #expect(forward.plaintextInsecure == false)
+    }
+
+    @Test func everyFieldIsRead() throws {
+        let config = try parseValid(yaml(
+            "server: signal.example.net:7000",
+            "log_level: DEBUG",
+            "forwards:",
+            "  - name: game.udp_1",
+            "    listen: 0.0.0.0:27015",
+            "    key: \(keyB)",
+            "    protocol: udp",
+            "    peer_ip: 2001:db8::7",
+            "    tries: 1000",
+            "    punch_timeout: 250ms",
+            "    signal_timeout: 2m",
+            "    connect_timeout: 1.5",
+            "    idle_timeout: 1h",
+            "    plaintext_insecure: true"
+        ))
+        let forward = try #require(config.forwards.first)
+        #expect(config.logLevel == "debug")
+        #expect(forward.name == "game.udp_1")
+        #expect(forward.mode == .listen(Endpoint(host: "0.0.0.0", port: 27015)))
+        #expect(forward.transport == .udp)
+        #expect(forward.peerIP == "2001:db8::7")
+        #expect(forward.tries == 1000)
+        #expect(forward.punchTimeout == .milliseconds(250))
+        #expect(forward.signalTimeout == .seconds(120))
+        #expect(forward.connectTimeout == .milliseconds(1500))
+        #expect(forward.idleTimeout == .seconds(3600))
+        #expect(forward.plaintextInsecure)
+    }
+
+    @Test func ipv6Endpoints() throws {
+        let config = try parseValid(yaml(
+            "server: '[2001:db8::1]:7000'",
+            "forwards:",
+            "  - name: v6",
+            "    listen: '[::1]:2222'",
+            "    key: \(keyA)",
+            "    peer_ip: '[fe80::1]'"
+        ))
+        let forward = try #require(config.forwards.first)
+        #expect(config.server == Endpoint(host: "2001:db8::1", port: 7000))
+        #expect(config.server?.description == "[2001:db8::1]:7000")
+        #expect(forward.mode == .listen(Endpoint(host: "::1", port: 2222)))
+        #expect(forward.mode.endpoint.description == "[::1]:2222")
+        #expect(forward.peerIP == "fe80::1")
+    }
+
+    @Test func perForwardServerOverridesTheTopLevelOne() throws {
+        let config = try parseValid(yaml(
+            "server: signal.example.net:7000",
+            "forwards:",
+            "  - name: default-server",
+            "    expose: 127.0.0.1:22",
+            "    key: \(keyA)",
+            "  - name: own-server",
+            "    listen: 127.0.0.1:2222",
+            "    key: \(keyB)",
+            "    server: other.example.org:7443"
+        ))
+        #expect(config.forwards[0].server == Endpoint(host: "signal.example.net", port: 7000))
+        #expect(config.forwards[1].server == Endpoint(host: "other.example.org", port: 7443))
+    }
+
+    @Test func everyForwardWithItsOwnServerNeedsNoTopLevelServer() throws {
+        let config = try parseValid(yaml(
+            "forwards:",
+            "  - name: a",
+            "    expose: 127.0.0.1:22",
+            "    key: \(keyA)",
+            "    server: 198.51.100.4:7000"
+        ))
+        #expect(config.server == nil)
+        #expect(config.forwards[0].server == Endpoint(host: "198.51.100.4", port: 7000))
+    }
+
+    @Test(arguments: [
+        ("127.0.0.1:7000", Endpoint(host: "127.0.0.1", port: 7000)),
+        ("0.0.0.0:7000", Endpoint(host: "127.0.0.1", port: 7000)),
+        ("'[::]:7000'", Endpoint(host: "::1", port: 7000)),
+        ("'[0:0:0:0:0:0:0:0]:7001'", Endpoint(host: "::1", port: 7001)),
+        ("'[::1]:7002'", Endpoint(host: "::1", port: 7002)),
+        ("localhost:7003", Endpoint(host: "localhost", port: 7003)),
+    ])
+    func serveOnlyConfigsDialTheInAgentServer(serve: String, expected: Endpoint) throws {
+        let config = try parseValid(yaml(
+            "serve: \(serve)",
+            "forwards:",
+            "  - name: a",
+            "    expose: 127.0.0.1:8080",
+            "    key: \(keyA)"
+        ))
+        #expect(config.server == nil)
+        #expect(config.serve != nil)
+        #expect(config.forwards[0].server == expected)
+    }
+
+    @Test func topLevelServerWinsOverServe() throws {
+        let config = try parseValid(yaml(
+            "serve: 0.0.0.0:7000",
+            "server: signal.example.net:7000",
+            "forwards:",
+            "  - name: a",
+            "    expose: 127.0.0.1:8080",
+            "    key: \(keyA)"
+        ))
+        #expect(config.forwards[0].server == Endpoint(host: "signal.example.net", port: 7000))
+    }
+
+    @Test(arguments: [
+        ("10", Duration.seconds(10)),
+        ("2.5", .milliseconds(2500)),
+        ("0.1", .milliseconds(100)),
+        ("\"250ms\"", .milliseconds(250)),
+        ("10s", .seconds(10)),
+        ("1.5s", .milliseconds(1500)),
+        ("2m", .seconds(120)),
+        ("1h", .seconds(3600)),
+        ("'30'", .seconds(30)),
+    ])
+    func durationSpellings(text: String, expected: Duration) throws {
+        let config = try parseValid(yaml(
+            "server: 127.0.0.1:7000",
+            "forwards:",
+            "  - name: a",
+            "    listen: 127.0.0.1:8081",
+            "    key: \(keyA)",
+            "    punch_timeout: \(text)",
+            "    idle_timeout: \(text)"
+        ))
+        #expect(config.forwards[0].punchTimeout == expected)
+        #expect(config.forwards[0].idleTimeout == expected)
+    }
+
+    @Test(arguments: ["0", "0s", "0ms", "0.0"])
+    func zeroIdleTimeoutMeansNever(text: String) throws {
+        let config = try parseValid(yaml(
+            "server: 127.0.0.1:7000",
+            "forwards:",
+            "  - name: a",
+            "    listen: 127.0.0.1:8081",
+            "    key: \(keyA)",
+            "    idle_timeout: \(text)"
+        ))
+        #expect(config.forwards[0].idleTimeout == nil)
+    }
+
+    @Test(arguments: AgentConfig.logLevels)
+    func everyLogLevelIsAccepted(level: String) throws {
+        let config = try parseValid(yaml(
+            "server: 127.0.0.1:7000",
+            "log_level: \(level)",
+            "forwards:",
+            "  - {name: a, listen: '127.0.0.1:8081', key: \(keyA)}"
+        ))
+        #expect(config.logLevel == level)
+    }
+
+    @Test func summaryDescribesForwardsWithoutPrintingKeys() throws {
+        let config = try parseValid(yaml(
+            "serve: 0.0.0.0:7000",
+            "forwards:",
+            "  - name: web",
+            "    expose: 127.0.0.1:8080",
+            "    key: \(keyA)",
+            "    idle_timeout: 90s",
+            "  - name: game",
+            "    listen: '[::1]:9000'",
+            "    key: \(keyB)",
+            "    protocol: udp",
+            "    plaintext_insecure: true",
+            "    punch_timeout: 250ms"
+        ))
+        let summary = config.summary()
+        #expect(summary.contains("in-agent signaling server: listening on 0.0.0.0:7000"))
+        #expect(summary.contains("2 forwards:"))
+        #expect(summary.contains("web: tcp exposes 127.0.0.1:8080"))
+        #expect(summary.contains("game: udp listens on [::1]:9000"))
+        #expect(summary.contains("server 127.0.0.1:7000"))
+        #expect(summary.contains("idle_timeout 90s"))
+        #expect(summary.contains("idle_timeout never"))
+        #expect(summary.contains("punch_timeout 250ms"))
+        #expect(summary.contains("NOT encrypted"))
+        #expect(!summary.contains(keyA) && !summary.contains(keyB))
+        #expect(summary.contains("3f1c…8c13"))
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import StunturnSockets
+import Testing
+@testable import StunturnSignaling
+
+/// A real server on 127.0.0.1:0 for the duration of `body`.
+func withServer<T>(_ options: RendezvousServer.Options = RendezvousServer.Options(),
+                   _ body: (RendezvousServer, String) async throws -> T) async throws -> T {
+    let server = RendezvousServer(listen: .loopback(.ipv4), options: options)
+    try server.start()
+    defer { server.stop() }
+    return try await body(server, server.boundAddress.description)
+}
+
+/// Sends raw bytes as a client would and returns everything the server sends before closing.
+func rawExchange(_ server: RendezvousServer, _ bytes: [UInt8], timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+    let socket = try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))
+    defer { socket.close() }
+    let deadline = ContinuousClock.now + timeout
+    if !bytes.isEmpty { try await socket.writeAll(bytes, until: deadline) }
+    var received: [UInt8] = []
+    while true {
+        let chunk = try await socket.readSome(until: deadline)
+        if chunk.isEmpty { return received }
+        received += chunk
+    }
+}
+
+func goHello(_ key: String, target: String = "", proto: String = "tcp", address: String = "") -> [UInt8] {
+    ClientHello(key: key, targetIP: target, transport: proto, address: address).encoded()
+}
+
+@Suite struct RendezvousServerTests {
+    @Test func originalClientsPairOverTCP() async throws {
+        try await withServer { server, _ in
+            // The original initiator names the receiver's public IP; on loopback that is 127.0.0.1.
+            async let initiatorReply = rawExchange(server, goHello("go-key", target: "127.0.0.1"))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            let receiverSocket = try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))
+            let receiverLocal = try receiverSocket.localAddress()
+            try await receiverSocket.writeAll(goHello("go-key", proto: "", address: "127.0.0.1:9999"), until: .now + .seconds(5))
+            let receiverBytes = try await receiverSocket.readSome(until: .now + .seconds(5))
+            let initiatorBytes = try await initiatorReply
+            let toInitiator = try ServerReply.decode(initiatorBytes)
+            let toReceiver = try ServerReply.decode(receiverBytes)
+            #expect(toInitiator.transport == "tcp")
+            #expect(toInitiator.peerAddress == receiverLocal.description)
+            #expect(toReceiver.transport == "tcp")
+            #expect(toReceiver.peerAddress.hasPrefix("127.0.0.1:"))
+            #expect(initiatorBytes.last == UInt8(ascii: "\n"))
+            #expect(server.statistics.waitingInitiators == 0)
+        }
+    }
+
+    @Test func udpPairingExchangesReportedAddresses() async throws {
+        try await withServer { server, _ in
+            async let initiatorReply = rawExchange(server, goHello("u", target: "127.0.0.1", proto: "udp", address: "198.51.100.1:1111"))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            let receiver = try ServerReply.decode(try await rawExchange(server, goHello("u", proto: "", address: "203.0.113.2:2222")))
+            let initiator = try ServerReply.decode(try await initiatorReply)
+            #expect(receiver == ServerReply(transport: "udp", peerAddress: "198.51.100.1:1111"))
+            #expect(initiator == ServerReply(transport: "udp", peerAddress: "203.0.113.2:2222"))
+        }
+    }
+
+    @Test func receiverWithNobodyWaitingIsToldAtOnce() async throws {
+        try await withServer { server, _ in
+            let start = ContinuousClock.now
+            let reply = try await rawExchange(server, goHello("nobody", proto: ""))
+            #expect(reply == Array(#"{"protocol":"","error":"Receiver with that UUID not found"}"#.utf8) + [10])
+            #expect(ContinuousClock.now - start < .seconds(2))
+        }
+    }
+
+    @Test func secondOriginalInitiatorOnAKeyIsRefused() async throws {
+        try await withServer { server, _ in
+            async let first = rawExchange(server, goHello("dup", target: "127.0.0.1"))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            let second = try ServerReply.decode(try await rawExchange(server, goHello("dup", target: "127.0.0.1")))
+            #expect(second.error == ServerErrorText.keyInUse)
+            _ = try await rawExchange(server, goHello("dup", proto: ""))
+            _ = try await first
+        }
+    }
+
+    @Test func timedOutInitiatorFreesItsKey() async throws {
+        var options = RendezvousServer.Options()
+        options.initiatorTimeout = .milliseconds(300)
+        try await withServer(options) { server, _ in
+            let reply = try ServerReply.decode(try await rawExchange(server, goHello("t", target: "127.0.0.1")))
+            #expect(reply.error == ServerErrorText.initiatorTimedOut)
+            #expect(server.statistics.waitingInitiators == 0)
+            // The key is free again: a new initiator waits instead of being told it is in use.
+            async let again = rawExchange(server, goHello("t", target: "127.0.0.1"))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            let paired = try ServerReply.decode(try await rawExchange(server, goHello("t", proto: "")))
+            #expect(paired.error.isEmpty)
+            #expect(try ServerReply.decode(try await again).error.isEmpty)
+        }
+    }
+
+    @Test func initiatorThatLeavesIsForgotten() async throws {
+        try await withServer { server, _ in
+            let socket = try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))
+            try await socket.writeAll(goHello("gone", target: "127.0.0.1"), until: .now + .seconds(2))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            socket.close()
+            try await waitUntil { server.statistics.waitingInitiators == 0 }
+            let reply = try ServerReply.decode(try await rawExchange(server, goHello("gone", proto: "")))
+            #expect(reply.error == ServerErrorText.noInitiator)
+        }
+    }
+
+    @Test func extendedClientsQueueSeveralInitiatorsAndLongPoll() async throws {
+        try await withServer { server, address in
+            let client = SignalingClient(server: address)
+            async let a = client.requestTCPPeer(key: "shared", timeout: .seconds(10))
+            async let b = client.requestTCPPeer(key: "shared", timeout: .seconds(10))
+            try await waitUntil { server.statistics.waitingInitiators == 2 }
+            let r1 = try await client.pollForInitiator(key: "shared")
+            let r2 = try await client.pollForInitiator(key: "shared")
+            #expect(r1 != nil && r2 != nil)
+            let (pa, pb) = try await (a, b)
+            #expect(Set([pa.peerAddress, pb.peerAddress]) == Set([r1!.localAddress, r2!.localAddress]))
+            #expect(try await client.pollForInitiator(key: "shared") == nil)
+
+            // A long-polling receiver learns of an initiator as soon as it arrives.
+            let start = ContinuousClock.now
+            async let polled = client.pollForInitiator(key: "lp", wait: .seconds(20))
+            try await Task.sleep(for: .milliseconds(300))
+            let initiator = try await client.requestTCPPeer(key: "lp", timeout: .seconds(5))
+            let receiver = try #require(try await polled)
+            #expect(receiver.peerAddress == initiator.localAddress)
+            #expect(ContinuousClock.now - start < .seconds(5))
+        }
+    }
+
+    @Test func longPollEndsAtItsDeadline() async throws {
+        try await withServer { _, address in
+            let start = ContinuousClock.now
+            let result = try await SignalingClient(server: address).pollForInitiator(key: "quiet", wait: .seconds(1))
+            #expect(result == nil)
+            #expect(ContinuousClock.now - start >= .milliseconds(900))
+            #expect(ContinuousClock.now - start < .seconds(4))
+        }
+    }
+
+    @Test func waitingInitiatorsAreCapped() async throws {
+        var options = RendezvousServer.Options()
+        options.maxWaitingInitiators = 2
+        try await withServer(options) { server, address in
+            let client = SignalingClient(server: address)
+            async let a = client.requestTCPPeer(key: "cap1", timeout: .seconds(10))
+            async let b = client.requestTCPPeer(key: "cap2", timeout: .seconds(10))
+            try await waitUntil { server.statistics.waitingInitiators == 2 }
+            await #expect(throws: SignalingError.self) { try await client.requestTCPPeer(key: "cap3", timeout: .seconds(5)) }
+            _ = try await client.pollForInitiator(key: "cap1")
+            _ = try await client.pollForInitiator(key: "cap2")
+            _ = try await (a, b)
+        }
+    }
+
+    @Test func badClientsGetAnErrorOrACloseAndTheServerKeepsServing() async throws {
+        var options = RendezvousServer.Options()
+        options.helloTimeout = .milliseconds(500)
+        try await withServer(options) { server, address in
+            let garbage = try await rawExchange(server, Array("GET / HTTP/1.1\r\n\r\n".utf8))
+            #expect(String(decoding: garbage, as: UTF8.self).contains("Malformed hello"))
+            let badJSON = try await rawExchange(server, Array(#"{"uuid": 12}"#.utf8))
+            #expect(String(decoding: badJSON, as: UTF8.self).contains("Malformed hello"))
+            let noKey = try await rawExchange(server, Array(#"{"target_ip":"1.2.3.4"}"#.utf8))
+            #expect(String(decoding: noKey, as: UTF8.self).contains(ServerErrorText.missingKey))
+            // The server answers and closes while the client is still sending: a reply or a reset, never a hang.
+            do {
+                let huge = try await rawExchange(server, Array(("{\"uuid\":\"" + String(repeating: "A", count: 100_000)).utf8))
+                #expect(String(decoding: huge, as: UTF8.self).contains(ServerErrorText.helloTooLarge))
+            } catch let error as SocketError {
+                #expect(error.code == ECONNRESET || error.code == EPIPE, "\(error)")
+            }
+            let almostHuge = try await rawExchange(server, Array(("{\"uuid\":\"" + String(repeating: "A", count: 5000)).utf8))
+            #expect(String(decoding: almostHuge, as: UTF8.self).contains(ServerErrorText.helloTooLarge))
+            let start = ContinuousClock.now
+            let silent = try await rawExchange(server, [])
+            #expect(String(decoding: silent, as: UTF8.self).contains(ServerErrorText.helloTimedOut))
+            #expect(ContinuousClock.now - start < .seconds(3))
+
+            // Random datagrams at the STUN port do not stop it.
+            let udp = try Socket.udp(on: .loopback())
+            var rng = SystemRandomNumberGenerator()
+            for _ in 0..<200 {
+                let junk = (0..<Int.random(in: 0...600, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                _ = try junk.withUnsafeBytes { try udp.send($0, to: server.boundAddress) }
+            }
+            let mapped = try await STUNClient.discover(server: server.boundAddress, using: udp, timeout: .seconds(5))
+            #expect(mapped == (try udp.localAddress()))
+
+            // Many half-open clients at once: all are closed, the server still pairs.
+            var idle: [Socket] = []
+            for _ in 0..<200 { idle.append(try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))) }
+            let client = SignalingClient(server: address)
+            async let initiator = client.requestTCPPeer(key: "still-works", timeout: .seconds(5))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            #expect(try await client.pollForInitiator(key: "still-works") != nil)
+            _ = try await initiator
+            try await waitUntil(timeout: .seconds(5)) { server.statistics.openConnections == 0 }
+            idle.removeAll()
+        }
+    }
+
+    @Test func ipv6ServerWorks() async throws {
+        let server = RendezvousServer(listen: .loopback(.ipv6))
+        do { try server.start() } catch {
+            return // no IPv6 on this machine: nothing to test
+        }
+        defer { server.stop() }
+        let address = server.boundAddress.description
+        #expect(address.hasPrefix("[::1]:"))
+        let client = SignalingClient(server: address)
+        async let initiator = client.requestTCPPeer(key: "v6", timeout: .seconds(5))
+        try await waitUntil { server.statistics.waitingInitiators == 1 }
+        let receiver = try #require(try await client.pollForInitiator(key: "v6"))
+        let i = try await initiator
+        #expect(receiver.peerAddress == i.localAddress)
+        #expect(i.peerAddress.description.hasPrefix("[::1]:"))
+        let mapped = try await STUNClient.discover(server: address)
+        #expect(mapped.description.hasPrefix("[::1]:"))
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; fails after `timeout`.
+func waitUntil(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            throw CancellationError()
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
