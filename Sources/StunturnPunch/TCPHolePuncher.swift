@@ -33,9 +33,9 @@ public enum TCPHolePuncher {
         try listener.listen(backlog: 16)
         defer { listener.close() }
 
-        var lastError = "no answer"
+        let lastError = LastError("no answer")
         return try await withThrowingTaskGroup(of: Event.self) { group in
-            group.addTask { await dial(from: local, to: peer, options: options, deadline: deadline) }
+            group.addTask { await dial(from: local, to: peer, options: options, deadline: deadline, lastError: lastError) }
             group.addTask { await acceptOne(listener, peer: peer, deadline: deadline, options: options) }
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
@@ -53,7 +53,7 @@ public enum TCPHolePuncher {
                             try await socket.writeAll(tag, until: deadline)
                             return socket
                         } catch {
-                            lastError = "\(error)"
+                            lastError.set("\(error)")
                         }
                     } else {
                         group.addTask { await verify(socket, from: from, tag: tag, deadline: deadline) }
@@ -63,10 +63,10 @@ public enum TCPHolePuncher {
                 case .rejected(let from, let reason):
                     options.onRejected?(from, reason)
                 case .dialerFinished(let reason), .listenerFinished(let reason):
-                    lastError = reason
+                    lastError.set(reason)
                 case .deadline:
                     throw PunchError(peer: peer, transport: "tcp",
-                                     message: "no connection within \(formatDuration(options.timeout)) (last error: \(lastError))")
+                                     message: "no connection within \(formatDuration(options.timeout)) (last error: \(lastError.value))")
                 }
             }
             throw PunchError(peer: peer, transport: "tcp", message: "cancelled")
@@ -75,8 +75,7 @@ public enum TCPHolePuncher {
 
     /// Dials the peer from the punch port until one connect succeeds, tries run out, or time is up.
     private static func dial(from local: SocketAddress, to peer: SocketAddress, options: PunchOptions,
-                             deadline: ContinuousClock.Instant) async -> Event {
-        var lastError = "not tried"
+                             deadline: ContinuousClock.Instant, lastError: LastError) async -> Event {
         for _ in 0..<max(1, options.tries) {
             if Task.isCancelled || ContinuousClock.now >= deadline { break }
             do {
@@ -86,11 +85,11 @@ public enum TCPHolePuncher {
                 try await socket.connect(to: peer, until: min(deadline, .now + options.attemptTimeout))
                 return .candidate(socket, peer, fromListener: false)
             } catch {
-                lastError = "\(error)"
+                lastError.set("\(error)")
             }
             try? await Task.sleep(for: options.retryInterval)
         }
-        return .dialerFinished(lastError)
+        return .dialerFinished(lastError.value)
     }
 
     /// Accepts the next connection from the peer's IP; others are rejected and closed.
@@ -121,4 +120,13 @@ public enum TCPHolePuncher {
             return .rejected(from, "\(error)")
         }
     }
+}
+
+/// The most recent failure seen by any of the punch's tasks, for the final error message.
+final class LastError: @unchecked Sendable {
+    private var text: String
+    private let lock = Lock()
+    init(_ text: String) { self.text = text }
+    func set(_ value: String) { lock.withLock { text = value } }
+    var value: String { lock.withLock { text } }
 }
