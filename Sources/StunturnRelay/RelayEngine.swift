@@ -1,0 +1,377 @@
+import Dispatch
+import StunturnSockets
+
+/// A stage between the two sides of a relay, such as the tunnel's encryption.
+///
+/// `forward` sees bytes read from side A on their way to B; `backward` bytes from B to A. Both run
+/// on the relay's queue, one call at a time, and append their output.
+public protocol RelayTransform: AnyObject {
+    func forward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws
+    func backward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws
+}
+
+/// One side of a relay: a socket, or a pair of descriptors such as stdin/stdout.
+public struct RelayEndpoint {
+    public let readFD: Int32
+    public let writeFD: Int32
+    public let isSocket: Bool
+    public let name: String
+
+    /// Takes over a socket's descriptor; the relay closes it.
+    public init(socket: Socket, name: String) {
+        let fd = socket.detach()
+        self.readFD = fd
+        self.writeFD = fd
+        self.isSocket = true
+        self.name = name
+    }
+
+    /// This process's stdin and stdout, made non-blocking.
+    public static func standardIO(name: String = "stdio") throws -> RelayEndpoint {
+        try SystemIO.setNonBlocking(SystemIO.standardInput)
+        try SystemIO.setNonBlocking(SystemIO.standardOutput)
+        return RelayEndpoint(readFD: SystemIO.standardInput, writeFD: SystemIO.standardOutput, isSocket: false, name: name)
+    }
+
+    init(readFD: Int32, writeFD: Int32, isSocket: Bool, name: String) {
+        self.readFD = readFD
+        self.writeFD = writeFD
+        self.isSocket = isSocket
+        self.name = name
+    }
+}
+
+/// How a relayed connection ended and what it carried.
+public struct RelayReport: Sendable, CustomStringConvertible {
+    /// Bytes read from A (sent towards B) and from B (towards A), before any transform.
+    public var bytesAToB: UInt64
+    public var bytesBToA: UInt64
+    public var duration: Duration
+    /// Why it ended: both sides closed, an error naming the side, idle time-out, or a close by the owner.
+    public var reason: String
+    /// True when it ended by an orderly close of both sides.
+    public var clean: Bool
+
+    public var description: String {
+        "\(reason); \(bytesAToB) bytes out, \(bytesBToA) bytes in, \(formatDuration(duration))"
+    }
+}
+
+/// Splices pairs of non-blocking descriptors with DispatchSources: no thread per connection, no
+/// busy loop. Each side is drained until it would block (per-event overhead, not copying, is what
+/// costs); a side stops being read while the other side's send buffer is full, so memory per
+/// connection is bounded by one chunk; end-of-file on one side becomes a shutdown of the other.
+public final class RelayEngine: @unchecked Sendable {
+    /// Read size: large reads keep syscalls per byte low on fast paths.
+    public static let defaultChunkSize = 256 * 1024
+
+    public static let shared = RelayEngine()
+
+    private let workers: [RelayWorker]
+    private let counterLock = Lock()
+    private var nextWorker = 0
+
+    public init(workers count: Int = 2, chunkSize: Int = RelayEngine.defaultChunkSize) {
+        SystemIO.ignoreSIGPIPE()
+        workers = (0..<max(1, count)).map { RelayWorker(index: $0, chunkSize: chunkSize) }
+    }
+
+    /// Starts relaying between `a` and `b`; `onFinish` runs once, after both descriptors are closed.
+    @discardableResult
+    public func relay(_ a: RelayEndpoint, _ b: RelayEndpoint, transform: RelayTransform? = nil,
+                      idleTimeout: Duration? = nil, onFinish: @escaping @Sendable (RelayReport) -> Void) -> RelayConnection {
+        let worker = counterLock.withLock { () -> RelayWorker in
+            defer { nextWorker = (nextWorker + 1) % workers.count }
+            return workers[nextWorker]
+        }
+        let connection = RelayConnection(worker: worker, a: a, b: b, transform: transform, idleTimeout: idleTimeout, onFinish: onFinish)
+        worker.queue.async { connection.start() }
+        return connection
+    }
+}
+
+/// A serial queue with scratch buffers that every connection on it shares, so an idle
+/// connection holds no buffer at all.
+final class RelayWorker {
+    let queue: DispatchQueue
+    let inScratch: UnsafeMutableRawBufferPointer
+    var outScratch: [UInt8] = []
+
+    init(index: Int, chunkSize: Int) {
+        queue = DispatchQueue(label: "stunturn.relay.\(index)")
+        inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
+        outScratch.reserveCapacity(chunkSize + chunkSize / 16 + 1024)
+    }
+}
+
+/// One relayed connection; `close` ends it from outside.
+public final class RelayConnection: @unchecked Sendable {
+    /// One direction of the relay.
+    final class Direction {
+        let srcFD: Int32
+        let dstFD: Int32
+        let dstIsSocket: Bool
+        let srcName: String
+        let dstName: String
+        let transform: ((UnsafeRawBufferPointer, inout [UInt8]) throws -> Void)?
+        var readSource: DispatchSourceRead?
+        var writeSource: DispatchSourceWrite?
+        var readSuspended = false
+        var writeArmed = false
+        var pending: [UInt8] = []
+        var pendingOffset = 0
+        var sawEOF = false
+        var shutDown = false
+        var bytes: UInt64 = 0
+
+        init(src: RelayEndpoint, dst: RelayEndpoint, transform: ((UnsafeRawBufferPointer, inout [UInt8]) throws -> Void)?) {
+            srcFD = src.readFD
+            dstFD = dst.writeFD
+            dstIsSocket = dst.isSocket
+            srcName = src.name
+            dstName = dst.name
+            self.transform = transform
+        }
+
+        var hasPending: Bool { pendingOffset < pending.count }
+    }
+
+    /// Bounded drain per event, so one busy connection cannot starve the others on its queue.
+    private static let maxReadsPerEvent = 32
+
+    private let worker: RelayWorker
+    private let a: RelayEndpoint
+    private let b: RelayEndpoint
+    private let aToB: Direction
+    private let bToA: Direction
+    private let idleTimeout: Duration?
+    private var onFinish: (@Sendable (RelayReport) -> Void)?
+    private var idleTimer: DispatchSourceTimer?
+    private var lastActivity = ContinuousClock.now
+    private let started = ContinuousClock.now
+    private var finished = false
+    private var liveSources = 0
+    private var endReason = ""
+    private var endedCleanly = false
+
+    init(worker: RelayWorker, a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?,
+         onFinish: @escaping @Sendable (RelayReport) -> Void) {
+        self.worker = worker
+        self.a = a
+        self.b = b
+        self.idleTimeout = idleTimeout
+        self.onFinish = onFinish
+        aToB = Direction(src: a, dst: b, transform: transform.map { t in { try t.forward($0, into: &$1) } })
+        bToA = Direction(src: b, dst: a, transform: transform.map { t in { try t.backward($0, into: &$1) } })
+    }
+
+    /// Ends the relay now, closing both sides.
+    public func close(reason: String = "closed by the agent") {
+        worker.queue.async { self.finish(reason, clean: false) }
+    }
+
+    /// Bytes carried so far in each direction.
+    public var byteCounts: (aToB: UInt64, bToA: UInt64) {
+        worker.queue.sync { (aToB.bytes, bToA.bytes) }
+    }
+
+    // MARK: on the worker's queue
+
+    /// Sources hold the connection strongly until it finishes; closeDescriptors breaks the cycle.
+    func start() {
+        for direction in [aToB, bToA] {
+            let source = DispatchSource.makeReadSource(fileDescriptor: direction.srcFD, queue: worker.queue)
+            source.setEventHandler { [self] in self.readable(direction) }
+            source.setCancelHandler { [self] in self.sourceEnded() }
+            direction.readSource = source
+            liveSources += 1
+            source.resume()
+        }
+        if let idleTimeout {
+            let timer = DispatchSource.makeTimerSource(queue: worker.queue)
+            let period = max(Duration.milliseconds(100), idleTimeout / 4)
+            timer.schedule(deadline: .now() + period.dispatchInterval, repeating: period.dispatchInterval, leeway: .milliseconds(50))
+            timer.setEventHandler { [self] in
+                if ContinuousClock.now - self.lastActivity >= idleTimeout {
+                    self.finish("idle for \(formatDuration(idleTimeout))", clean: false)
+                }
+            }
+            timer.setCancelHandler { [self] in self.sourceEnded() }
+            idleTimer = timer
+            liveSources += 1
+            timer.resume()
+        }
+    }
+
+    private func readable(_ d: Direction) {
+        guard !finished, !d.sawEOF, !d.hasPending else { return }
+        let scratch = worker.inScratch
+        for _ in 0..<RelayConnection.maxReadsPerEvent {
+            let result: ReadResult
+            do {
+                result = try SystemIO.read(d.srcFD, into: scratch)
+            } catch {
+                finish("\(d.srcName): \(error)", clean: false)
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .endOfFile:
+                d.sawEOF = true
+                suspendRead(d)
+                endDirectionIfDrained(d)
+                return
+            case .bytes(let n):
+                lastActivity = .now
+                d.bytes += UInt64(n)
+                let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+                if let transform = d.transform {
+                    worker.outScratch.removeAll(keepingCapacity: true)
+                    do {
+                        try transform(input, &worker.outScratch)
+                    } catch {
+                        finish("\(d.srcName): \(error)", clean: false)
+                        return
+                    }
+                    let ok = worker.outScratch.withUnsafeBytes { send($0, on: d) }
+                    if !ok { return }
+                } else {
+                    if !send(input, on: d) { return }
+                }
+            }
+        }
+    }
+
+    /// Writes `data` to the direction's destination; what the kernel does not take is kept and the
+    /// source side paused. Returns false when the caller must stop reading.
+    private func send(_ data: UnsafeRawBufferPointer, on d: Direction) -> Bool {
+        var offset = 0
+        while offset < data.count {
+            let written: Int?
+            do {
+                written = try SystemIO.write(d.dstFD, UnsafeRawBufferPointer(rebasing: data[offset...]), isSocket: d.dstIsSocket)
+            } catch {
+                finish("\(d.dstName): \(error)", clean: false)
+                return false
+            }
+            guard let written else {
+                d.pending = Array(data[offset...])
+                d.pendingOffset = 0
+                suspendRead(d)
+                armWrite(d)
+                return false
+            }
+            offset += written
+        }
+        return true
+    }
+
+    private func writable(_ d: Direction) {
+        guard !finished else { return }
+        while d.hasPending {
+            let written: Int?
+            do {
+                written = try d.pending.withUnsafeBytes {
+                    try SystemIO.write(d.dstFD, UnsafeRawBufferPointer(rebasing: $0[d.pendingOffset...]), isSocket: d.dstIsSocket)
+                }
+            } catch {
+                finish("\(d.dstName): \(error)", clean: false)
+                return
+            }
+            guard let written else { return }
+            d.pendingOffset += written
+        }
+        d.pending = []
+        d.pendingOffset = 0
+        disarmWrite(d)
+        if d.sawEOF {
+            endDirectionIfDrained(d)
+        } else {
+            resumeRead(d)
+        }
+    }
+
+    private func endDirectionIfDrained(_ d: Direction) {
+        guard d.sawEOF, !d.hasPending, !d.shutDown else { return }
+        d.shutDown = true
+        SystemIO.shutdownWrite(d.dstFD, isSocket: d.dstIsSocket)
+        if aToB.shutDown && bToA.shutDown { finish("both sides closed", clean: true) }
+    }
+
+    private func suspendRead(_ d: Direction) {
+        guard !d.readSuspended, let source = d.readSource else { return }
+        d.readSuspended = true
+        source.suspend()
+    }
+
+    private func resumeRead(_ d: Direction) {
+        guard d.readSuspended, let source = d.readSource else { return }
+        d.readSuspended = false
+        source.resume()
+    }
+
+    private func armWrite(_ d: Direction) {
+        if d.writeSource == nil {
+            let source = DispatchSource.makeWriteSource(fileDescriptor: d.dstFD, queue: worker.queue)
+            source.setEventHandler { [self] in self.writable(d) }
+            source.setCancelHandler { [self] in self.sourceEnded() }
+            d.writeSource = source
+            liveSources += 1
+            d.writeArmed = true
+            source.resume()
+        } else if !d.writeArmed {
+            d.writeArmed = true
+            d.writeSource?.resume()
+        }
+    }
+
+    private func disarmWrite(_ d: Direction) {
+        guard d.writeArmed, let source = d.writeSource else { return }
+        d.writeArmed = false
+        source.suspend()
+    }
+
+    private func finish(_ reason: String, clean: Bool) {
+        guard !finished else { return }
+        finished = true
+        endReason = reason
+        endedCleanly = clean
+        for d in [aToB, bToA] {
+            // A suspended source must be resumed before cancelling, or its cancel handler never runs.
+            if d.readSuspended { d.readSuspended = false; d.readSource?.resume() }
+            d.readSource?.cancel()
+            if let w = d.writeSource {
+                if !d.writeArmed { d.writeArmed = true; w.resume() }
+                w.cancel()
+            }
+            d.pending = []
+        }
+        idleTimer?.cancel()
+        if liveSources == 0 { closeDescriptors() }
+    }
+
+    private func sourceEnded() {
+        liveSources -= 1
+        if liveSources == 0 && finished { closeDescriptors() }
+    }
+
+    /// Runs once every source has let go of the descriptors, so none is closed under Dispatch.
+    private func closeDescriptors() {
+        var closed = Set<Int32>()
+        for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !closed.contains(fd) {
+            closed.insert(fd)
+            if fd > 2 { SystemIO.close(fd) }
+        }
+        let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.bytes, duration: ContinuousClock.now - started,
+                                 reason: endReason, clean: endedCleanly)
+        let callback = onFinish
+        onFinish = nil
+        idleTimer = nil
+        for d in [aToB, bToA] {
+            d.readSource = nil
+            d.writeSource = nil
+        }
+        callback?(report)
+    }
+}

@@ -1,0 +1,148 @@
+import StunturnSockets
+import Testing
+@testable import StunturnRelay
+
+/// A connected TCP pair on loopback.
+func tcpPair() async throws -> (Socket, Socket) {
+    let listener = try Socket.listener(on: .loopback())
+    let address = try listener.localAddress()
+    async let accepted = listener.accept(until: .now + .seconds(5))
+    let client = try await Socket.connect(to: address, timeout: .seconds(5))
+    let (server, _) = try await accepted
+    return (client, server)
+}
+
+/// Collects what a relay reports when it ends.
+final class ReportBox: @unchecked Sendable {
+    private let lock = Lock()
+    private var report: RelayReport?
+    func set(_ r: RelayReport) { lock.withLock { report = r } }
+    var value: RelayReport? { lock.withLock { report } }
+    func wait(timeout: Duration = .seconds(10)) async throws -> RelayReport {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let value { return value }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw SocketError(call: "relay", reason: "did not finish in time")
+    }
+}
+
+/// XOR with a rolling key: a stand-in stage that changes every byte, so a relay that skipped it would be caught.
+final class XORTransform: RelayTransform {
+    func forward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
+        for byte in input { output.append(byte ^ 0x5A) }
+    }
+    func backward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
+        for byte in input { output.append(byte ^ 0x5A) }
+    }
+}
+
+func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+@Suite struct RelayEngineTests {
+    /// client ⇄ [a | relay | b] ⇄ server
+    func relayed(transform: RelayTransform? = nil, idle: Duration? = nil) async throws -> (client: Socket, server: Socket, box: ReportBox, connection: RelayConnection) {
+        let (client, a) = try await tcpPair()
+        let (b, server) = try await tcpPair()
+        let box = ReportBox()
+        let connection = RelayEngine.shared.relay(RelayEndpoint(socket: a, name: "a"), RelayEndpoint(socket: b, name: "b"),
+                                                  transform: transform, idleTimeout: idle) { box.set($0) }
+        return (client, server, box, connection)
+    }
+
+    @Test func largeTransferBothWaysArrivesIntact() async throws {
+        let (client, server, box, _) = try await relayed()
+        let up = pattern(24 << 20, seed: 1)
+        let down = pattern(8 << 20, seed: 2)
+        async let sendUp: Void = { try await client.writeAll(up, until: .now + .seconds(60)); client.shutdownWrite() }()
+        async let sendDown: Void = { try await server.writeAll(down, until: .now + .seconds(60)); server.shutdownWrite() }()
+        async let receivedUp = readAll(server)
+        async let receivedDown = readAll(client)
+        _ = try await (sendUp, sendDown)
+        #expect(try await receivedUp == up)
+        #expect(try await receivedDown == down)
+        let report = try await box.wait()
+        #expect(report.clean)
+        #expect(report.bytesAToB == UInt64(up.count))
+        #expect(report.bytesBToA == UInt64(down.count))
+    }
+
+    @Test func halfClosePropagatesAndTheOtherDirectionKeepsWorking() async throws {
+        let (client, server, box, _) = try await relayed()
+        try await client.writeAll(Array("request".utf8), until: .now + .seconds(5))
+        client.shutdownWrite()
+        // The server sees the request and then end-of-file...
+        #expect(try await readAll(server) == Array("request".utf8))
+        // ...and can still answer over the open direction.
+        try await server.writeAll(Array("response".utf8), until: .now + .seconds(5))
+        server.shutdownWrite()
+        #expect(try await readAll(client) == Array("response".utf8))
+        #expect(try await box.wait().reason == "both sides closed")
+    }
+
+    @Test func transformStageSitsBetweenTheSockets() async throws {
+        let (client, a) = try await tcpPair()
+        let (b, server) = try await tcpPair()
+        let box = ReportBox()
+        RelayEngine.shared.relay(RelayEndpoint(socket: a, name: "a"), RelayEndpoint(socket: b, name: "b"), transform: XORTransform()) { box.set($0) }
+        let data = pattern(1 << 20, seed: 3)
+        async let sending: Void = { try await client.writeAll(data, until: .now + .seconds(30)); client.shutdownWrite() }()
+        let received = try await readAll(server)
+        try await sending
+        #expect(received == data.map { $0 ^ 0x5A })
+        server.shutdownWrite()
+        _ = try await readAll(client)
+        _ = try await box.wait()
+    }
+
+    @Test func slowReaderBackpressuresInsteadOfBuffering() async throws {
+        let (client, server, box, connection) = try await relayed()
+        // Push far more than the socket buffers hold while the server reads nothing.
+        let data = pattern(64 << 20, seed: 4)
+        let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(500))
+        let (carried, _) = connection.byteCounts
+        // The relay stopped reading: what it took is bounded by kernel buffers plus one chunk, far below 64 MiB.
+        #expect(carried < 40 << 20)
+        let received = try await readAll(server, limit: data.count)
+        #expect(received == data)
+        try await writer.value
+        connection.close()
+        _ = try await box.wait()
+    }
+
+    @Test func idleConnectionsAreClosed() async throws {
+        let (client, _, box, _) = try await relayed(idle: .milliseconds(300))
+        let report = try await box.wait(timeout: .seconds(5))
+        #expect(report.reason.contains("idle"))
+        #expect(try await client.readSome(until: .now + .seconds(2)).isEmpty)
+    }
+
+    @Test func resetOnOneSideEndsTheRelayWithAReason() async throws {
+        let (client, server, box, _) = try await relayed()
+        try server.setAbortiveClose()
+        server.close()
+        let report = try await box.wait()
+        #expect(!report.clean)
+        #expect(report.reason.contains("b"))
+        #expect(try await client.readSome(until: .now + .seconds(2)).isEmpty)
+    }
+}
+
+/// Reads until end-of-file (or `limit` bytes).
+func readAll(_ socket: Socket, limit: Int = .max) async throws -> [UInt8] {
+    var out: [UInt8] = []
+    while out.count < limit {
+        let chunk = try await socket.readSome(maxLength: 1 << 20, until: .now + .seconds(60))
+        if chunk.isEmpty { break }
+        out += chunk
+    }
+    return out
+}
