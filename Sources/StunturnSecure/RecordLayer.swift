@@ -1,0 +1,187 @@
+import Crypto
+
+/// Encrypts a byte stream into length-prefixed Noise transport records.
+///
+/// Each record is a 2-byte big-endian length followed by that many bytes of AEAD ciphertext and
+/// tag, sealed with the next counter nonce and empty associated data. Not thread-safe: use each
+/// instance from one thread at a time.
+public final class RecordSealer: @unchecked Sendable {
+    /// The most plaintext a record may carry: Noise's 65535-byte message limit minus the tag.
+    /// Openers accept records up to this size.
+    public static let maxPayload = NoiseHandshakeState.maxMessageLength - NoiseCipher.tagLength
+    /// The record size sealers use unless told otherwise. Near the 64 KiB maximum, each record's
+    /// transient buffers inside swift-crypto add up to more than glibc's 128 KiB trim threshold,
+    /// so every record pays fresh page faults: on the reference machine AES-GCM seal+open fell from
+    /// about 2,800 MB/s at 32 KiB to about 1,200 MB/s at 65,519 bytes.
+    public static let defaultRecordPayload = 32 * 1024
+    /// Bytes a record adds to its plaintext: the length prefix and the tag.
+    public static let overhead = 2 + NoiseCipher.tagLength
+
+    /// The most plaintext this sealer puts in one record.
+    public let recordPayload: Int
+    private var cipherState: NoiseCipherState
+
+    /// Creates a sealer from a keyed transport cipher state, such as one from `split()`.
+    public init(cipherState: NoiseCipherState, recordPayload: Int = RecordSealer.defaultRecordPayload) {
+        precondition(cipherState.hasKey, "a record sealer needs a keyed cipher state")
+        precondition((1...Self.maxPayload).contains(recordPayload), "record payload must be 1...\(Self.maxPayload)")
+        self.cipherState = cipherState
+        self.recordPayload = recordPayload
+    }
+
+    /// Creates a sealer from a 32-byte key, starting at nonce 0.
+    public convenience init(
+        key: SymmetricKey,
+        cipher: NoiseCipher,
+        recordPayload: Int = RecordSealer.defaultRecordPayload
+    ) {
+        self.init(cipherState: NoiseCipherState(cipher: cipher, key: key), recordPayload: recordPayload)
+    }
+
+    /// The wire size of `plaintextCount` bytes once sealed by this sealer.
+    public func sealedLength(ofPlaintextCount plaintextCount: Int) -> Int {
+        let records = max(1, (plaintextCount + self.recordPayload - 1) / self.recordPayload)
+        return plaintextCount + records * Self.overhead
+    }
+
+    /// Appends `plaintext` to `out` as one or more records; an empty plaintext yields one empty
+    /// record, which the peer accepts and which can serve as a keepalive.
+    public func seal(_ plaintext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        out.reserveAdditionalCapacity(self.sealedLength(ofPlaintextCount: plaintext.count))
+        let noAssociatedData = UnsafeRawBufferPointer(start: nil, count: 0)
+        var offset = 0
+        repeat {
+            let end = min(offset + self.recordPayload, plaintext.count)
+            let length = end - offset + NoiseCipher.tagLength
+            out.append(UInt8(truncatingIfNeeded: length >> 8))
+            out.append(UInt8(truncatingIfNeeded: length))
+            try self.cipherState.encrypt(
+                associatedData: noAssociatedData,
+                plaintext: UnsafeRawBufferPointer(rebasing: plaintext[offset..<end]),
+                appendingTo: &out
+            )
+            offset = end
+        } while offset < plaintext.count
+    }
+
+    /// Appends `plaintext` to `out` as one or more records.
+    public func seal(_ plaintext: [UInt8], appendingTo out: inout [UInt8]) throws {
+        try plaintext.withUnsafeBytes { try self.seal($0, appendingTo: &out) }
+    }
+}
+
+/// Decrypts a stream of records written by a `RecordSealer`, however the stream is chunked.
+///
+/// A record that fails authentication (tampered, reordered, replayed or cut short) fails the
+/// opener for good: every later call throws the same error. Not thread-safe: use each instance
+/// from one thread at a time.
+public final class RecordOpener: @unchecked Sendable {
+    private var cipherState: NoiseCipherState
+    /// The start of a record that has not fully arrived yet; its capacity is reused.
+    private var pending: [UInt8] = []
+    private var failure: TunnelSecurityError?
+
+    /// Creates an opener from a keyed transport cipher state, such as one from `split()`.
+    public init(cipherState: NoiseCipherState) {
+        precondition(cipherState.hasKey, "a record opener needs a keyed cipher state")
+        self.cipherState = cipherState
+    }
+
+    /// Creates an opener from a 32-byte key, starting at nonce 0.
+    public convenience init(key: SymmetricKey, cipher: NoiseCipher) {
+        self.init(cipherState: NoiseCipherState(cipher: cipher, key: key))
+    }
+
+    /// How many bytes of an incomplete record are buffered, waiting for the rest.
+    public var bufferedByteCount: Int { self.pending.count }
+
+    /// Consumes the next chunk of the wire stream and appends every completed record's plaintext
+    /// to `out`; bytes of an incomplete record are kept for the next call.
+    public func open(_ wire: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        if let failure = self.failure {
+            throw failure
+        }
+        do {
+            try self.consume(wire, appendingTo: &out)
+        } catch let error as TunnelSecurityError {
+            self.failure = error
+            self.pending = []
+            throw error
+        }
+    }
+
+    /// Consumes the next chunk of the wire stream.
+    public func open(_ wire: [UInt8], appendingTo out: inout [UInt8]) throws {
+        try wire.withUnsafeBytes { try self.open($0, appendingTo: &out) }
+    }
+
+    private func consume(_ wire: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        var offset = 0
+
+        // Complete a record left over from earlier calls, copying only the bytes it still needs.
+        if !self.pending.isEmpty {
+            if self.pending.count < 2 {
+                let take = min(2 - self.pending.count, wire.count)
+                self.pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: wire[..<take]))
+                offset = take
+                if self.pending.count < 2 { return }
+            }
+            let recordLength = try Self.recordLength(self.pending[0], self.pending[1])
+            let needed = 2 + recordLength - self.pending.count
+            let take = min(needed, wire.count - offset)
+            self.pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: wire[offset..<(offset + take)]))
+            offset += take
+            if take < needed { return }
+            try self.pending.withUnsafeBytes { record in
+                try self.decrypt(UnsafeRawBufferPointer(rebasing: record[2...]), appendingTo: &out)
+            }
+            self.pending.removeAll(keepingCapacity: true)
+        }
+
+        // Whole records are decrypted straight from the caller's buffer.
+        out.reserveAdditionalCapacity(wire.count - offset)
+        while wire.count - offset >= 2 {
+            let recordLength = try Self.recordLength(wire[offset], wire[offset + 1])
+            let recordEnd = offset + 2 + recordLength
+            guard recordEnd <= wire.count else { break }
+            try self.decrypt(UnsafeRawBufferPointer(rebasing: wire[(offset + 2)..<recordEnd]), appendingTo: &out)
+            offset = recordEnd
+        }
+
+        if offset < wire.count {
+            self.pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: wire[offset...]))
+        }
+    }
+
+    @inline(__always)
+    private static func recordLength(_ high: UInt8, _ low: UInt8) throws -> Int {
+        let length = Int(high) << 8 | Int(low)
+        guard length >= NoiseCipher.tagLength else { throw TunnelSecurityError.malformedRecord }
+        return length
+    }
+
+    @inline(__always)
+    private func decrypt(_ ciphertext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        do {
+            try self.cipherState.decrypt(
+                associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
+                ciphertext: ciphertext,
+                appendingTo: &out
+            )
+        } catch let error as TunnelSecurityError where error == .decryptionFailed {
+            throw TunnelSecurityError.recordAuthenticationFailed
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Reserves room for `count` more bytes, growing geometrically so that callers appending
+    /// small amounts repeatedly do not reallocate on every call.
+    @inline(__always)
+    mutating func reserveAdditionalCapacity(_ count: Int) {
+        let needed = self.count + count
+        if self.capacity < needed {
+            self.reserveCapacity(Swift.max(needed, self.capacity * 2))
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Logging
+import StunturnConfig
+import StunturnPunch
+import StunturnRelay
+import StunturnSecure
+import StunturnSignaling
+import StunturnSockets
+
+/// Everything one forward's sessions share.
+struct ForwardContext: Sendable {
+    let config: ForwardConfig
+    let keys: TunnelKeys
+    let logger: Logger
+    let relay: RelayEngine
+    let statistics: ForwardStatistics
+
+    init(config: ForwardConfig, logger: Logger, relay: RelayEngine, statistics: ForwardStatistics) {
+        self.config = config
+        self.keys = TunnelKeys(accessKey: config.key)
+        var logger = logger
+        logger[metadataKey: "forward"] = "\(config.name)"
+        self.logger = logger
+        self.relay = relay
+        self.statistics = statistics
+    }
+
+    var signaling: SignalingClient { SignalingClient(server: config.server.description) }
+    var encrypted: Bool { !config.plaintextInsecure }
+
+    var punchOptions: PunchOptions {
+        var options = PunchOptions(tries: config.tries, timeout: config.punchTimeout)
+        let logger = self.logger
+        options.onRejected = { from, reason in
+            logger.warning("rejected a connection on the punched port", metadata: ["remote": "\(from)", "reason": "\(reason)"])
+        }
+        return options
+    }
+
+    /// The local endpoint (expose target or listen address) as a socket address.
+    func localAddress(_ endpoint: Endpoint) throws -> SocketAddress {
+        let host = endpoint.host == "localhost" ? "127.0.0.1" : endpoint.host
+        return try SocketAddress.resolve(Endpoint(host: host, port: endpoint.port).description)[0]
+    }
+
+    /// Relays until either side ends; task cancellation closes the relay.
+    func carry(_ local: RelayEndpoint, _ tunnel: RelayEndpoint, transform: RelayTransform?) async -> RelayReport {
+        let holder = RelayHolder()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<RelayReport, Never>) in
+                let connection = relay.relay(local, tunnel, transform: transform, idleTimeout: config.idleTimeout) {
+                    continuation.resume(returning: $0)
+                }
+                holder.set(connection)
+            }
+        } onCancel: {
+            holder.cancel()
+        }
+    }
+
+    /// One line saying why a session failed, by the stage that failed.
+    func describeFailure(_ error: Error) -> String {
+        switch error {
+        case let error as PunchError: return "punch failed: \(error)"
+        case let error as TunnelSecurityError: return "tunnel handshake failed: \(error)"
+        case let error as SignalingError: return "signaling failed: \(error)"
+        default: return "\(error)"
+        }
+    }
+}
+
+/// Lets a cancellation that races the relay's start still close it.
+final class RelayHolder: @unchecked Sendable {
+    private let lock = Lock()
+    private var connection: RelayConnection?
+    private var cancelled = false
+
+    func set(_ connection: RelayConnection) {
+        let closeNow = lock.withLock { () -> Bool in
+            self.connection = connection
+            return cancelled
+        }
+        if closeNow { connection.close(reason: "agent shutting down") }
+    }
+
+    func cancel() {
+        let connection = lock.withLock { () -> RelayConnection? in
+            cancelled = true
+            return self.connection
+        }
+        connection?.close(reason: "agent shutting down")
+    }
+}
+
+extension Duration {
+    var milliseconds: Int {
+        Int(components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -1,0 +1,41 @@
+import StunturnRelay
+import StunturnSecure
+import StunturnSockets
+
+/// Runs the tunnel handshake on a punched TCP connection, before any byte reaches a local service.
+enum SecureTunnel {
+    /// How long a handshake may take once the hole is punched; it is two 48-byte messages.
+    static let handshakeTimeout: Duration = .seconds(5)
+
+    static func initiate(on socket: Socket, keys: TunnelKeys) async throws -> TunnelSession {
+        let deadline = ContinuousClock.now + handshakeTimeout
+        let handshake = TunnelHandshake(role: .initiator, keys: keys)
+        try await socket.writeAll(try handshake.makeHello(), until: deadline)
+        let reply = try await socket.readExactly(TunnelHandshake.replyLength, until: deadline)
+        return try handshake.finish(reply: reply)
+    }
+
+    static func respond(on socket: Socket, keys: TunnelKeys) async throws -> TunnelSession {
+        let deadline = ContinuousClock.now + handshakeTimeout
+        let handshake = TunnelHandshake(role: .responder, keys: keys)
+        let hello = try await socket.readExactly(TunnelHandshake.helloLength, until: deadline)
+        let (reply, session) = try handshake.respond(toHello: hello)
+        try await socket.writeAll(reply, until: deadline)
+        return session
+    }
+}
+
+/// The relay stage for an encrypted tunnel: side A is the local connection, side B the tunnel.
+final class SealingTransform: RelayTransform {
+    private let session: TunnelSession
+
+    init(_ session: TunnelSession) { self.session = session }
+
+    func forward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
+        try session.sealer.seal(input, appendingTo: &output)
+    }
+
+    func backward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
+        try session.opener.open(input, appendingTo: &output)
+    }
+}

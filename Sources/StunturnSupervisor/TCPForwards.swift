@@ -1,0 +1,177 @@
+import Logging
+import StunturnConfig
+import StunturnPunch
+import StunturnRelay
+import StunturnSecure
+import StunturnSignaling
+import StunturnSockets
+
+/// How long an exposing agent's long-poll asks the server to hold: long enough to keep polling
+/// traffic negligible, short enough that a dead server connection is noticed.
+let receiverLongPoll: Duration = .seconds(25)
+/// Between polls of a server that answers at once (one without long-poll support).
+let receiverPollInterval: Duration = .seconds(1)
+
+/// Makes a local service reachable to the peer: polls as receiver, punches, then relays.
+struct ExposeForward: Sendable {
+    let context: ForwardContext
+    let target: Endpoint
+
+    func run() async {
+        let log = context.logger
+        log.info("exposing \(target) (\(context.config.transport)) via \(context.config.server)")
+        var backoff = Backoff()
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                let started = ContinuousClock.now
+                do {
+                    let rendezvous = try await context.signaling.pollForInitiator(
+                        key: context.keys.signalingKey, wait: receiverLongPoll, udp: context.config.transport == .udp)
+                    if backoff.failures > 0 { log.info("signaling server reachable again") }
+                    backoff.reset()
+                    guard let rendezvous else {
+                        if ContinuousClock.now - started < receiverLongPoll / 2 { try? await Task.sleep(for: receiverPollInterval) }
+                        continue
+                    }
+                    log.debug("initiator found", metadata: ["peer": "\(rendezvous.peerAddress)"])
+                    group.addTask { await serve(rendezvous) }
+                } catch {
+                    if Task.isCancelled { break }
+                    let delay = backoff.next()
+                    log.warning("\(context.describeFailure(error)); retrying in \(formatDuration(delay))")
+                    try? await Task.sleep(for: delay)
+                }
+            }
+        }
+    }
+
+    private func serve(_ rendezvous: PeerRendezvous) async {
+        if rendezvous.transport == .udp {
+            await UDPExposeSession(context: context, target: target, rendezvous: rendezvous).run()
+            return
+        }
+        let log = context.logger
+        let stats = context.statistics
+        stats.started()
+        let start = ContinuousClock.now
+        do {
+            let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+            let punched = ContinuousClock.now - start
+            let peer = tunnel.peerDescription
+            var session: TunnelSession?
+            if context.encrypted {
+                do {
+                    session = try await SecureTunnel.respond(on: tunnel, keys: context.keys)
+                } catch {
+                    throw SessionFailure("tunnel handshake with \(peer) failed: \(error); nothing reached \(target)")
+                }
+            }
+            let local: Socket
+            do {
+                local = try await Socket.connect(to: try context.localAddress(target), timeout: context.config.connectTimeout)
+            } catch {
+                throw SessionFailure("cannot reach the exposed service: \(error)")
+            }
+            log.info("tunnel up", metadata: ["peer": "\(peer)", "punch_ms": "\(punched.milliseconds)",
+                                             "encrypted": "\(session != nil)"])
+            let report = await context.carry(RelayEndpoint(socket: local, name: "service \(target)"),
+                                             RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
+                                             transform: session.map(SealingTransform.init))
+            stats.finished(out: report.bytesAToB, in: report.bytesBToA)
+            log.info("connection closed: \(report)", metadata: ["peer": "\(peer)"])
+        } catch {
+            stats.failedBeforeRelay()
+            log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
+        }
+    }
+}
+
+/// A failure already worded for the log.
+struct SessionFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Opens a local port; each connection is carried to the peer's exposed service.
+struct ListenForward: Sendable {
+    let context: ForwardContext
+    let address: Endpoint
+
+    func run() async {
+        if context.config.transport == .udp {
+            await UDPListenForward(context: context, address: address).run()
+            return
+        }
+        let log = context.logger
+        var backoff = Backoff()
+        while !Task.isCancelled {
+            let listener: Socket
+            do {
+                listener = try Socket.listener(on: try context.localAddress(address))
+            } catch {
+                let delay = backoff.next()
+                log.error("cannot listen: \(error) (forward \"\(context.config.name)\"); retrying in \(formatDuration(delay))")
+                try? await Task.sleep(for: delay)
+                continue
+            }
+            log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    do {
+                        let (connection, from) = try await listener.accept(until: nil)
+                        group.addTask { await carry(connection, from: from) }
+                    } catch {
+                        if !Task.isCancelled { log.error("accept on \(address) failed: \(error)") }
+                        break
+                    }
+                }
+            }
+            listener.close()
+        }
+    }
+
+    private func carry(_ local: Socket, from client: SocketAddress) async {
+        await carryToPeer(context: context, local: RelayEndpoint(socket: local, name: "client \(client)"),
+                          description: "connection from \(client)") { local.close() }
+    }
+}
+
+/// Signals as initiator, punches, runs the handshake and relays `local` to the peer. On failure
+/// `abandon` closes the local side, so a connection that cannot be carried never hangs.
+func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoint, description: String,
+                 abandon: () -> Void) async -> RelayReport? {
+    let log = context.logger
+    let stats = context.statistics
+    stats.started()
+    let start = ContinuousClock.now
+    do {
+        let rendezvous = try await context.signaling.requestTCPPeer(
+            key: context.keys.signalingKey, targetIP: context.config.peerIP ?? "", timeout: context.config.signalTimeout)
+        let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+        let peer = tunnel.peerDescription
+        var session: TunnelSession?
+        if context.encrypted {
+            do {
+                session = try await SecureTunnel.initiate(on: tunnel, keys: context.keys)
+            } catch {
+                throw SessionFailure("tunnel handshake with \(peer) failed: \(error)")
+            }
+        }
+        log.info("tunnel up", metadata: ["peer": "\(peer)", "setup_ms": "\((ContinuousClock.now - start).milliseconds)",
+                                         "encrypted": "\(session != nil)"])
+        let report = await context.carry(local(), RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
+                                         transform: session.map(SealingTransform.init))
+        stats.finished(out: report.bytesAToB, in: report.bytesBToA)
+        log.info("\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
+        return report
+    } catch {
+        stats.failedBeforeRelay()
+        abandon()
+        if Task.isCancelled {
+            log.info("\(description) closed: agent shutting down")
+        } else {
+            log.warning("\(description) not carried: \(context.describeFailure(error))")
+        }
+        return nil
+    }
+}

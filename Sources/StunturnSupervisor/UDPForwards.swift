@@ -1,0 +1,304 @@
+import Logging
+import StunturnConfig
+import StunturnPunch
+import StunturnSecure
+import StunturnSignaling
+import StunturnSockets
+
+/// Datagram kinds on a punched UDP path (punch probes start with "STPU" and never collide).
+enum TunnelDatagram {
+    static let hello: UInt8 = 1
+    static let reply: UInt8 = 2
+    static let sealed: UInt8 = 3
+    static let plaintext: UInt8 = 4
+    /// Handshake retransmission: a lost hello or reply is sent again at this pace.
+    static let handshakeRetry: Duration = .milliseconds(250)
+    /// A UDP session has no close; without traffic for this long it ends.
+    static let defaultIdleTimeout: Duration = .seconds(120)
+    /// Datagrams a local client sends before its tunnel is up are kept, up to this many.
+    static let maxQueuedBeforeTunnel = 64
+}
+
+/// When a UDP session last carried anything, and how much, shared by its two loops.
+final class ActivityClock: @unchecked Sendable {
+    private let lock = Lock()
+    private var last = ContinuousClock.now
+    private var bytes: (out: UInt64, in: UInt64) = (0, 0)
+    func touch() { lock.withLock { last = .now } }
+    func carried(out: Int = 0, in received: Int = 0) {
+        lock.withLock {
+            last = .now
+            bytes.out += UInt64(out)
+            bytes.in += UInt64(received)
+        }
+    }
+    var lastActivity: ContinuousClock.Instant { lock.withLock { last } }
+    var totals: (out: UInt64, in: UInt64) { lock.withLock { bytes } }
+}
+
+/// Seals or passes through datagrams for one UDP tunnel.
+struct DatagramCodec: Sendable {
+    let session: TunnelSession?
+
+    func wrap(_ payload: [UInt8]) throws -> [UInt8] {
+        guard let session else { return [TunnelDatagram.plaintext] + payload }
+        var out: [UInt8] = [TunnelDatagram.sealed]
+        try payload.withUnsafeBytes { try session.datagramSealer.seal($0, appendingTo: &out) }
+        return out
+    }
+
+    /// The payload of a data datagram, nil for anything else; a forged or replayed one throws.
+    func unwrap(_ datagram: [UInt8]) throws -> [UInt8]? {
+        guard let kind = datagram.first else { return nil }
+        if let session, kind == TunnelDatagram.sealed {
+            var out: [UInt8] = []
+            try datagram.withUnsafeBytes { try session.datagramOpener.open(UnsafeRawBufferPointer(rebasing: $0[1...]), appendingTo: &out) }
+            return out
+        }
+        if session == nil, kind == TunnelDatagram.plaintext { return Array(datagram[1...]) }
+        return nil
+    }
+}
+
+/// Carries datagrams from `tunnel` (from `peer`) to `deliver` until idle; answers late punch
+/// probes and repeated handshakes; drops forged datagrams with a log line.
+func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress, codec: DatagramCodec,
+                    replyPacket: [UInt8]?, activity: ActivityClock, deliver: ([UInt8]) -> Void) async {
+    let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
+    var rejected = 0
+    while !Task.isCancelled {
+        let datagram: [UInt8]
+        let from: SocketAddress
+        do {
+            (datagram, from) = try await tunnel.receive(maxLength: 65536, until: activity.lastActivity + idle)
+        } catch {
+            if ContinuousClock.now - activity.lastActivity < idle && !Task.isCancelled { continue }
+            return
+        }
+        if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
+        guard from.addressBytes == peer.addressBytes else { continue }
+        if datagram.first == TunnelDatagram.hello, let replyPacket {
+            _ = try? replyPacket.withUnsafeBytes { try tunnel.send($0, to: from) }
+            continue
+        }
+        do {
+            if let payload = try codec.unwrap(datagram) {
+                activity.carried(in: payload.count)
+                deliver(payload)
+            }
+        } catch {
+            rejected += 1
+            if rejected <= 5 { context.logger.warning("dropped a datagram that failed authentication", metadata: ["remote": "\(from)", "error": "\(error)"]) }
+        }
+    }
+}
+
+/// The exposing side of one UDP tunnel: local service ⇄ punched socket.
+struct UDPExposeSession: Sendable {
+    let context: ForwardContext
+    let target: Endpoint
+    let rendezvous: PeerRendezvous
+
+    func run() async {
+        let log = context.logger
+        context.statistics.started()
+        guard let tunnel = rendezvous.udpSocket else { return }
+        defer { tunnel.close() }
+        do {
+            let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+            var session: TunnelSession?
+            var replyPacket: [UInt8]?
+            if context.encrypted {
+                (session, replyPacket) = try await respond(tunnel, peer: peer)
+            }
+            let service = try context.localAddress(target)
+            let local = try Socket.udp(on: .any(service.family))
+            defer { local.close() }
+            log.info("udp tunnel up", metadata: ["peer": "\(peer)", "encrypted": "\(session != nil)"])
+            let codec = DatagramCodec(session: session)
+            let activity = ActivityClock()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec,
+                                         replyPacket: replyPacket, activity: activity) { payload in
+                        _ = try? payload.withUnsafeBytes { try local.send($0, to: service) }
+                    }
+                }
+                group.addTask {
+                    let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
+                    while !Task.isCancelled {
+                        guard let (payload, _) = try? await local.receive(maxLength: 65536, until: activity.lastActivity + idle) else {
+                            if ContinuousClock.now - activity.lastActivity < idle && !Task.isCancelled { continue }
+                            return
+                        }
+                        activity.carried(out: payload.count)
+                        if let wrapped = try? codec.wrap(payload) {
+                            _ = try? wrapped.withUnsafeBytes { try tunnel.send($0, to: peer) }
+                        }
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+            let totals = activity.totals
+            context.statistics.finished(out: totals.out, in: totals.in)
+            log.info("udp tunnel closed: idle; \(totals.out) bytes out, \(totals.in) bytes in", metadata: ["peer": "\(peer)"])
+        } catch {
+            context.statistics.failedBeforeRelay()
+            log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
+        }
+    }
+
+    private func respond(_ tunnel: Socket, peer: SocketAddress) async throws -> (TunnelSession, [UInt8]) {
+        let deadline = ContinuousClock.now + SecureTunnel.handshakeTimeout
+        while true {
+            let (datagram, from) = try await tunnel.receive(maxLength: 2048, until: deadline)
+            if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
+            guard from.addressBytes == peer.addressBytes, datagram.first == TunnelDatagram.hello,
+                  datagram.count == 1 + TunnelHandshake.helloLength else { continue }
+            let handshake = TunnelHandshake(role: .responder, keys: context.keys)
+            let (reply, session) = try handshake.respond(toHello: Array(datagram[1...]))
+            let packet = [TunnelDatagram.reply] + reply
+            try await tunnel.send(packet, to: from, until: deadline)
+            return (session, packet)
+        }
+    }
+}
+
+/// A local UDP port whose clients each get a tunnel to the peer's exposed UDP service.
+struct UDPListenForward: Sendable {
+    let context: ForwardContext
+    let address: Endpoint
+
+    func run() async {
+        let log = context.logger
+        var backoff = Backoff()
+        while !Task.isCancelled {
+            let socket: Socket
+            do {
+                socket = try Socket.udp(on: try context.localAddress(address))
+            } catch {
+                let delay = backoff.next()
+                log.error("cannot listen: \(error) (forward \"\(context.config.name)\"); retrying in \(formatDuration(delay))")
+                try? await Task.sleep(for: delay)
+                continue
+            }
+            log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
+            let table = UDPSessionTable()
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    guard let (datagram, client) = try? await socket.receive(maxLength: 65536, until: nil) else { break }
+                    let (session, isNew) = table.session(for: client) { UDPListenSession(context: context, listen: socket, client: client) }
+                    session.fromClient(datagram)
+                    if isNew {
+                        group.addTask {
+                            await session.run()
+                            table.remove(client)
+                        }
+                    }
+                }
+            }
+            socket.close()
+        }
+    }
+}
+
+final class UDPSessionTable: @unchecked Sendable {
+    private let lock = Lock()
+    private var sessions: [SocketAddress: UDPListenSession] = [:]
+
+    func session(for client: SocketAddress, make: () -> UDPListenSession) -> (UDPListenSession, Bool) {
+        lock.withLock {
+            if let existing = sessions[client] { return (existing, false) }
+            let created = make()
+            sessions[client] = created
+            return (created, true)
+        }
+    }
+
+    func remove(_ client: SocketAddress) { lock.withLock { _ = sessions.removeValue(forKey: client) } }
+}
+
+/// One local UDP client's tunnel.
+final class UDPListenSession: @unchecked Sendable {
+    let context: ForwardContext
+    let listen: Socket
+    let client: SocketAddress
+    private let lock = Lock()
+    private var queued: [[UInt8]] = []
+    private var link: (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)?
+    private let activity = ActivityClock()
+
+    init(context: ForwardContext, listen: Socket, client: SocketAddress) {
+        self.context = context
+        self.listen = listen
+        self.client = client
+    }
+
+    /// Sends a client datagram into the tunnel, or keeps it until the tunnel is up.
+    func fromClient(_ datagram: [UInt8]) {
+        activity.carried(out: datagram.count)
+        let ready = lock.withLock { () -> (Socket, SocketAddress, DatagramCodec)? in
+            guard let link else {
+                if queued.count < TunnelDatagram.maxQueuedBeforeTunnel { queued.append(datagram) }
+                return nil
+            }
+            return (link.tunnel, link.peer, link.codec)
+        }
+        if let (tunnel, peer, codec) = ready, let wrapped = try? codec.wrap(datagram) {
+            _ = try? wrapped.withUnsafeBytes { try tunnel.send($0, to: peer) }
+        }
+    }
+
+    func run() async {
+        let log = context.logger
+        context.statistics.started()
+        do {
+            let rendezvous = try await context.signaling.requestUDPPeer(
+                key: context.keys.signalingKey, targetIP: context.config.peerIP ?? "", timeout: context.config.signalTimeout)
+            guard let tunnel = rendezvous.udpSocket else { throw SessionFailure("the server paired this UDP forward without a UDP address") }
+            defer { tunnel.close() }
+            let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+            let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
+            let codec = DatagramCodec(session: session)
+            let backlog = lock.withLock { () -> [[UInt8]] in
+                link = (tunnel, peer, codec)
+                defer { queued = [] }
+                return queued
+            }
+            for datagram in backlog {
+                if let wrapped = try? codec.wrap(datagram) { try? await tunnel.send(wrapped, to: peer, until: .now + .seconds(1)) }
+            }
+            log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "encrypted": "\(session != nil)"])
+            let listen = self.listen
+            let client = self.client
+            await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
+                _ = try? payload.withUnsafeBytes { try listen.send($0, to: client) }
+            }
+            let totals = activity.totals
+            context.statistics.finished(out: totals.out, in: totals.in)
+            log.info("udp session for \(client) closed: idle; \(totals.out) bytes out, \(totals.in) bytes in")
+        } catch {
+            context.statistics.failedBeforeRelay()
+            log.warning("udp datagrams from \(client) not carried: \(context.describeFailure(error))")
+        }
+    }
+
+    private func initiate(_ tunnel: Socket, peer: SocketAddress) async throws -> TunnelSession {
+        let handshake = TunnelHandshake(role: .initiator, keys: context.keys)
+        let hello = [TunnelDatagram.hello] + (try handshake.makeHello())
+        let deadline = ContinuousClock.now + SecureTunnel.handshakeTimeout
+        while ContinuousClock.now < deadline {
+            try await tunnel.send(hello, to: peer, until: deadline)
+            let retry = min(deadline, .now + TunnelDatagram.handshakeRetry)
+            while ContinuousClock.now < retry {
+                guard let (datagram, from) = try? await tunnel.receive(maxLength: 2048, until: retry) else { break }
+                if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
+                guard from.addressBytes == peer.addressBytes, datagram.first == TunnelDatagram.reply,
+                      datagram.count == 1 + TunnelHandshake.replyLength else { continue }
+                return try handshake.finish(reply: Array(datagram[1...]))
+            }
+        }
+        throw SessionFailure("tunnel handshake with \(peer) failed: no reply within \(formatDuration(SecureTunnel.handshakeTimeout))")
+    }
+}

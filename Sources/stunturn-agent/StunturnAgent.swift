@@ -1,0 +1,283 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StunturnConfig
+import StunturnSecure
+import StunturnSignaling
+import StunturnSockets
+import StunturnSupervisor
+
+let stunturnVersion = "0.1.0"
+
+@main
+struct StunturnAgent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stunturn-agent",
+        abstract: "Connects two machines behind NATs directly and forwards ports over an encrypted, punched tunnel.",
+        discussion: """
+        Quick start on one machine:  stunturn-agent demo
+        Two machines: run 'stunturn-agent server --listen 0.0.0.0:7000' where both can reach it, then
+        'stunturn-agent forward --expose 127.0.0.1:22 --key KEY --server HOST:7000' on one side and
+        'stunturn-agent forward --listen 127.0.0.1:2222 --key KEY --server HOST:7000' on the other.
+        """,
+        version: stunturnVersion,
+        subcommands: [Run.self, Check.self, Forward.self, Server.self, Demo.self, Stun.self, Keygen.self]
+    )
+}
+
+/// Options every long-running command shares.
+struct LoggingOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    func bootstrap(default fallback: String = "info") throws {
+        let text = (logLevel ?? fallback).lowercased()
+        guard let level = Logger.Level(rawValue: text) else {
+            throw ValidationError("--log-level: unknown level '\(text)'; use trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// Runs `body` until it returns or SIGINT/SIGTERM arrives, then cancels it and waits for it to unwind.
+func runUntilSignalled(_ logger: Logger, _ body: @escaping @Sendable () async throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            let name = await TerminationSignal.wait()
+            logger.notice("received \(name); shutting down")
+        }
+        _ = try await group.next()
+        group.cancelAll()
+        while let _ = try await group.next() {}
+    }
+}
+
+func loadConfig(_ path: String) throws -> AgentConfig {
+    do {
+        return try AgentConfig.load(path: path)
+    } catch let error as ConfigError {
+        throw CleanExit.message(error.description, code: 2)
+    }
+}
+
+/// Exits with a message on stderr and a chosen status, without argument-parser's usage text.
+struct CleanExit: Error {
+    let message: String
+    let code: Int32
+    static func message(_ message: String, code: Int32) -> CleanExit { CleanExit(message: message, code: code) }
+}
+
+extension AsyncParsableCommand {
+    /// Runs `body`, turning a CleanExit into its message and status.
+    func guarded(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let exit as CleanExit {
+            FileHandle.standardError.write(Data((exit.message + "\n").utf8))
+            throw ExitCode(exit.code)
+        }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run every forward in a config file until SIGINT or SIGTERM.")
+
+    @Option(name: .long, help: "The YAML config file (see config.yaml.example).")
+    var config: String
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        try await guarded {
+            let config = try loadConfig(self.config)
+            try logging.bootstrap(default: logging.logLevel ?? config.logLevel)
+            let logger = Logger(label: "stunturn.agent")
+            logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(self.config)")
+            let agent = Agent(config: config, logger: logger)
+            do {
+                try await runUntilSignalled(logger) { try await agent.run() }
+            } catch let error where !(error is CancellationError) {
+                throw CleanExit.message("stunturn-agent: \(error)", code: 1)
+            }
+            for (name, stats) in agent.statistics.sorted(by: { $0.key < $1.key }) {
+                logger.info("forward \(name): \(stats.snapshot)")
+            }
+            logger.info("stopped")
+        }
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a config file and print a summary; exits non-zero listing every problem.")
+
+    @Option(name: .long, help: "The YAML config file to check.")
+    var config: String
+
+    func run() async throws {
+        try await guarded {
+            let config = try loadConfig(self.config)
+            print(config.summary())
+            print("\(self.config): OK")
+        }
+    }
+}
+
+struct Forward: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one forward from the command line, without a config file.",
+        discussion: "With --stdio, one connection is carried over stdin/stdout, for ssh's ProxyCommand:\n  ssh -o ProxyCommand=\"stunturn-agent forward --stdio --key KEY --server HOST:PORT\" host")
+
+    @Option(name: .long, help: "Make this local service (HOST:PORT) reachable to the peer.")
+    var expose: String?
+
+    @Option(name: .long, help: "Open this local port (HOST:PORT); each connection reaches the peer's exposed service.")
+    var listen: String?
+
+    @Flag(name: .long, help: "Carry one connection over stdin/stdout (for ssh -o ProxyCommand).")
+    var stdio = false
+
+    @Option(name: .long, help: "The shared access key (the peer uses the same; make one with 'stunturn-agent keygen').")
+    var key: String
+
+    @Option(name: .long, help: "The signaling server, HOST:PORT.")
+    var server: String
+
+    @Flag(name: .long, help: "Forward UDP instead of TCP.")
+    var udp = false
+
+    @Option(name: .long, help: "The peer's public IP, for signaling servers that match receivers by IP.")
+    var peerIP: String?
+
+    @Option(name: .long, help: "Hole-punch attempts.")
+    var tries: Int = 300
+
+    @Option(name: .long, help: "Seconds hole punching may take.")
+    var punchTimeout: Double = 10
+
+    @Option(name: .long, help: "Seconds a listen side waits at the server for the exposing peer.")
+    var signalTimeout: Double = 30
+
+    @Option(name: .long, help: "Close relayed connections idle this many seconds (0: never).")
+    var idleTimeout: Double = 0
+
+    @Flag(name: .long, help: "Turn tunnel encryption OFF (for measuring its overhead only).")
+    var plaintextInsecure = false
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        let modes = [expose != nil, listen != nil, stdio].filter { $0 }.count
+        guard modes == 1 else { throw ValidationError("give exactly one of --expose HOST:PORT, --listen HOST:PORT or --stdio") }
+        if let problem = AccessKeyPolicy.problem(with: key) { throw ValidationError("--key: \(problem)") }
+        do { _ = try Endpoint(parsing: server) } catch { throw ValidationError("--server: \(error)") }
+        if let expose { do { _ = try Endpoint(parsing: expose) } catch { throw ValidationError("--expose: \(error)") } }
+        if let listen { do { _ = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen: \(error)") } }
+        guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
+        guard punchTimeout > 0, signalTimeout > 0, idleTimeout >= 0 else { throw ValidationError("time-outs must be positive") }
+        if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
+    }
+
+    func run() async throws {
+        try await guarded {
+            try logging.bootstrap(default: stdio ? "warning" : "info")
+            let logger = Logger(label: "stunturn.agent")
+            let mode: ForwardMode
+            if let expose { mode = .expose(try Endpoint(parsing: expose)) }
+            else if let listen { mode = .listen(try Endpoint(parsing: listen)) }
+            else { mode = .listen(Endpoint(host: "127.0.0.1", port: 1)) }
+            let forward = ForwardConfig(
+                name: stdio ? "stdio" : (expose != nil ? "expose" : "listen"), mode: mode, key: key,
+                transport: udp ? .udp : .tcp, server: try Endpoint(parsing: server), peerIP: peerIP, tries: tries,
+                punchTimeout: .milliseconds(Int64(punchTimeout * 1000)), signalTimeout: .milliseconds(Int64(signalTimeout * 1000)),
+                idleTimeout: idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil, plaintextInsecure: plaintextInsecure)
+            if stdio {
+                let carried = try await Agent.runStdio(forward, logger: logger)
+                if !carried { throw ExitCode(1) }
+                return
+            }
+            let agent = Agent(config: AgentConfig(forwards: [forward]), logger: logger)
+            try await runUntilSignalled(logger) { try await agent.run() }
+            logger.info("stopped: \(agent.statistics[forward.name]!.snapshot)")
+        }
+    }
+}
+
+struct Server: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the signaling server: TCP pairing by access key plus a STUN responder on the same UDP port.")
+
+    @Option(name: .long, help: "Address to listen on, HOST:PORT (IPv4 or bracketed IPv6, e.g. 0.0.0.0:7000 or [::]:7000).")
+    var listen: String
+
+    @Option(name: .long, help: "Seconds an initiator waits for a receiver.")
+    var initiatorTimeout: Double = 30
+
+    @Option(name: .long, help: "Most initiators waiting at once; more are refused.")
+    var maxWaiting: Int = 100_000
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        do { _ = try SocketAddress(parsing: listen) } catch {
+            throw ValidationError("--listen: \(error); expected an IP address and port such as 0.0.0.0:7000 or [::]:7000")
+        }
+        guard initiatorTimeout > 0 else { throw ValidationError("--initiator-timeout must be positive, got \(initiatorTimeout)") }
+        guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
+    }
+
+    func run() async throws {
+        try await guarded {
+            try logging.bootstrap()
+            let logger = Logger(label: "stunturn.server")
+            var options = RendezvousServer.Options()
+            options.initiatorTimeout = .milliseconds(Int64(initiatorTimeout * 1000))
+            options.maxWaitingInitiators = maxWaiting
+            let server = RendezvousServer(listen: try SocketAddress(parsing: listen), options: options, logger: logger)
+            do {
+                try server.start()
+            } catch {
+                throw CleanExit.message("stunturn-agent server: \(error)", code: 1)
+            }
+            try await runUntilSignalled(logger) { try await server.run() }
+            let stats = server.statistics
+            logger.info("stopped after \(stats.paired) pairings, \(stats.stunResponses) STUN responses")
+        }
+    }
+}
+
+struct Stun: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask a STUN server (ours or any RFC 5389 server) which public UDP address it sees; prints it last.")
+
+    @Argument(help: "The STUN server, HOST:PORT.")
+    var server: String
+
+    @Option(name: .long, help: "Seconds to wait for an answer.")
+    var timeout: Double = 5
+
+    func run() async throws {
+        try await guarded {
+            do {
+                let mapped = try await STUNClient.discover(server: server, timeout: .milliseconds(Int64(timeout * 1000)))
+                print(mapped)
+            } catch {
+                throw CleanExit.message("stunturn-agent stun: \(error)", code: 1)
+            }
+        }
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a new random access key (122 random bits).")
+
+    func run() {
+        print(AccessKeyGenerator.generate())
+    }
+}

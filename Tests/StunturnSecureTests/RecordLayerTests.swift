@@ -1,0 +1,188 @@
+import Crypto
+import StunturnSecure
+import Testing
+
+@Suite("Record layer")
+struct RecordLayerTests {
+    /// Feeds `wire` to `opener` in pieces of 1...maxChunk bytes drawn from `seed`.
+    static func openInChunks(_ wire: [UInt8], _ opener: RecordOpener, maxChunk: Int, seed: UInt64) throws -> [UInt8] {
+        var generator = SplitMix64(seed: seed)
+        var plaintext: [UInt8] = []
+        var offset = 0
+        while offset < wire.count {
+            let end = min(wire.count, offset + Int.random(in: 1...maxChunk, using: &generator))
+            try wire[offset..<end].withUnsafeBytes { try opener.open($0, appendingTo: &plaintext) }
+            offset = end
+        }
+        return plaintext
+    }
+
+    @Test(arguments: NoiseCipher.allCases, [UInt64(1), 2, 3])
+    func randomChunkingRoundTrips(cipher: NoiseCipher, seed: UInt64) throws {
+        let (initiator, responder) = try establishedSessions(cipher: cipher)
+        var generator = SplitMix64(seed: seed)
+        var wire: [UInt8] = []
+        var sent: [UInt8] = []
+        for _ in 0..<40 {
+            let message = [UInt8].random(count: Int.random(in: 0...3000, using: &generator), using: &generator)
+            try initiator.sealer.seal(message, appendingTo: &wire)
+            sent += message
+        }
+        let received = try Self.openInChunks(wire, responder.opener, maxChunk: 700, seed: seed)
+        #expect(received == sent)
+        #expect(responder.opener.bufferedByteCount == 0)
+    }
+
+    @Test func oneByteAtATimeRoundTrips() throws {
+        let (initiator, responder) = try establishedSessions()
+        var generator = SplitMix64(seed: 42)
+        let message = [UInt8].random(count: 5000, using: &generator)
+        var wire: [UInt8] = []
+        try initiator.sealer.seal(message, appendingTo: &wire)
+        try initiator.sealer.seal([], appendingTo: &wire)
+        try initiator.sealer.seal(Array(message.prefix(10)), appendingTo: &wire)
+        let received = try Self.openInChunks(wire, responder.opener, maxChunk: 1, seed: 0)
+        #expect(received == message + message.prefix(10))
+    }
+
+    @Test(arguments: [
+        (0, RecordSealer.defaultRecordPayload),
+        (1, RecordSealer.defaultRecordPayload),
+        (RecordSealer.defaultRecordPayload + 1, RecordSealer.defaultRecordPayload),
+        (1 << 20, RecordSealer.defaultRecordPayload),
+        (RecordSealer.maxPayload, RecordSealer.maxPayload),
+        (RecordSealer.maxPayload + 1, RecordSealer.maxPayload),
+        (3 * 65536 + 17, RecordSealer.maxPayload),
+        (1000, 7),
+    ])
+    func largePayloadsSplitIntoBoundedRecords(size: Int, recordPayload: Int) throws {
+        let key = SymmetricKey(data: [UInt8](repeating: 0x33, count: 32))
+        let sealer = RecordSealer(key: key, cipher: .default, recordPayload: recordPayload)
+        let opener = RecordOpener(key: key, cipher: .default)
+        var generator = SplitMix64(seed: UInt64(size))
+        let message = [UInt8].random(count: size, using: &generator)
+        var wire: [UInt8] = []
+        try sealer.seal(message, appendingTo: &wire)
+        #expect(wire.count == sealer.sealedLength(ofPlaintextCount: size))
+
+        // Walk the records: each covers its tag, none exceeds the chosen size or the Noise limit.
+        var offset = 0
+        var records = 0
+        while offset < wire.count {
+            let length = Int(wire[offset]) << 8 | Int(wire[offset + 1])
+            #expect(length >= 16 && length <= recordPayload + 16 && length <= 65535)
+            offset += 2 + length
+            records += 1
+        }
+        #expect(offset == wire.count)
+        #expect(records == max(1, (size + recordPayload - 1) / recordPayload))
+
+        var received: [UInt8] = []
+        try opener.open(wire, appendingTo: &received)
+        #expect(received == message)
+    }
+
+    @Test func emptyRecordsAreAccepted() throws {
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([], appendingTo: &wire)
+        try initiator.sealer.seal([], appendingTo: &wire)
+        #expect(wire.count == 2 * RecordSealer.overhead)
+        var received: [UInt8] = []
+        try responder.opener.open(wire, appendingTo: &received)
+        #expect(received.isEmpty)
+    }
+
+    /// Three records of 100 bytes, each 2 + 100 + 16 = 118 bytes on the wire.
+    static func threeRecords() throws -> (wire: [UInt8], opener: RecordOpener) {
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        for fill in [UInt8(1), 2, 3] {
+            try initiator.sealer.seal([UInt8](repeating: fill, count: 100), appendingTo: &wire)
+        }
+        return (wire, responder.opener)
+    }
+
+    @Test(arguments: [2, 50, 101, 117, 118 + 2, 118 + 117, 236 + 60])
+    func tamperedByteThrows(index: Int) throws {
+        var (wire, opener) = try Self.threeRecords()
+        wire[index] ^= 0x20
+        var received: [UInt8] = []
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(wire, appendingTo: &received)
+        }
+        // Records before the damaged one were delivered, nothing after it.
+        #expect(received.count == (index / 118) * 100)
+    }
+
+    @Test func tamperedLengthThrows() throws {
+        var (wire, opener) = try Self.threeRecords()
+        wire[1] = 10  // shorter than a tag
+        var received: [UInt8] = []
+        #expect(throws: TunnelSecurityError.malformedRecord) { try opener.open(wire, appendingTo: &received) }
+    }
+
+    @Test func reorderedRecordsThrow() throws {
+        let (wire, opener) = try Self.threeRecords()
+        let reordered = Array(wire[118..<236] + wire[0..<118] + wire[236...])
+        var received: [UInt8] = []
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(reordered, appendingTo: &received)
+        }
+        #expect(received.isEmpty)
+    }
+
+    @Test func replayedRecordThrows() throws {
+        let (wire, opener) = try Self.threeRecords()
+        var received: [UInt8] = []
+        try opener.open(Array(wire[0..<118]), appendingTo: &received)
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(Array(wire[0..<118]), appendingTo: &received)
+        }
+        #expect(received == [UInt8](repeating: 1, count: 100))
+    }
+
+    @Test func droppedRecordThrows() throws {
+        let (wire, opener) = try Self.threeRecords()
+        var received: [UInt8] = []
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(Array(wire[0..<118] + wire[236...]), appendingTo: &received)
+        }
+    }
+
+    @Test func truncatedRecordFollowedByMoreDataThrows() throws {
+        let (wire, opener) = try Self.threeRecords()
+        // The first record loses its last 10 bytes and the stream continues.
+        let damaged = Array(wire[0..<108] + wire[118...])
+        var received: [UInt8] = []
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(damaged, appendingTo: &received)
+        }
+    }
+
+    @Test func openerStaysFailed() throws {
+        var (wire, opener) = try Self.threeRecords()
+        let intact = wire
+        wire[20] ^= 1
+        var received: [UInt8] = []
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(Array(wire[0..<118]), appendingTo: &received)
+        }
+        // Even the genuine record, which would otherwise open, is refused afterwards.
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try opener.open(intact, appendingTo: &received)
+        }
+        #expect(received.isEmpty)
+    }
+
+    @Test func wrongDirectionKeysDoNotOpen() throws {
+        let (initiator, _) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([1, 2, 3], appendingTo: &wire)
+        var received: [UInt8] = []
+        // The initiator's own opener uses the responder-to-initiator key.
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) {
+            try initiator.opener.open(wire, appendingTo: &received)
+        }
+    }
+}

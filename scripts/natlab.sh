@@ -1,0 +1,629 @@
+#!/usr/bin/env bash
+# NAT lab: two peers behind simulated NAT routers, a public signaling server, built from Linux
+# network namespaces, driving the real stunturn-agent. See docs/NATLAB.md.
+set -euo pipefail
+
+PREFIX="${NATLAB_PREFIX:-stl-}"
+NODES=(inet pub nat-a nat-b peer-a peer-b)
+SERVER_IP=203.0.113.10
+SERVER_PORT=3478
+SERVICE_PORT=7000   # the exposed service, on peer-b's loopback
+LISTEN_PORT=7001    # the forward's local port, on peer-a's loopback
+LOG_ROOT="${NATLAB_LOGDIR:-/tmp/natlab-logs}"
+
+usage() {
+    cat <<'EOF'
+usage: natlab.sh COMMAND [options]
+
+  up [--nat-a KIND] [--nat-b KIND] [--router drop|answer] [--loss PCT] [--delay MS]
+        Build the lab (tears down any previous one first). Defaults: eim-apdf, eim-apdf, answer, 0, 0.
+  down  Remove every namespace the lab made (prefix NATLAB_PREFIX, default "stl-"), and the
+        processes in them. Safe to run any number of times.
+  exec NODE CMD...
+        Run CMD in a node's namespace. Nodes: inet pub nat-a nat-b peer-a peer-b.
+  check [--agent PATH]
+        Print "ok", or one line saying why the lab cannot run here (exit 1).
+  case --nat-a KIND --nat-b KIND --proto tcp|udp --agent PATH
+       [--router drop|answer] [--loss PCT] [--delay MS] [--punch-timeout S]
+        Bring the lab up, run server (pub), expose (peer-b) and listen (peer-a) agents, push real
+        traffic through the forward, print one RESULT line, tear everything down. Exit 0 when the
+        outcome is the expected one for the pairing.
+  matrix --agent PATH [--quick]
+        Run every case; progress on stderr, a markdown table on stdout. --quick: no loss runs,
+        answering routers only.
+
+Topology (peer-a runs the listen side, peer-b the exposed service):
+
+  peer-a --- nat-a ---\                  /--- nat-b --- peer-b
+                       inet (internet) --
+                             |
+                            pub (signaling server 203.0.113.10:3478, TCP + STUN/UDP)
+
+NAT kinds (RFC 4787 terms), for --nat-a / --nat-b:
+  none      No NAT and no filtering: the peer has a public address and the router only routes.
+  eim-apdf  Endpoint-Independent Mapping, Address-and-Port-Dependent Filtering ("port-restricted
+            cone"): Linux MASQUERADE. It keeps the source port when free (port preservation) and
+            reuses it towards every destination; conntrack admits only packets from a remote
+            address:port the inside host has sent to.
+  edm       Endpoint-Dependent Mapping, i.e. Address-and-Port-Dependent Mapping ("symmetric"):
+            MASQUERADE --random-fully gives every new 5-tuple its own random public port; filtering
+            is address-and-port-dependent as above.
+
+Router kinds (how a NAT router treats unsolicited inbound packets):
+  answer    Linux default: TCP RST, ICMP port unreachable for UDP.
+  drop      Silently discarded.
+
+--loss PCT drops PCT % of packets crossing the internet (iptables statistic). --delay MS adds
+one-way delay per internet hop with sch_netem; kernels without it skip the delay and say so.
+
+Expected outcomes: a direct path exists unless one side is edm and the other is not 'none'.
+An edm router sends to the peer from a fresh port that nobody announced; the other NAT filters
+by address and port, and its own fresh port (or the announced one) is filtered in turn. So
+edm+edm and edm+eim-apdf (both orders) must fail cleanly: the listen side logs "punch failed"
+within its punch timeout and closes the client's connection, and no agent hangs or spins.
+EOF
+}
+
+die() { echo "natlab: $*" >&2; exit 2; }
+log() { echo "natlab: $*" >&2; }
+ns() { echo "${PREFIX}$1"; }
+nx() { local node=$1; shift; ip netns exec "$(ns "$node")" "$@"; }
+
+valid_node() { local n; for n in "${NODES[@]}"; do [[ $n == "$1" ]] && return 0; done; return 1; }
+valid_kind() { [[ $1 == none || $1 == eim-apdf || $1 == edm ]]; }
+
+# A direct path needs the EDM side's fresh port to get through the other side's filter: only a
+# NAT-less peer accepts it.
+expected_outcome() {
+    local a=$1 b=$2
+    if [[ $a == edm && $b != none ]] || [[ $b == edm && $a != none ]]; then
+        echo fails-cleanly
+    else
+        echo works
+    fi
+}
+
+expected_reason() {
+    local a=$1 b=$2
+    if [[ $a == edm && $b == edm ]]; then
+        echo "both mappings endpoint-dependent: neither side can learn the port the other sends from"
+    elif [[ $a == edm && $b != none ]] || [[ $b == edm && $a != none ]]; then
+        echo "edm side sends from an unannounced port that the peer's address-and-port-dependent filter rejects"
+    else
+        echo ""
+    fi
+}
+
+# ---------------------------------------------------------------- teardown
+
+kill_ns_processes() {
+    local name=$1 pids pid tries
+    pids=$(ip netns pids "$name" 2>/dev/null || true)
+    [[ -z $pids ]] && return 0
+    for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+    for ((tries = 0; tries < 20; tries++)); do
+        pids=$(ip netns pids "$name" 2>/dev/null || true)
+        [[ -z $pids ]] && return 0
+        sleep 0.1
+    done
+    for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cmd_down() {
+    local name
+    # Every namespace with the prefix, also ones from an interrupted run with other node names.
+    for name in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${PREFIX}" || true); do
+        kill_ns_processes "$name"
+        ip netns del "$name" 2>/dev/null || true
+    done
+    return 0
+}
+
+# ---------------------------------------------------------------- bring-up
+
+# veth pair made directly between two lab namespaces: no end ever lives in the host's namespace.
+link() {
+    local n1=$1 if1=$2 n2=$3 if2=$4
+    ip -n "$(ns "$n1")" link add "$if1" type veth peer name "$if2" netns "$(ns "$n2")"
+    ip -n "$(ns "$n1")" link set "$if1" up
+    ip -n "$(ns "$n2")" link set "$if2" up
+}
+
+addr() { ip -n "$(ns "$1")" addr add "$3" dev "$2"; }
+
+setup_router() {
+    local node=$1 kind=$2 router=$3
+    nx "$node" sysctl -qw net.ipv4.ip_forward=1
+    case $kind in
+        none) return 0 ;;
+        eim-apdf) nx "$node" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE ;;
+        edm) nx "$node" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully ;;
+    esac
+    if [[ $router == drop ]]; then
+        # Unsolicited packets for the router itself (no mapping) vanish; no RST or ICMP goes out.
+        nx "$node" iptables -A INPUT -i wan -m conntrack --ctstate NEW,INVALID -j DROP
+        nx "$node" iptables -A FORWARD -i wan -m conntrack --ctstate NEW,INVALID -j DROP
+        nx "$node" iptables -A OUTPUT -o wan -p tcp --tcp-flags RST RST -j DROP
+        nx "$node" iptables -A OUTPUT -o wan -p icmp --icmp-type destination-unreachable -j DROP
+    fi
+}
+
+cmd_up() {
+    local nat_a=eim-apdf nat_b=eim-apdf router=answer loss=0 delay=0
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --nat-a) nat_a=$2; shift 2 ;;
+            --nat-b) nat_b=$2; shift 2 ;;
+            --router) router=$2; shift 2 ;;
+            --loss) loss=$2; shift 2 ;;
+            --delay) delay=$2; shift 2 ;;
+            *) die "up: unknown option $1" ;;
+        esac
+    done
+    valid_kind "$nat_a" || die "unknown NAT kind '$nat_a' (none, eim-apdf, edm)"
+    valid_kind "$nat_b" || die "unknown NAT kind '$nat_b' (none, eim-apdf, edm)"
+    [[ $router == drop || $router == answer ]] || die "--router must be drop or answer"
+    [[ $loss =~ ^[0-9]+$ && $loss -le 100 ]] || die "--loss must be a whole percentage"
+    [[ $delay =~ ^[0-9]+$ ]] || die "--delay must be whole milliseconds"
+
+    cmd_down
+    local node
+    for node in "${NODES[@]}"; do
+        ip netns add "$(ns "$node")"
+        ip -n "$(ns "$node")" link set lo up
+        nx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 2>/dev/null || true
+    done
+
+    # Internet: inet routes between the server's and the two NAT routers' public links.
+    link inet srv pub eth0
+    addr inet srv 203.0.113.1/26
+    addr pub eth0 "$SERVER_IP/26"
+    ip -n "$(ns pub)" route add default via 203.0.113.1
+    link inet wan-a nat-a wan
+    addr inet wan-a 198.51.100.1/25
+    addr nat-a wan 198.51.100.2/25
+    ip -n "$(ns nat-a)" route add default via 198.51.100.1
+    link inet wan-b nat-b wan
+    addr inet wan-b 198.51.100.129/25
+    addr nat-b wan 198.51.100.130/25
+    ip -n "$(ns nat-b)" route add default via 198.51.100.129
+    nx inet sysctl -qw net.ipv4.ip_forward=1
+
+    # LANs: private behind a NAT; public (routed by inet) when the kind is 'none'.
+    link nat-a lan peer-a eth0
+    link nat-b lan peer-b eth0
+    if [[ $nat_a == none ]]; then
+        addr nat-a lan 203.0.113.65/26; addr peer-a eth0 203.0.113.66/26
+        ip -n "$(ns peer-a)" route add default via 203.0.113.65
+        ip -n "$(ns inet)" route add 203.0.113.64/26 via 198.51.100.2
+    else
+        addr nat-a lan 10.1.0.1/24; addr peer-a eth0 10.1.0.2/24
+        ip -n "$(ns peer-a)" route add default via 10.1.0.1
+    fi
+    if [[ $nat_b == none ]]; then
+        addr nat-b lan 203.0.113.129/26; addr peer-b eth0 203.0.113.130/26
+        ip -n "$(ns peer-b)" route add default via 203.0.113.129
+        ip -n "$(ns inet)" route add 203.0.113.128/26 via 198.51.100.130
+    else
+        addr nat-b lan 10.2.0.1/24; addr peer-b eth0 10.2.0.2/24
+        ip -n "$(ns peer-b)" route add default via 10.2.0.1
+    fi
+    setup_router nat-a "$nat_a" "$router"
+    setup_router nat-b "$nat_b" "$router"
+
+    if [[ $loss -gt 0 ]]; then
+        local p
+        p=$(awk -v l="$loss" 'BEGIN { printf "%.4f", l / 100 }')
+        nx inet iptables -A FORWARD -m statistic --mode random --probability "$p" -j DROP
+    fi
+    if [[ $delay -gt 0 ]]; then
+        local dev ok=1
+        for dev in srv wan-a wan-b; do
+            ip netns exec "$(ns inet)" tc qdisc add dev "$dev" root netem delay "${delay}ms" 2>/dev/null || { ok=0; break; }
+        done
+        if [[ $ok == 0 ]]; then
+            for dev in srv wan-a wan-b; do ip netns exec "$(ns inet)" tc qdisc del dev "$dev" root 2>/dev/null || true; done
+            log "delay skipped: this kernel has no sch_netem (tc qdisc netem); the lab runs without added delay"
+        fi
+    fi
+
+    # Both peers must have a route to the server before anything runs on top.
+    for node in peer-a peer-b; do
+        nx "$node" ip route get "$SERVER_IP" >/dev/null || die "$node has no route to the server: lab is broken"
+    done
+    log "up: nat-a=$nat_a nat-b=$nat_b router=$router loss=$loss% delay=${delay}ms server=$SERVER_IP:$SERVER_PORT"
+}
+
+cmd_exec() {
+    [[ $# -ge 2 ]] || die "exec NODE CMD..."
+    local node=$1; shift
+    valid_node "$node" || die "unknown node '$node' (${NODES[*]})"
+    exec ip netns exec "$(ns "$node")" "$@"
+}
+
+cmd_check() {
+    local agent=""
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --agent) agent=$2; shift 2 ;;
+            *) die "check: unknown option $1" ;;
+        esac
+    done
+    local tool reason=""
+    if [[ $(id -u) != 0 ]]; then
+        reason="not root (network namespaces need root)"
+    else
+        for tool in ip iptables python3 ss; do
+            command -v "$tool" >/dev/null 2>&1 || { reason="'$tool' is not installed"; break; }
+        done
+    fi
+    if [[ -z $reason ]]; then
+        local probe="${PREFIX}probe-$$"
+        if ip netns add "$probe" 2>/dev/null; then
+            ip netns exec "$probe" iptables -t nat -A POSTROUTING -o lo -j MASQUERADE --random-fully >/dev/null 2>&1 \
+                || reason="iptables MASQUERADE --random-fully does not work in a namespace"
+            ip netns del "$probe" 2>/dev/null || true
+        else
+            reason="'ip netns add' failed (no namespace support here)"
+        fi
+    fi
+    if [[ -z $reason && -n $agent && ! -x $agent ]]; then
+        reason="agent binary $agent is missing (build it first)"
+    fi
+    if [[ -n $reason ]]; then echo "$reason"; return 1; fi
+    echo ok
+}
+
+# ---------------------------------------------------------------- traffic helpers
+
+write_helper() {
+    cat >"$1" <<'PY'
+# Echo services and clients for the lab; every wait has a deadline.
+import hashlib, os, socket, sys, threading, time
+
+def tcp_echo(port):
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port)); srv.listen(16)
+    def serve(c):
+        with c:
+            while True:
+                try:
+                    d = c.recv(65536)
+                except OSError:
+                    return
+                if not d:
+                    return
+                c.sendall(d)
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+def udp_echo(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", port))
+    while True:
+        d, a = s.recvfrom(65536); s.sendto(d, a)
+
+def tcp_client(port, size, limit):
+    # ok: echo matched by sha256. closed: the forward closed us. timeout: nothing within the limit.
+    start = time.monotonic(); data = os.urandom(size)
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError as e:
+        print(f"refused {time.monotonic()-start:.2f} {e}"); return
+    c.settimeout(0.5)
+    def send():
+        try:
+            c.sendall(data)
+        except OSError:
+            pass
+    threading.Thread(target=send, daemon=True).start()
+    h = hashlib.sha256(); got = 0
+    while got < size:
+        if time.monotonic() - start > limit:
+            print(f"timeout {time.monotonic()-start:.2f} received={got}"); return
+        try:
+            d = c.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError as e:
+            print(f"closed {time.monotonic()-start:.2f} {type(e).__name__} received={got}"); return
+        if not d:
+            print(f"closed {time.monotonic()-start:.2f} eof received={got}"); return
+        h.update(d); got += len(d)
+    ok = h.hexdigest() == hashlib.sha256(data).hexdigest()
+    print(f"{'ok' if ok else 'mismatch'} {time.monotonic()-start:.2f} bytes={got} sha256={h.hexdigest()[:16]}")
+    c.close()
+
+def udp_client(port, count, limit):
+    # Each request is resent until its echo arrives: the path may drop datagrams.
+    start = time.monotonic()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(0.3)
+    done = 0; sent = 0
+    for i in range(count):
+        msg = b"natlab-%d-" % i + os.urandom(8).hex().encode()
+        next_send = 0.0
+        while True:
+            now = time.monotonic()
+            if now - start > limit:
+                print(f"timeout {now-start:.2f} answered={done}/{count} sent={sent}"); return
+            if now >= next_send:
+                try:
+                    s.sendto(msg, ("127.0.0.1", port)); sent += 1
+                except OSError:
+                    pass
+                next_send = now + 0.5
+            try:
+                d, _ = s.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                time.sleep(0.05); continue
+            if d == msg:
+                done += 1; break
+    print(f"ok {time.monotonic()-start:.2f} answered={done}/{count} sent={sent}")
+
+cmd = sys.argv[1]; args = [float(a) if "." in a else int(a) for a in sys.argv[2:]]
+{"tcp-echo": tcp_echo, "udp-echo": udp_echo, "tcp-client": tcp_client, "udp-client": udp_client}[cmd](*args)
+PY
+}
+
+# CPU seconds (user+system) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo -1; }
+
+port_open() {  # node proto port
+    local flag=-Hltn; [[ $2 == udp ]] && flag=-Hlun
+    [[ -n $(nx "$1" ss $flag "sport = :$3" 2>/dev/null) ]]
+}
+
+wait_until() {  # seconds cmd... ; bounded poll every 0.1 s
+    local limit=$1 i; shift
+    for ((i = 0; i < limit * 10; i++)); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- one case
+
+CASE_PIDS=()
+CASE_DIR=""
+case_cleanup() {
+    local pid
+    for pid in "${CASE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${CASE_PIDS[@]}"; do
+        for ((i = 0; i < 20; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    CASE_PIDS=()
+    cmd_down
+    [[ -n $CASE_DIR && -f $CASE_DIR/helper.py ]] && rm -f "$CASE_DIR/helper.py"
+    return 0
+}
+
+spawn() {  # node logfile cmd... ; sets SPAWNED
+    local node=$1 logfile=$2; shift 2
+    ip netns exec "$(ns "$node")" "$@" >"$logfile" 2>&1 </dev/null &
+    SPAWNED=$!
+    CASE_PIDS+=("$SPAWNED")
+}
+
+cmd_case() {
+    local nat_a="" nat_b="" proto="" router=answer loss=0 delay=0 agent="" punch_timeout=8
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --nat-a) nat_a=$2; shift 2 ;;
+            --nat-b) nat_b=$2; shift 2 ;;
+            --proto) proto=$2; shift 2 ;;
+            --router) router=$2; shift 2 ;;
+            --loss) loss=$2; shift 2 ;;
+            --delay) delay=$2; shift 2 ;;
+            --agent) agent=$2; shift 2 ;;
+            --punch-timeout) punch_timeout=$2; shift 2 ;;
+            *) die "case: unknown option $1" ;;
+        esac
+    done
+    valid_kind "$nat_a" && valid_kind "$nat_b" || die "case needs --nat-a and --nat-b (none, eim-apdf, edm)"
+    [[ $proto == tcp || $proto == udp ]] || die "case needs --proto tcp|udp"
+    [[ -n $agent ]] || die "case needs --agent PATH"
+    [[ -x $agent ]] || die "agent binary $agent is missing or not executable"
+    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    [[ $punch_timeout =~ ^[0-9]+$ && $punch_timeout -ge 1 ]] || die "--punch-timeout must be whole seconds"
+
+    local name="${nat_a}_${nat_b}_${proto}_${router}_loss${loss}"
+    CASE_DIR="$LOG_ROOT/$name"
+    rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
+    trap case_cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    local expected case_start
+    expected=$(expected_outcome "$nat_a" "$nat_b")
+    case_start=$(date +%s.%N)
+    # A subshell keeps errexit in force inside cmd_up (it is ignored in a function called under ||).
+    local rc=0
+    set +e
+    (set -e; cmd_up --nat-a "$nat_a" --nat-b "$nat_b" --router "$router" --loss "$loss" --delay "$delay") 2>"$CASE_DIR/up.log"
+    rc=$?
+    set -e
+    [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
+    grep -v '^natlab: up:' "$CASE_DIR/up.log" >&2 || true
+
+    local key udp_flag=() helper="$CASE_DIR/helper.py" server_pid expose_pid listen_pid
+    key=$(python3 -c 'import uuid; print(uuid.uuid4())')
+    [[ $proto == udp ]] && udp_flag=(--udp)
+    write_helper "$helper"
+    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout" --log-level debug)
+
+    spawn pub "$CASE_DIR/server.log" "$agent" server --listen "$SERVER_IP:$SERVER_PORT"; server_pid=$SPAWNED
+    wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
+    spawn peer-b "$CASE_DIR/service.log" python3 "$helper" "$proto-echo" "$SERVICE_PORT"
+    wait_until 5 port_open peer-b "$proto" "$SERVICE_PORT" || die "echo service did not start"
+    spawn peer-b "$CASE_DIR/expose.log" "$agent" forward --expose "127.0.0.1:$SERVICE_PORT" "${common[@]}"; expose_pid=$SPAWNED
+    # The exposing side is ready once its long-poll is parked at the server.
+    wait_until 10 server_has_client || log "expose agent is not polling the server after 10 s"
+    spawn peer-a "$CASE_DIR/listen.log" "$agent" forward --listen "127.0.0.1:$LISTEN_PORT" "${common[@]}"; listen_pid=$SPAWNED
+    wait_until 10 port_open peer-a "$proto" "$LISTEN_PORT" || log "listen agent did not open $proto $LISTEN_PORT within 10 s"
+
+    # Traffic. The client's limit is generous; a forward that neither works nor fails by then hangs.
+    local limit=$((punch_timeout + 25)) client_out="$CASE_DIR/client.out" client_pid t0 failed_at="" now
+    t0=$(date +%s.%N)
+    if [[ $proto == tcp ]]; then
+        spawn peer-a "$client_out" python3 "$helper" tcp-client "$LISTEN_PORT" $((384 * 1024)) "$limit"
+    else
+        spawn peer-a "$client_out" python3 "$helper" udp-client "$LISTEN_PORT" 5 "$limit"
+    fi
+    client_pid=$SPAWNED
+    # While the client runs, note when the listen side first says the punch failed.
+    local i
+    for ((i = 0; i < (limit + 10) * 10; i++)); do
+        if [[ -z $failed_at ]] && grep -q "punch failed" "$CASE_DIR/listen.log" 2>/dev/null; then
+            failed_at=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')
+        fi
+        # A failed UDP forward has no connection to close: after the log line, give the client a
+        # short grace (a retried punch may still work), then stop waiting.
+        if [[ -n $failed_at && $proto == udp ]] && awk -v a="$(date +%s.%N)" -v b="$t0" -v f="$failed_at" 'BEGIN { exit !(a - b > f + 3) }'; then
+            break
+        fi
+        kill -0 "$client_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -TERM "$client_pid" 2>/dev/null || true
+    wait "$client_pid" 2>/dev/null || true
+    local client_result
+    client_result=$(head -n1 "$client_out" 2>/dev/null || true)
+    [[ -n $client_result ]] || client_result="none"
+
+    # Spin check: an idle agent should use next to no CPU over two seconds.
+    local pid spin="" dead="" before after hz
+    hz=$(getconf CLK_TCK)
+    declare -A tick0=()
+    for pid in "$server_pid" "$expose_pid" "$listen_pid"; do tick0[$pid]=$(cpu_ticks "$pid"); done
+    sleep 2
+    for pid in "$server_pid" "$expose_pid" "$listen_pid"; do
+        local role=server
+        [[ $pid == "$expose_pid" ]] && role=expose
+        [[ $pid == "$listen_pid" ]] && role=listen
+        if ! kill -0 "$pid" 2>/dev/null; then dead+="$role "; continue; fi
+        after=$(cpu_ticks "$pid"); before=${tick0[$pid]}
+        if [[ $before -ge 0 && $after -ge 0 ]] && (( (after - before) * 100 / hz > 100 )); then
+            spin+="$role($(( (after - before) * 100 / hz / 2 ))%cpu) "
+        fi
+    done
+
+    local outcome detail seconds word t
+    word=${client_result%% *}
+    t=$(echo "$client_result" | awk '{print $2}')
+    if [[ -n $dead ]]; then
+        outcome=BROKEN; detail="agent exited: ${dead% }"; seconds=${t:-0}
+    elif [[ -n $spin ]]; then
+        outcome=BROKEN; detail="agent spinning while idle: ${spin% }"; seconds=${t:-0}
+    elif [[ $word == ok ]]; then
+        outcome=works; detail="client: $client_result"; seconds=$t
+    elif [[ -n $failed_at ]] && awk -v f="$failed_at" -v m="$((punch_timeout + 5))" 'BEGIN { exit !(f <= m) }'; then
+        if [[ $proto == tcp && $word != closed ]]; then
+            outcome=BROKEN; detail="punch failed logged at ${failed_at}s but the client connection was not closed: $client_result"
+        else
+            outcome=fails-cleanly; detail="punch failed logged at ${failed_at}s; client: $client_result"
+        fi
+        seconds=$failed_at
+    elif [[ -n $failed_at ]]; then
+        outcome=BROKEN; detail="punch failed logged only at ${failed_at}s (timeout ${punch_timeout}s); client: $client_result"; seconds=$failed_at
+    else
+        outcome=BROKEN; detail="no 'punch failed' line and no working forward; client: $client_result"; seconds=${t:-0}
+    fi
+    local total
+    total=$(awk -v a="$(date +%s.%N)" -v b="$case_start" 'BEGIN { printf "%.1f", a - b }')
+    echo "RESULT nat-a=$nat_a nat-b=$nat_b proto=$proto router=$router loss=$loss outcome=$outcome seconds=$seconds expected=$expected"
+    echo "DETAIL $detail (case ${total}s, logs in $CASE_DIR)"
+    if [[ $outcome != "$expected" ]]; then
+        local f
+        for f in listen expose server; do
+            echo "--- $f.log (last 15 lines)" >&2
+            tail -n 15 "$CASE_DIR/$f.log" >&2 2>/dev/null || true
+        done
+        return 1
+    fi
+    return 0
+}
+
+server_has_client() {
+    [[ -n $(nx pub ss -Htn state established "sport = :$SERVER_PORT" 2>/dev/null) ]]
+}
+
+# ---------------------------------------------------------------- matrix
+
+cmd_matrix() {
+    local agent="" quick=0 punch_timeout=8
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --agent) agent=$2; shift 2 ;;
+            --quick) quick=1; shift ;;
+            --punch-timeout) punch_timeout=$2; shift 2 ;;
+            *) die "matrix: unknown option $1" ;;
+        esac
+    done
+    [[ -n $agent ]] || die "matrix needs --agent PATH"
+    local kinds=(none eim-apdf edm) routers=(drop answer) losses=(0 5) protos=(tcp udp)
+    [[ $quick == 1 ]] && { routers=(answer); losses=(0); }
+    local a b r l p line outcome secs mark total=0 bad=0
+    declare -A cell=()
+    for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do for r in "${routers[@]}"; do
+        for p in "${protos[@]}"; do for l in "${losses[@]}"; do
+            total=$((total + 1))
+            log "case $total: nat-a=$a nat-b=$b router=$r proto=$p loss=$l"
+            line=$(timeout 150 bash "$0" case --nat-a "$a" --nat-b "$b" --router "$r" --proto "$p" --loss "$l" \
+                --punch-timeout "$punch_timeout" --agent "$agent" 2>/dev/null | grep '^RESULT' || true)
+            outcome=$(sed -n 's/.*outcome=\([^ ]*\).*/\1/p' <<<"$line")
+            secs=$(sed -n 's/.*seconds=\([^ ]*\).*/\1/p' <<<"$line")
+            [[ -n $outcome ]] || { outcome=BROKEN; secs="?"; }
+            log "  -> ${line:-no RESULT line (case timed out or crashed)}"
+            mark=""
+            [[ $outcome == "$(expected_outcome "$a" "$b")" ]] || { mark=" ⚠"; bad=$((bad + 1)); }
+            cell[$a,$b,$r,$p,$l]="$outcome ${secs}s$mark"
+        done; done
+    done; done; done
+
+    local cols=() header="| nat-a (listen) | nat-b (expose) | router | expected |" sep="|---|---|---|---|"
+    for p in "${protos[@]}"; do for l in "${losses[@]}"; do
+        cols+=("$p,$l"); header+=" $p${l:+ loss $l%} |"; sep+="---|"
+    done; done
+    header=${header// loss 0%/}
+    echo "$header"; echo "$sep"
+    local c row exp why
+    for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do for r in "${routers[@]}"; do
+        exp=$(expected_outcome "$a" "$b")
+        row="| $a | $b | $r | $exp |"
+        for c in "${cols[@]}"; do row+=" ${cell[$a,$b,$r,${c%,*},${c#*,}]} |"; done
+        echo "$row"
+    done; done; done
+    echo
+    echo "Seconds: until the echoed data checked out (works) or until the listen side logged \"punch failed\" (fails-cleanly)."
+    echo "⚠ marks an outcome other than the expected one. Pairings expected to fail:"
+    for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do
+        why=$(expected_reason "$a" "$b")
+        [[ -n $why ]] && echo "- $a / $b: $why"
+    done; done
+    echo
+    echo "$((total - bad)) of $total cases as expected."
+    [[ $bad == 0 ]]
+}
+
+# ---------------------------------------------------------------- main
+
+[[ $# -ge 1 ]] || { usage; exit 2; }
+command=$1; shift
+case $command in
+    up)
+        # A half-built lab is removed; a finished one stays up for the developer.
+        trap 'rc=$?; [[ $rc == 0 ]] || cmd_down; exit $rc' EXIT
+        trap 'exit 130' INT TERM
+        cmd_up "$@" ;;
+    down) cmd_down ;;
+    exec) cmd_exec "$@" ;;
+    check) cmd_check "$@" ;;
+    case) cmd_case "$@" ;;
+    matrix) cmd_matrix "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage; exit 2 ;;
+esac
