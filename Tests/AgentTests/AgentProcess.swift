@@ -1,0 +1,253 @@
+import Foundation
+import StunturnSockets
+import Testing
+
+/// The repository root, found from this file's path.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// The agent binary `swift build` made (or STUNTURN_AGENT).
+let agentBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["STUNTURN_AGENT"] { return path }
+    return repositoryRoot.appendingPathComponent(".build/debug/stunturn-agent").path
+}()
+
+/// A real `stunturn-agent` process whose stderr is kept in a file for assertions.
+final class AgentProcess: @unchecked Sendable {
+    let process = Process()
+    let logURL: URL
+    let name: String
+    private let stdinPipe = Pipe()
+    private let stdoutPipe = Pipe()
+
+    init(_ name: String, _ arguments: [String], stdin: Bool = false) throws {
+        self.name = name
+        logURL = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-\(name)-\(UUID().uuidString).log")
+        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: agentBinary)
+        process.arguments = arguments
+        process.standardError = try FileHandle(forWritingTo: logURL)
+        process.standardOutput = stdoutPipe
+        process.standardInput = stdin ? stdinPipe : FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Whatever happens to the test, the process does not outlive it.
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: logURL)
+    }
+
+    var log: String { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+    var stdinHandle: FileHandle { stdinPipe.fileHandleForWriting }
+    var stdoutHandle: FileHandle { stdoutPipe.fileHandleForReading }
+
+    /// Waits until the log contains `text`; records an issue with the log when it never does.
+    @discardableResult
+    func waitForLog(_ text: String, timeout: Duration = .seconds(20)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if log.contains(text) { return true }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if log.contains(text) { return true }
+        Issue.record("\(name): '\(text)' not logged within \(timeout). Log:\n\(log)")
+        return false
+    }
+
+    /// Sends SIGTERM (or `signal`) and waits for the exit status.
+    @discardableResult
+    func stop(_ signal: Int32 = SIGTERM, timeout: Duration = .seconds(10)) async throws -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        return try await waitForExit(timeout: timeout)
+    }
+
+    func waitForExit(timeout: Duration = .seconds(10)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            Issue.record("\(name) did not exit within \(timeout). Log:\n\(log)")
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+}
+
+/// Runs the agent to completion and returns (status, stdout, stderr).
+func runAgent(_ arguments: [String], timeout: Duration = .seconds(30)) async throws -> (Int32, String, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: agentBinary)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    async let outData = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+    async let errData = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+    if process.isRunning {
+        process.terminate()
+        Issue.record("stunturn-agent \(arguments.joined(separator: " ")) did not finish within \(timeout)")
+    }
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: await outData, as: UTF8.self), String(decoding: await errData, as: UTF8.self))
+}
+
+/// A free TCP port on 127.0.0.1 whose UDP twin is free too (the server binds both).
+func freePort() throws -> UInt16 {
+    for _ in 0..<50 {
+        let tcp = try Socket.listener(on: .loopback())
+        let port = try tcp.localAddress().port
+        if let udp = try? Socket.udp(on: .loopback(port: port)) {
+            udp.close()
+            tcp.close()
+            return port
+        }
+        tcp.close()
+    }
+    throw SocketError(call: "bind", reason: "no free port")
+}
+
+func newKey() -> String { UUID().uuidString.lowercased() }
+
+/// Connects, retrying while a forward is still coming up.
+func connectWithRetry(_ address: SocketAddress, attempts: Int = 200) async throws -> Socket {
+    var lastError: Error = SocketError(call: "connect", subject: "\(address)", reason: "not tried")
+    for _ in 0..<attempts {
+        do { return try await Socket.connect(to: address, timeout: .seconds(2)) } catch { lastError = error }
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    throw lastError
+}
+
+/// A test service on loopback: first byte 'E' echoes, 'S' counts until EOF and answers "<count> <fnv1a>".
+final class TestService: @unchecked Sendable {
+    let address: SocketAddress
+    private let listener: Socket
+    private var task: Task<Void, Never>?
+    private let lock = Lock()
+    private var accepted = 0
+    private var received = 0
+
+    init() throws {
+        listener = try Socket.listener(on: .loopback())
+        address = try listener.localAddress()
+        let listener = self.listener
+        task = Task.detached { [weak self] in
+            await withDiscardingTaskGroup { group in
+                while let (connection, _) = try? await listener.accept(until: nil) {
+                    self?.lock.withLock { self?.accepted += 1 }
+                    group.addTask { await self?.serve(connection) }
+                }
+            }
+        }
+    }
+
+    deinit { task?.cancel(); listener.close() }
+
+    /// Connections that reached the service at all.
+    var connections: Int { lock.withLock { accepted } }
+    /// Bytes that reached the service, in any mode.
+    var bytesReceived: Int { lock.withLock { received } }
+
+    private func serve(_ socket: Socket) async {
+        defer { socket.close() }
+        guard let mode = try? await socket.readExactly(1, until: .now + .seconds(60)) else { return }
+        lock.withLock { received += 1 }
+        var count = 0
+        var hash: UInt64 = 0xcbf29ce484222325
+        while let chunk = try? await socket.readSome(maxLength: 1 << 18, until: .now + .seconds(60)), !chunk.isEmpty {
+            lock.withLock { received += chunk.count }
+            if mode == [UInt8(ascii: "E")] {
+                guard (try? await socket.writeAll(chunk, until: .now + .seconds(60))) != nil else { return }
+            } else {
+                count += chunk.count
+                hash = fnv1a(chunk, hash)
+            }
+        }
+        if mode == [UInt8(ascii: "S")] {
+            try? await socket.writeAll(Array("\(count) \(hash)".utf8), until: .now + .seconds(30))
+        }
+    }
+}
+
+func fnv1a(_ bytes: [UInt8], _ seed: UInt64 = 0xcbf29ce484222325) -> UInt64 {
+    var hash = seed
+    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
+    return hash
+}
+
+/// Echo one message through `address` on a fresh connection.
+func echo(_ address: SocketAddress, _ text: String, timeout: Duration = .seconds(20)) async throws -> String {
+    let socket = try await Socket.connect(to: address, timeout: .seconds(5))
+    defer { socket.close() }
+    let bytes = Array(text.utf8)
+    try await socket.writeAll([UInt8(ascii: "E")] + bytes, until: .now + timeout)
+    return String(decoding: try await socket.readExactly(bytes.count, until: .now + timeout), as: UTF8.self)
+}
+
+/// Reads until end-of-file.
+func readToEnd(_ socket: Socket, timeout: Duration = .seconds(60)) async throws -> [UInt8] {
+    var out: [UInt8] = []
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        let chunk = try await socket.readSome(maxLength: 1 << 20, until: deadline)
+        if chunk.isEmpty { return out }
+        out += chunk
+    }
+}
+
+/// A signaling server plus an expose agent and a listen agent sharing one key, on loopback.
+final class TunnelRig: @unchecked Sendable {
+    let serverPort: UInt16
+    let listenPort: UInt16
+    let key: String
+    let service: TestService
+    var server: AgentProcess?
+    var expose: AgentProcess?
+    var listen: AgentProcess?
+    let extra: [String]
+
+    var listenAddress: SocketAddress { .loopback(port: listenPort) }
+    var serverArgument: String { "127.0.0.1:\(serverPort)" }
+
+    init(extra: [String] = [], service: TestService? = nil) throws {
+        serverPort = try freePort()
+        listenPort = try freePort()
+        key = newKey()
+        self.service = try service ?? TestService()
+        self.extra = extra
+    }
+
+    func startServer() async throws {
+        server = try AgentProcess("server", ["server", "--listen", serverArgument])
+        try await server!.waitForLog("signaling server listening")
+    }
+
+    func startExpose(key: String? = nil) async throws {
+        expose = try AgentProcess("expose", ["forward", "--expose", service.address.description, "--key", key ?? self.key,
+                                             "--server", serverArgument, "--log-level", "debug"] + extra)
+        try await expose!.waitForLog("exposing")
+    }
+
+    func startListen(key: String? = nil, signalTimeout: Int = 10) async throws {
+        listen = try AgentProcess("listen", ["forward", "--listen", "127.0.0.1:\(listenPort)", "--key", key ?? self.key,
+                                             "--server", serverArgument, "--signal-timeout", "\(signalTimeout)",
+                                             "--log-level", "debug"] + extra)
+        try await listen!.waitForLog("listening on")
+    }
+
+    func startAll() async throws {
+        try await startServer()
+        try await startExpose()
+        try await startListen()
+    }
+
+    func stopAll() async throws {
+        for process in [listen, expose, server].compactMap({ $0 }) { try await process.stop() }
+    }
+}

@@ -1,0 +1,265 @@
+import Foundation
+import StunturnSockets
+import Testing
+
+@Suite(.serialized) struct EndToEndTests {
+    @Test func largeTransferAndManyConcurrentConnectionsThroughRealAgents() async throws {
+        let rig = try TunnelRig()
+        try await rig.startAll()
+
+        // 32 MiB, checked by count and checksum at the service.
+        var payload = [UInt8](repeating: 0, count: 32 << 20)
+        var state: UInt64 = 7
+        for i in payload.indices {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            payload[i] = UInt8(truncatingIfNeeded: state >> 33)
+        }
+        let socket = try await connectWithRetry(rig.listenAddress)
+        try await socket.writeAll([UInt8(ascii: "S")] + payload, until: .now + .seconds(120))
+        socket.shutdownWrite()
+        let answer = String(decoding: try await readToEnd(socket), as: UTF8.self)
+        #expect(answer == "\(payload.count) \(fnv1a(payload))")
+        socket.close()
+
+        // 40 connections at once, each with its own tunnel.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<40 {
+                group.addTask {
+                    let reply = try await echo(rig.listenAddress, "connection \(i)", timeout: .seconds(60))
+                    #expect(reply == "connection \(i)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(rig.listen!.log.contains("tunnel up"))
+        #expect(rig.expose!.log.contains("tunnel up"))
+
+        // SIGTERM: graceful, exit 0.
+        #expect(try await rig.listen!.stop() == 0)
+        #expect(try await rig.expose!.stop() == 0)
+        #expect(try await rig.server!.stop() == 0)
+        #expect(rig.listen!.log.contains("shutting down"))
+    }
+
+    @Test func halfClosePropagatesThroughTheTunnel() async throws {
+        let rig = try TunnelRig()
+        try await rig.startAll()
+        let socket = try await connectWithRetry(rig.listenAddress)
+        // The sink answers only after it sees end-of-file, so the answer proves the FIN crossed
+        // the tunnel while the other direction stayed open.
+        try await socket.writeAll(Array("Shello".utf8), until: .now + .seconds(20))
+        socket.shutdownWrite()
+        let answer = String(decoding: try await readToEnd(socket, timeout: .seconds(20)), as: UTF8.self)
+        #expect(answer == "5 \(fnv1a(Array("hello".utf8)))")
+    }
+
+    @Test func connectionsSurviveASignalingServerRestartAndNewOnesRecover() async throws {
+        let rig = try TunnelRig()
+        try await rig.startAll()
+        let held = try await connectWithRetry(rig.listenAddress)
+        try await held.writeAll(Array("Eone".utf8), until: .now + .seconds(20))
+        #expect(try await held.readExactly(3, until: .now + .seconds(20)) == Array("one".utf8))
+
+        try await rig.server!.stop(SIGKILL)
+        // The established tunnel does not need the server.
+        try await held.writeAll(Array("two".utf8), until: .now + .seconds(20))
+        #expect(try await held.readExactly(3, until: .now + .seconds(20)) == Array("two".utf8))
+        // A new connection cannot be carried: it is closed, not left hanging.
+        let orphan = try await Socket.connect(to: rig.listenAddress, timeout: .seconds(5))
+        let start = ContinuousClock.now
+        _ = try? await readToEnd(orphan, timeout: .seconds(20))
+        #expect(ContinuousClock.now - start < .seconds(15))
+        try await rig.listen!.waitForLog("not carried")
+        try await rig.expose!.waitForLog("retrying in")
+
+        try await rig.startServer()
+        var recovered = false
+        for _ in 0..<40 where !recovered {
+            recovered = (try? await echo(rig.listenAddress, "three", timeout: .seconds(5))) == "three"
+            if !recovered { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(recovered)
+        try await rig.expose!.waitForLog("signaling server reachable again")
+        try await held.writeAll(Array("four".utf8), until: .now + .seconds(20))
+        #expect(try await held.readExactly(4, until: .now + .seconds(20)) == Array("four".utf8))
+    }
+
+    @Test func peerAgentKilledAndRestarted() async throws {
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        try await rig.startExpose()
+        try await rig.startListen(signalTimeout: 2)
+        #expect(try await echo(rig.listenAddress, "before") == "before")
+
+        try await rig.expose!.stop(SIGKILL)
+        let orphan = try await Socket.connect(to: rig.listenAddress, timeout: .seconds(5))
+        let start = ContinuousClock.now
+        _ = try? await readToEnd(orphan, timeout: .seconds(20))
+        #expect(ContinuousClock.now - start < .seconds(10))
+        try await rig.listen!.waitForLog("not carried")
+
+        try await rig.startExpose()
+        var recovered = false
+        for _ in 0..<40 where !recovered {
+            recovered = (try? await echo(rig.listenAddress, "after", timeout: .seconds(5))) == "after"
+            if !recovered { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(recovered)
+    }
+
+    @Test func wrongKeyIsRefusedAndNothingReachesTheService() async throws {
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        // Both sides meet at the server (same signaling key would be needed to pair), so give
+        // the listen side the right signaling pairing but a different tunnel key: run it in
+        // plaintext against an encrypted expose side, and with a wrong key, separately.
+        try await rig.startExpose()
+        let impostor = try AgentProcess("impostor", ["forward", "--listen", "127.0.0.1:\(rig.listenPort)", "--key", rig.key,
+                                                     "--server", rig.serverArgument, "--plaintext-insecure", "--signal-timeout", "5"])
+        defer { kill(impostor.process.processIdentifier, SIGKILL) }
+        try await impostor.waitForLog("listening on")
+        let socket = try await connectWithRetry(rig.listenAddress)
+        try await socket.writeAll(Array("Esecret".utf8), until: .now + .seconds(10))
+        let received = try? await readToEnd(socket, timeout: .seconds(20))
+        #expect(received?.isEmpty ?? true)
+        try await rig.expose!.waitForLog("tunnel handshake with")
+        #expect(rig.service.connections == 0)
+        #expect(rig.service.bytesReceived == 0)
+        // And the real peer still gets through afterwards.
+        try await impostor.stop()
+        try await rig.startListen()
+        #expect(try await echo(rig.listenAddress, "real peer") == "real peer")
+    }
+
+    @Test func udpForwardCarriesDatagrams() async throws {
+        let echoSocket = try Socket.udp(on: .loopback())
+        let echoAddress = try echoSocket.localAddress()
+        let echoTask = Task.detached {
+            while let (datagram, from) = try? await echoSocket.receive(maxLength: 65536, until: nil) {
+                try? await echoSocket.send(datagram, to: from, until: .now + .seconds(1))
+            }
+        }
+        defer { echoTask.cancel(); echoSocket.close() }
+        let serverPort = try freePort()
+        let listenPort = try freePort()
+        let key = newKey()
+        let server = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(serverPort)"])
+        try await server.waitForLog("signaling server listening")
+        let expose = try AgentProcess("expose", ["forward", "--udp", "--expose", echoAddress.description, "--key", key,
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug"])
+        let listen = try AgentProcess("listen", ["forward", "--udp", "--listen", "127.0.0.1:\(listenPort)", "--key", key,
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug"])
+
+        try await listen.waitForLog("listening on udp")
+        try await expose.waitForLog("exposing")
+        let client = try Socket.udp(on: .loopback())
+        var replies: [String] = []
+        for i in 0..<10 {
+            let message = "datagram \(i)"
+            try await client.send(Array(message.utf8), to: .loopback(port: listenPort), until: .now + .seconds(1))
+            if let (reply, _) = try? await client.receive(maxLength: 2048, until: .now + .seconds(i == 0 ? 15 : 3)) {
+                replies.append(String(decoding: reply, as: UTF8.self))
+            }
+        }
+        #expect(replies.count >= 9)
+        #expect(replies.allSatisfy { $0.hasPrefix("datagram ") })
+        #expect(replies.last == "datagram 9")
+        #expect(listen.log.contains("udp tunnel up"))
+    }
+
+    @Test func stdioCarriesOneConnection() async throws {
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        try await rig.startExpose()
+        let stdio = try AgentProcess("stdio", ["forward", "--stdio", "--key", rig.key, "--server", rig.serverArgument], stdin: true)
+        stdio.stdinHandle.write(Data("Eping".utf8))
+        let reply = try await Task.detached { () -> Data in
+            var data = Data()
+            while data.count < 4 {
+                let chunk = stdio.stdoutHandle.availableData
+                if chunk.isEmpty { break }
+                data += chunk
+            }
+            return data
+        }.value
+        #expect(String(decoding: reply, as: UTF8.self) == "ping")
+        try stdio.stdinHandle.close()
+        #expect(try await stdio.waitForExit(timeout: .seconds(20)) == 0)
+    }
+
+    @Test func theAccessKeyNeverReachesTheSignalingServer() async throws {
+        // A recording proxy stands between the agents and the real server.
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        let recorder = try RecordingProxy(to: .loopback(port: rig.serverPort))
+        let expose = try AgentProcess("expose", ["forward", "--expose", rig.service.address.description, "--key", rig.key,
+                                                 "--server", recorder.address.description])
+        let listen = try AgentProcess("listen", ["forward", "--listen", "127.0.0.1:\(rig.listenPort)", "--key", rig.key,
+                                                 "--server", recorder.address.description])
+
+        try await listen.waitForLog("listening on")
+        // The proxy hides the agents' real ports, so the punch itself cannot work here: what
+        // matters is what both roles send while signaling.
+        let trigger = try await connectWithRetry(rig.listenAddress)
+        defer { trigger.close() }
+        let deadline = ContinuousClock.now + .seconds(20)
+        var seen = ""
+        while ContinuousClock.now < deadline {
+            seen = String(decoding: recorder.recorded, as: UTF8.self)
+            if seen.contains("\"role\":\"initiator\"") && seen.contains("\"role\":\"receiver\"") { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(seen.contains("\"role\":\"initiator\""))
+        #expect(seen.contains("\"role\":\"receiver\""))
+        #expect(!seen.contains(rig.key))
+        #expect(!seen.lowercased().contains(rig.key.replacingOccurrences(of: "-", with: "")))
+        #expect(!seen.contains(Data(rig.key.utf8).base64EncodedString()))
+    }
+}
+
+/// A TCP proxy that records every byte clients send to the upstream server.
+final class RecordingProxy: @unchecked Sendable {
+    let address: SocketAddress
+    private let listener: Socket
+    private let lock = Lock()
+    private var bytes: [UInt8] = []
+    private var task: Task<Void, Never>?
+
+    init(to upstream: SocketAddress) throws {
+        listener = try Socket.listener(on: .loopback())
+        address = try listener.localAddress()
+        let listener = self.listener
+        task = Task.detached { [weak self] in
+            await withDiscardingTaskGroup { group in
+                while let (client, _) = try? await listener.accept(until: nil) {
+                    group.addTask { await self?.proxy(client, to: upstream) }
+                }
+            }
+        }
+    }
+
+    deinit { task?.cancel(); listener.close() }
+
+    var recorded: [UInt8] { lock.withLock { bytes } }
+
+    private func proxy(_ client: Socket, to upstream: SocketAddress) async {
+        defer { client.close() }
+        guard let server = try? await Socket.connect(to: upstream, timeout: .seconds(5)) else { return }
+        defer { server.close() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while let chunk = try? await client.readSome(until: .now + .seconds(60)), !chunk.isEmpty {
+                    self.lock.withLock { self.bytes += chunk }
+                    guard (try? await server.writeAll(chunk, until: .now + .seconds(10))) != nil else { break }
+                }
+                server.shutdownWrite()
+            }
+            group.addTask {
+                while let chunk = try? await server.readSome(until: .now + .seconds(60)), !chunk.isEmpty {
+                    guard (try? await client.writeAll(chunk, until: .now + .seconds(10))) != nil else { break }
+                }
+                client.shutdownWrite()
+            }
+        }
+    }
+}
