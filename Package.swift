@@ -41,6 +41,7 @@ let package = Package(
         .testTarget(name: "StunturnSecureTests", dependencies: ["StunturnSecure"]),
         .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnSockets"]),
         .testTarget(name: "AgentTests", dependencies: ["StunturnSockets"]),
+        .testTarget(name: "NATLabTests"),
     ],
     swiftLanguageModes: [.v5]
 )

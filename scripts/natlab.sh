@@ -3,6 +3,16 @@
 # network namespaces, driving the real stunturn-agent. See docs/NATLAB.md.
 set -euo pipefail
 
+# Test runners may start us with SIGTERM/SIGINT blocked, and children inherit that: then no
+# cleanup trap fires and no kill -TERM lands. Re-exec once with a clear mask and default handlers.
+if [[ -z ${NATLAB_SIGNALS_RESET:-} ]] && command -v python3 >/dev/null 2>&1; then
+    export NATLAB_SIGNALS_RESET=1
+    exec python3 -c 'import os, signal, sys
+signal.pthread_sigmask(signal.SIG_SETMASK, [])
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE): signal.signal(s, signal.SIG_DFL)
+os.execvp("bash", ["bash"] + sys.argv[1:])' "$0" "$@"
+fi
+
 PREFIX="${NATLAB_PREFIX:-stl-}"
 NODES=(inet pub nat-a nat-b peer-a peer-b)
 SERVER_IP=203.0.113.10
@@ -28,7 +38,7 @@ usage: natlab.sh COMMAND [options]
         Bring the lab up, run server (pub), expose (peer-b) and listen (peer-a) agents, push real
         traffic through the forward, print one RESULT line, tear everything down. Exit 0 when the
         outcome is the expected one for the pairing.
-  matrix --agent PATH [--quick]
+  matrix --agent PATH [--quick] [--punch-timeout S]
         Run every case; progress on stderr, a markdown table on stdout. --quick: no loss runs,
         answering routers only.
 
@@ -564,6 +574,8 @@ cmd_matrix() {
         esac
     done
     [[ -n $agent ]] || die "matrix needs --agent PATH"
+    trap cmd_down EXIT
+    trap 'exit 130' INT TERM
     local kinds=(none eim-apdf edm) routers=(drop answer) losses=(0 5) protos=(tcp udp)
     [[ $quick == 1 ]] && { routers=(answer); losses=(0); }
     local a b r l p line outcome secs mark total=0 bad=0

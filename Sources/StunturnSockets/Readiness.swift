@@ -33,12 +33,13 @@ enum Readiness {
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
                 queue.async {
-                    waiter.continuation = continuation
-                    if Task.isCancelled {
-                        waiter.outcome = .cancelled
-                        continuation.resume(returning: .cancelled)
+                    // A cancellation that arrived first has already recorded its outcome (the
+                    // cancellation handler runs before this block when the task was cancelled on entry).
+                    if let outcome = waiter.outcome {
+                        continuation.resume(returning: outcome)
                         return
                     }
+                    waiter.continuation = continuation
                     let source: DispatchSourceProtocol = interest == .read
                         ? DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
                         : DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)

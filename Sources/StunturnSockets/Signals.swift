@@ -30,5 +30,14 @@ public enum TerminationSignal {
         }
     }
 
+    /// Unblocks SIGINT and SIGTERM on the calling thread (call it from the main thread first thing).
+    public static func unblock() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
     nonisolated(unsafe) static var retained: [DispatchSourceSignal] = []
 }

@@ -23,6 +23,13 @@ struct StunturnAgent: AsyncParsableCommand {
         version: stunturnVersion,
         subcommands: [Run.self, Check.self, Forward.self, Server.self, Demo.self, Stun.self, Keygen.self]
     )
+
+    static func main() async {
+        // A parent may start us with SIGINT/SIGTERM blocked (threads of Dispatch-based programs
+        // block them); graceful shutdown needs them delivered.
+        TerminationSignal.unblock()
+        await main(nil)
+    }
 }
 
 /// Options every long-running command shares.

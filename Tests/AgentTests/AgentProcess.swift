@@ -33,7 +33,9 @@ final class AgentProcess: @unchecked Sendable {
 
     /// Whatever happens to the test, the process does not outlive it.
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        kill(process.processIdentifier, SIGKILL)
+        var status: Int32 = 0
+        waitpid(process.processIdentifier, &status, WNOHANG)
         try? FileManager.default.removeItem(at: logURL)
     }
 
@@ -63,14 +65,10 @@ final class AgentProcess: @unchecked Sendable {
     }
 
     func waitForExit(timeout: Duration = .seconds(10)) async throws -> Int32 {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            Issue.record("\(name) did not exit within \(timeout). Log:\n\(log)")
-            process.waitUntilExit()
-        }
-        return process.terminationStatus
+        if let status = try await reap(process, timeout: timeout) { return status }
+        kill(process.processIdentifier, SIGKILL)
+        Issue.record("\(name) did not exit within \(timeout). Log:\n\(log)")
+        return try await reap(process, timeout: .seconds(5)) ?? -1
     }
 }
 
@@ -87,14 +85,34 @@ func runAgent(_ arguments: [String], timeout: Duration = .seconds(30)) async thr
     try process.run()
     async let outData = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
     async let errData = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
-    let deadline = ContinuousClock.now + timeout
-    while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-    if process.isRunning {
-        process.terminate()
+    var status = try await reap(process, timeout: timeout)
+    if status == nil {
+        kill(process.processIdentifier, SIGKILL)
         Issue.record("stunturn-agent \(arguments.joined(separator: " ")) did not finish within \(timeout)")
+        status = try await reap(process, timeout: .seconds(5))
     }
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: await outData, as: UTF8.self), String(decoding: await errData, as: UTF8.self))
+    return (status ?? -1, String(decoding: await outData, as: UTF8.self), String(decoding: await errData, as: UTF8.self))
+}
+
+/// Waits for a child to exit and returns its exit status (128+N for a signal), reaping it with
+/// waitpid itself: Foundation's own reaping is not reliable inside the test runner.
+func reap(_ process: Process, timeout: Duration) async throws -> Int32? {
+    let pid = process.processIdentifier
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid {
+            let signal = status & 0x7f
+            return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+        }
+        if result < 0 {
+            // Foundation reaped it first.
+            if !process.isRunning { return process.terminationStatus }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return nil
 }
 
 /// A free TCP port on 127.0.0.1 whose UDP twin is free too (the server binds both).

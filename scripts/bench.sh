@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Benchmarks stunturn-agent on loopback against socat, ssh -L and direct iperf3.
+# usage: scripts/bench.sh [--quick] [--only throughput,latency,signaling,footprint] [--no-build]
+# Prints a markdown table; figures go to bench-results/bench.json, plots to docs/bench-*.png
+# (when matplotlib is installed). Not part of the test suite.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SCRATCH="${BENCH_SCRATCH:-$ROOT/.build-bench}"
+OUT="$ROOT/bench-results"
+ARGS=()
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) ARGS+=(--quick) ;;
+        --only) ARGS+=(--only "$2"); shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n 2,5p "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+for tool in iperf3 socat sshd ssh ssh-keygen python3; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+        echo "missing $tool (apt-get install -y iperf3 socat openssh-server openssh-client python3)" >&2; exit 1; }
+done
+
+if [ "$BUILD" = 1 ]; then
+    (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product stunturn-agent) >&2
+fi
+AGENT="$SCRATCH/release/stunturn-agent"
+[ -x "$AGENT" ] || { echo "no agent binary at $AGENT" >&2; exit 1; }
+
+# 10,000 waiting initiators need a descriptor each on both sides of the socket.
+ulimit -n "$(ulimit -Hn | awk '{ print ($1 == "unlimited" || $1 > 65536) ? 65536 : $1 }')"
+
+mkdir -p "$OUT"
+PY=""
+cleanup() { [ -n "$PY" ] && kill "$PY" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+python3 "$ROOT/scripts/bench/bench.py" run --agent "$AGENT" --out "$OUT/bench.json" "${ARGS[@]}" &
+PY=$!
+wait "$PY"
+PY=""
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
+     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r)"
+echo "figures: $OUT/bench.json"
+if python3 -c 'import matplotlib' 2>/dev/null; then
+    python3 "$ROOT/scripts/bench/plot.py" "$OUT/bench.json" "$ROOT/docs" && echo "plots: docs/bench-throughput.png docs/bench-latency.png"
+else
+    echo "plots skipped: pip install matplotlib"
+fi

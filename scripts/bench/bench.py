@@ -1,0 +1,615 @@
+#!/usr/bin/env python3
+"""stunturn benchmarks on loopback; run through scripts/bench.sh.
+
+Every comparison runs its reference in the same run, interleaved round by round, and reports
+medians and ratios: absolute numbers on shared machines drift from run to run.
+"""
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+MIB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    """Every child runs in its own session so cleanup can end it with its children, by id."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, log=None, **kw):
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                             start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, timeout=5):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout)
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(reversed(self.procs)):
+            self.stop(p)
+
+
+PROCS = Procs()
+
+
+def free_port():
+    # TCP and UDP both free: the signaling server binds both on one port.
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind((HOST, 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def echo_once(port, timeout=15.0):
+    """Connect, send one byte, wait for it to come back; seconds taken."""
+    t0 = time.perf_counter()
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"x")
+        if s.recv(1) != b"x":
+            raise RuntimeError("echo failed")
+        took = time.perf_counter() - t0
+    return took
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
+    return xs[k]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- fixtures
+
+class Env:
+    def __init__(self, agent, tmp):
+        self.agent = agent
+        self.tmp = tmp
+
+    def logfile(self, name):
+        return os.path.join(self.tmp, name + ".log")
+
+    def server(self, *extra):
+        port = free_port()
+        PROCS.start([self.agent, "server", "--listen", f"{HOST}:{port}", "--log-level", "warning", *extra],
+                    log=self.logfile(f"server-{port}"))
+        wait_port(port)
+        return port
+
+    def agent_pair(self, server, target, plaintext=False):
+        """An exposing agent for `target` and a listening one; returns the listen port."""
+        key = subprocess.check_output([self.agent, "keygen"], text=True).strip()
+        lport = free_port()
+        extra = ["--plaintext-insecure"] if plaintext else []
+        common = ["--key", key, "--server", f"{HOST}:{server}", "--log-level", "warning", *extra]
+        e = PROCS.start([self.agent, "forward", "--expose", f"{HOST}:{target}", *common], log=self.logfile(f"expose-{lport}"))
+        l = PROCS.start([self.agent, "forward", "--listen", f"{HOST}:{lport}", *common], log=self.logfile(f"listen-{lport}"))
+        wait_port(lport)
+        return lport, e, l
+
+    def socat_chain(self, target):
+        mid, front = free_port(), free_port()
+        PROCS.start(["socat", "-b", "262144", f"TCP-LISTEN:{mid},bind={HOST},fork,reuseaddr", f"TCP:{HOST}:{target}"])
+        PROCS.start(["socat", "-b", "262144", f"TCP-LISTEN:{front},bind={HOST},fork,reuseaddr", f"TCP:{HOST}:{mid}"])
+        wait_port(mid)
+        wait_port(front)
+        return front
+
+    def ssh_tunnel(self, target):
+        d = os.path.join(self.tmp, "ssh")
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o700)
+        hostkey, userkey = os.path.join(d, "host_ed25519"), os.path.join(d, "user_ed25519")
+        for k in (hostkey, userkey):
+            subprocess.check_call(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k])
+        shutil.copy(userkey + ".pub", os.path.join(d, "authorized_keys"))
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+        sport, lport = free_port(), free_port()
+        conf = os.path.join(d, "sshd_config")
+        with open(conf, "w") as f:
+            f.write(f"""Port {sport}
+ListenAddress {HOST}
+HostKey {hostkey}
+AuthorizedKeysFile {d}/authorized_keys
+PidFile {d}/sshd.pid
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+Ciphers aes128-gcm@openssh.com
+""")
+        PROCS.start([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", conf], log=self.logfile("sshd"))
+        wait_port(sport)
+        user = os.environ.get("USER") or "root"
+        PROCS.start(["ssh", "-N", "-p", str(sport), "-i", userkey,
+                     "-o", "Ciphers=aes128-gcm@openssh.com", "-o", "Compression=no",
+                     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                     "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "LogLevel=ERROR",
+                     "-L", f"{HOST}:{lport}:{HOST}:{target}", f"{user}@{HOST}"], log=self.logfile("ssh"))
+        wait_port(lport, timeout=15)
+        return lport
+
+    def echo_server(self):
+        port = free_port()
+        PROCS.start([sys.executable, os.path.abspath(__file__), "echo-server", str(port)], log=self.logfile("echo"))
+        wait_port(port)
+        return port
+
+
+# ---------------------------------------------------------------- throughput
+
+def iperf(port, seconds):
+    out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    data = json.loads(out.stdout)
+    if "error" in data:
+        raise RuntimeError(data["error"])
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def bench_throughput(env, rounds, seconds):
+    iport = free_port()
+    PROCS.start(["iperf3", "-s", "-B", HOST, "-p", str(iport)], log=env.logfile("iperf3"))
+    wait_port(iport)
+    server = env.server()
+    targets = {
+        "direct": iport,
+        "socat x2": env.socat_chain(iport),
+        "ssh -L aes128-gcm": env.ssh_tunnel(iport),
+        "stunturn": env.agent_pair(server, iport)[0],
+        "stunturn plaintext": env.agent_pair(server, iport, plaintext=True)[0],
+    }
+    runs = {name: [] for name in targets}
+    for r in range(rounds):
+        # Rotate the order each round so no configuration always runs first.
+        names = list(targets)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for name in names:
+            for attempt in range(3):
+                try:
+                    runs[name].append(iperf(targets[name], seconds))
+                    break
+                except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+                    log(f"  iperf3 via {name} failed ({e}); retrying")
+                    time.sleep(1)
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {runs[n][-1]:.2f}" for n in targets if runs[n]))
+    med = {n: median(v) for n, v in runs.items()}
+    return {
+        "unit": "Gbit/s", "seconds": seconds, "rounds": rounds, "runs": runs, "median": med,
+        "ratios": {
+            "stunturn / socat x2": med["stunturn"] / med["socat x2"],
+            "stunturn / ssh -L": med["stunturn"] / med["ssh -L aes128-gcm"],
+            "plaintext / socat x2": med["stunturn plaintext"] / med["socat x2"],
+            "stunturn / direct": med["stunturn"] / med["direct"],
+        },
+        "targets": {"stunturn / socat x2": 1.0, "stunturn / ssh -L": 1.0, "plaintext / socat x2 (stretch)": 1.3},
+    }
+
+
+# ---------------------------------------------------------------- setup latency
+
+def bench_latency(env, count):
+    echo = env.echo_server()
+    server = env.server()
+    targets = {"direct": echo, "stunturn": env.agent_pair(server, echo)[0],
+               "stunturn plaintext": env.agent_pair(server, echo, plaintext=True)[0]}
+    for port in targets.values():
+        echo_once(port)  # warm-up: first connection pays for lazy initialisation
+    samples = {n: [] for n in targets}
+    failures = {n: 0 for n in targets}
+    deadline = time.monotonic() + max(60, count * 3)
+    for i in range(count):
+        if time.monotonic() > deadline:
+            log("  latency: time budget spent, stopping early")
+            break
+        for name, port in targets.items():
+            try:
+                samples[name].append(echo_once(port, timeout=5) * 1000)
+            except (OSError, RuntimeError):
+                failures[name] += 1
+        time.sleep(0.02)  # fresh connections one after another, not a burst
+    summary = {n: {"median": median(v), "p90": pct(v, 90), "min": min(v, default=float("nan")),
+                   "max": max(v, default=float("nan")), "n": len(v), "failures": failures[n]}
+               for n, v in samples.items()}
+    return {"unit": "ms", "samples": samples, "summary": summary,
+            "targets": {"median": 50.0, "median (stretch)": 10.0}}
+
+
+# ---------------------------------------------------------------- signaling server
+
+INIT_HELLO = '{{"uuid":"{k}","target_ip":"","protocol":"tcp","address":"","role":"initiator"}}\n'
+RECV_HELLO = '{{"uuid":"{k}","target_ip":"","protocol":"","address":"","role":"receiver"}}\n'
+
+
+class LineClient(asyncio.Protocol):
+    """Sends one hello and collects the reply until the server closes."""
+
+    def __init__(self, hello, done):
+        self.hello = hello.encode()
+        self.data = bytearray()
+        self.done = done
+
+    def connection_made(self, transport):
+        transport.write(self.hello)
+
+    def data_received(self, data):
+        self.data += data
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(bytes(self.data))
+
+
+async def open_client(port, hello):
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    for attempt in range(20):
+        try:
+            transport, _ = await loop.create_connection(lambda: LineClient(hello, done), HOST, port)
+            return transport, done
+        except OSError:
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise RuntimeError("cannot connect to the signaling server")
+
+
+async def signaling_load(port, pid, count, pairs, window):
+    result = {}
+    # 1. `count` initiators waiting at once.
+    rss_before = rss_kib(pid)
+    initiators = []
+    for start in range(0, count, window):
+        batch = await asyncio.gather(*(open_client(port, INIT_HELLO.format(k=f"k{i}"))
+                                       for i in range(start, min(count, start + window))))
+        initiators += batch
+    await asyncio.sleep(1.5)  # let the server read every hello
+    result.update(initiators=count, rss_idle_kib=rss_before, rss_waiting_kib=rss_kib(pid),
+                  hwm_waiting_kib=rss_kib(pid, "VmHWM"))
+    early = sum(1 for _, d in initiators if d.done())
+    result["initiators_closed_early"] = early
+
+    # 2. Receivers arrive for the waiting initiators, `window` in flight.
+    async def receiver(i):
+        t, d = await open_client(port, RECV_HELLO.format(k=f"k{i}"))
+        return await d
+
+    t0 = time.perf_counter()
+    sem = asyncio.Semaphore(window)
+
+    async def bounded(i):
+        async with sem:
+            return await receiver(i)
+    replies = await asyncio.wait_for(asyncio.gather(*(bounded(i) for i in range(count))), 120)
+    await asyncio.wait_for(asyncio.gather(*(d for _, d in initiators)), 60)
+    took = time.perf_counter() - t0
+    ok = sum(1 for r in replies if b'"error"' not in r and r.strip())
+    result.update(waiting_paired=ok, waiting_seconds=took, waiting_pairings_per_s=ok / took,
+                  rss_after_pairing_kib=rss_kib(pid), hwm_kib=rss_kib(pid, "VmHWM"))
+    del initiators, replies
+
+    # 3. Pairs arriving together: initiator hello, then at once its receiver; a receiver that
+    # overtakes its initiator is told "not found" and tries again.
+    retries = 0
+
+    async def pair(i):
+        nonlocal retries
+        k = f"p{i}"
+        _, idone = await open_client(port, INIT_HELLO.format(k=k))
+        for _ in range(50):
+            _, rdone = await open_client(port, RECV_HELLO.format(k=k))
+            r = await rdone
+            if b'"error"' not in r:
+                await idone
+                return True
+            retries += 1
+        return False
+
+    async def bounded_pair(i):
+        async with sem:
+            return await pair(i)
+    t0 = time.perf_counter()
+    done = await asyncio.wait_for(asyncio.gather(*(bounded_pair(i) for i in range(pairs))), 180)
+    took = time.perf_counter() - t0
+    ok = sum(done)
+    result.update(together_pairs=pairs, together_paired=ok, together_seconds=took,
+                  together_pairings_per_s=ok / took, together_receiver_retries=retries,
+                  rss_end_kib=rss_kib(pid), hwm_end_kib=rss_kib(pid, "VmHWM"))
+    return result
+
+
+def bench_signaling(env, count, pairs):
+    port = env.server("--initiator-timeout", "300")
+    pid = PROCS.procs[-1].pid
+    time.sleep(0.3)
+    res = asyncio.run(signaling_load(port, pid, count, pairs, window=200))
+    res["reference_go"] = {"together_pairings_per_s": 6000, "waiting_pairings_per_s": 18800,
+                           "note": "reference figures of the Go original, not re-measured"}
+    res["targets"] = {"rss_waiting_mib": 50}
+    return res
+
+
+# ---------------------------------------------------------------- agent footprint
+
+def write_config(path, server, forwards):
+    with open(path, "w") as f:
+        f.write(f"server: {HOST}:{server}\nlog_level: warning\nforwards:\n")
+        for fw in forwards:
+            f.write(f"  - name: {fw['name']}\n")
+            for k in ("expose", "listen"):
+                if k in fw:
+                    f.write(f"    {k}: {HOST}:{fw[k]}\n")
+            f.write(f"    key: {fw['key']}\n")
+
+
+class HoldClient(asyncio.Protocol):
+    def __init__(self, ready):
+        self.ready = ready
+
+    def connection_made(self, transport):
+        transport.write(b"x")
+
+    def data_received(self, data):
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+    def connection_lost(self, exc):
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before echo"))
+
+
+async def hold_connections(port, count, batch, pids):
+    loop = asyncio.get_running_loop()
+    transports, failed = [], 0
+    t0 = time.perf_counter()
+
+    async def one():
+        ready = loop.create_future()
+        t, _ = await loop.create_connection(lambda: HoldClient(ready), HOST, port)
+        try:
+            await asyncio.wait_for(ready, 5)
+        except BaseException:
+            t.close()
+            raise
+        return t
+    # Failed set-ups are retried, within a bounded number of attempts and time.
+    for _ in range(count * 2 // batch):
+        if len(transports) >= count:
+            break
+        if time.perf_counter() - t0 > 240:
+            log("  footprint: time budget spent, stopping early")
+            break
+        got = await asyncio.gather(*(one() for _ in range(min(batch, count - len(transports)))), return_exceptions=True)
+        for g in got:
+            if isinstance(g, BaseException):
+                failed += 1
+            else:
+                transports.append(g)
+    took = time.perf_counter() - t0
+    await asyncio.sleep(1.0)
+    rss = {name: rss_kib(pid) for name, pid in pids.items()}
+    hwm = {name: rss_kib(pid, "VmHWM") for name, pid in pids.items()}
+    for t in transports:
+        t.close()
+    await asyncio.sleep(0.5)
+    return {"open": len(transports), "failed": failed, "seconds_to_open": took, "rss_kib": rss, "hwm_kib": hwm}
+
+
+def bench_footprint(env, connections):
+    echo = env.echo_server()
+    server = env.server()
+    keys = [subprocess.check_output([env.agent, "keygen"], text=True).strip() for _ in range(10)]
+    lports = [free_port() for _ in range(10)]
+    exp_cfg, lis_cfg = os.path.join(env.tmp, "expose.yaml"), os.path.join(env.tmp, "listen.yaml")
+    write_config(exp_cfg, server, [{"name": f"exp{i}", "expose": echo, "key": keys[i]} for i in range(10)])
+    write_config(lis_cfg, server, [{"name": f"lis{i}", "listen": lports[i], "key": keys[i]} for i in range(10)])
+    e = PROCS.start([env.agent, "run", "--config", exp_cfg], log=env.logfile("run-expose"))
+    l = PROCS.start([env.agent, "run", "--config", lis_cfg], log=env.logfile("run-listen"))
+    for p in lports:
+        wait_port(p)
+    time.sleep(2.0)
+    idle = {"expose agent": rss_kib(e.pid), "listen agent": rss_kib(l.pid)}
+    echo_once(lports[0])  # one relayed connection first, so lazy set-up is not counted as load
+    held = asyncio.run(hold_connections(lports[0], connections, 20, {"expose agent": e.pid, "listen agent": l.pid}))
+    return {"forwards_per_agent": 10, "idle_rss_kib": idle, "connections": connections, **held,
+            "targets": {"rss_mib_with_1000_connections": 100}}
+
+
+# ---------------------------------------------------------------- report
+
+def table(res):
+    rows = []
+    t = res.get("throughput")
+    if t:
+        m, r = t["median"], t["ratios"]
+        rows.append(("Throughput, direct loopback (reference)", f"{m['direct']:.2f} Gbit/s", "", ""))
+        rows.append(("Throughput, socat -b 262144 x2 (reference)", f"{m['socat x2']:.2f} Gbit/s", "", ""))
+        rows.append(("Throughput, ssh -L aes128-gcm (reference)", f"{m['ssh -L aes128-gcm']:.2f} Gbit/s", "", ""))
+        rows.append(("Throughput, stunturn (encrypted)", f"{m['stunturn']:.2f} Gbit/s",
+                     f"{r['stunturn / socat x2']:.2f}x socat, {r['stunturn / ssh -L']:.2f}x ssh",
+                     "≥ 1.0x socat, ≥ 1.0x ssh"))
+        rows.append(("Throughput, stunturn --plaintext-insecure", f"{m['stunturn plaintext']:.2f} Gbit/s",
+                     f"{r['plaintext / socat x2']:.2f}x socat", "stretch ≥ 1.3x socat"))
+    l = res.get("latency")
+    if l:
+        for name, label in (("direct", "Setup latency, direct to echo (reference)"),
+                            ("stunturn", "Setup latency, stunturn (encrypted)"),
+                            ("stunturn plaintext", "Setup latency, stunturn plaintext")):
+            s = l["summary"][name]
+            rows.append((label, f"median {s['median']:.2f} ms, p90 {s['p90']:.2f} ms",
+                         f"n={s['n']}, failures {s['failures']}",
+                         "median ≤ 50 ms (stretch ≤ 10)" if name == "stunturn" else ""))
+    s = res.get("signaling")
+    if s:
+        rows.append((f"Signaling server RSS, {s['initiators']} initiators waiting",
+                     f"{s['rss_waiting_kib'] / 1024:.1f} MiB", f"idle {s['rss_idle_kib'] / 1024:.1f} MiB", "≤ 50 MiB"))
+        rows.append(("Pairings/s, initiators already waiting", f"{s['waiting_pairings_per_s']:.0f}/s",
+                     f"{s['waiting_paired']} paired", "Go original ~18,800/s (not re-measured)"))
+        rows.append(("Pairings/s, pairs arriving together", f"{s['together_pairings_per_s']:.0f}/s",
+                     f"{s['together_paired']} paired, {s['together_receiver_retries']} receiver retries",
+                     "Go original ~6,000/s (not re-measured)"))
+    f = res.get("footprint")
+    if f:
+        i = f["idle_rss_kib"]
+        rows.append(("Agent RSS idle, 10 forwards", f"expose {i['expose agent'] / 1024:.1f} MiB, listen {i['listen agent'] / 1024:.1f} MiB", "", ""))
+        r = f["rss_kib"]
+        rows.append((f"Agent RSS, {f['open']} relayed connections open",
+                     f"expose {r['expose agent'] / 1024:.1f} MiB, listen {r['listen agent'] / 1024:.1f} MiB",
+                     f"{f['failed']} failed, opened in {f['seconds_to_open']:.1f} s", "≤ 100 MiB"))
+    w = [max(len(r[c]) for r in rows + [("Measure", "Result", "Detail", "Target / reference")]) for c in range(4)]
+    out = ["| " + " | ".join(h.ljust(w[c]) for c, h in enumerate(("Measure", "Result", "Detail", "Target / reference"))) + " |",
+           "|" + "|".join("-" * (x + 2) for x in w) + "|"]
+    out += ["| " + " | ".join(r[c].ljust(w[c]) for c in range(4)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1), "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def run_echo_server(port):
+    async def handle(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(handle, HOST, port, backlog=4096)
+        async with srv:
+            await srv.serve_forever()
+    asyncio.run(main())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("echo-server")
+    e.add_argument("port", type=int)
+    r = sub.add_parser("run")
+    r.add_argument("--agent", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--quick", action="store_true")
+    r.add_argument("--only", default="throughput,latency,signaling,footprint")
+    a = ap.parse_args()
+    if a.cmd == "echo-server":
+        run_echo_server(a.port)
+        return
+
+    def on_signal(signum, frame):
+        PROCS.stop_all()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    q = a.quick
+    plan = {
+        "throughput": lambda env: bench_throughput(env, rounds=3 if q else 5, seconds=3 if q else 6),
+        "latency": lambda env: bench_latency(env, count=20 if q else 50),
+        "signaling": lambda env: bench_signaling(env, count=10000, pairs=2000 if q else 10000),
+        "footprint": lambda env: bench_footprint(env, connections=1000),
+    }
+    results = {"machine": machine(), "quick": q, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    tmp = tempfile.mkdtemp(prefix="stunturn-bench-")
+    try:
+        env = Env(a.agent, tmp)
+        for name in a.only.split(","):
+            log(f"== {name}")
+            t0 = time.monotonic()
+            try:
+                results[name] = plan[name](env)
+            except Exception as exc:  # one failed benchmark must not lose the others
+                log(f"  {name} failed: {exc!r} (logs in {tmp})")
+                results[name + "_error"] = repr(exc)
+            finally:
+                PROCS.stop_all()
+            log(f"  ({time.monotonic() - t0:.0f} s)")
+    finally:
+        PROCS.stop_all()
+    with open(a.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(table(results))
+    if not any(k.endswith("_error") for k in results):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
