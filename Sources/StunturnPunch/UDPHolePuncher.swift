@@ -30,8 +30,14 @@ public enum UDPHolePuncher {
         var sawAck = false
         var sent = 0
         var lastError = "no answer"
+        var opening = options.openingTTL != nil
         while ContinuousClock.now < deadline {
-            if sent < max(1, options.tries) {
+            if opening, let ttl = options.openingTTL, let normal = try? socket.hopLimit() {
+                // Short-lived probes open our NAT's mapping without alarming the peer's router.
+                try? socket.setHopLimit(ttl)
+                for _ in 0..<2 { _ = try? probe.withUnsafeBytes { try socket.send($0, to: target) } }
+                try? socket.setHopLimit(normal)
+            } else if sent < max(1, options.tries) {
                 do {
                     try await socket.send(probe, to: target, until: deadline)
                 } catch {
@@ -39,7 +45,8 @@ public enum UDPHolePuncher {
                 }
                 sent += 1
             }
-            let nextProbe = min(deadline, .now + options.probeInterval)
+            let nextProbe = min(deadline, .now + (opening ? options.openingPause : options.probeInterval))
+            opening = false
             while ContinuousClock.now < nextProbe {
                 let datagram: [UInt8]
                 let from: SocketAddress

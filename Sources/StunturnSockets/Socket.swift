@@ -92,6 +92,20 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
         return self
     }
 
+    /// Sets the TTL (IPv4) or hop limit (IPv6) of outgoing packets.
+    public func setHopLimit(_ hops: Int32) throws {
+        if family == .ipv4 {
+            try setOption(Int32(IPPROTO_IP), IP_TTL, hops)
+        } else {
+            try setOption(Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS, hops)
+        }
+    }
+
+    /// The TTL or hop limit outgoing packets carry now.
+    public func hopLimit() throws -> Int32 {
+        family == .ipv4 ? try getOption(Int32(IPPROTO_IP), IP_TTL) : try getOption(Int32(IPPROTO_IPV6), IPV6_UNICAST_HOPS)
+    }
+
     /// Restricts an IPv6 socket to IPv6 (false makes it dual-stack).
     public func setIPv6Only(_ on: Bool) throws {
         try setOption(Int32(IPPROTO_IPV6), IPV6_V6ONLY, on ? 1 : 0)
