@@ -1,0 +1,159 @@
+import Foundation
+import StunturnSockets
+import Testing
+
+/// A config file in a temporary directory, removed afterwards.
+func withConfig<T>(_ text: String, name: String = "config.yaml", _ body: (String) async throws -> T) async throws -> T {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-cfg-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let path = directory.appendingPathComponent(name).path
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return try await body(path)
+}
+
+let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
+
+@Suite struct CommandLineTests {
+    @Test func versionAndHelp() async throws {
+        let (status, out, _) = try await runAgent(["--version"])
+        #expect(status == 0)
+        #expect(out.trimmingCharacters(in: .whitespacesAndNewlines).first?.isNumber == true)
+        let (_, help, _) = try await runAgent(["--help"])
+        for command in ["run", "check", "forward", "server", "demo", "stun", "keygen"] {
+            #expect(help.contains(command), "help lists \(command)")
+        }
+        let (_, forwardHelp, _) = try await runAgent(["forward", "--help"])
+        for option in ["--expose", "--listen", "--stdio", "--key", "--server", "--udp"] {
+            #expect(forwardHelp.contains(option), "forward help lists \(option)")
+        }
+    }
+
+    @Test func keygenMakesDistinctStrongKeys() async throws {
+        let (s1, k1, _) = try await runAgent(["keygen"])
+        let (s2, k2, _) = try await runAgent(["keygen"])
+        #expect(s1 == 0 && s2 == 0)
+        #expect(k1 != k2)
+        #expect(k1.trimmingCharacters(in: .whitespacesAndNewlines).count == 36)
+    }
+
+    @Test(arguments: [
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:0\n    key: \(goodKey)\n",
+         "forwards[0].expose: port must be 1-65535, got 0"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n  - name: b\n    listen: 127.0.0.1:70000\n    key: \(goodKey)\n",
+         "forwards[1].listen: port must be 1-65535"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    exposee: 127.0.0.1:22\n    key: \(goodKey)\n",
+         "did you mean 'expose'"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n  - name: a\n    listen: 127.0.0.1:2222\n    key: \(goodKey)\n",
+         "duplicate name 'a'"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    listen: 127.0.0.1:23\n    key: \(goodKey)\n",
+         "not both"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: secret\n",
+         "key is too short"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n    protocol: sctp\n",
+         "unknown protocol 'sctp'"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n    tries: many\n",
+         "expected an integer, got 'many'"),
+        ("forwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n",
+         "no signaling server"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n   expose: [unclosed\n",
+         "config.yaml line"),
+        ("server: 127.0.0.1:7000\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n    plaintext_insecur: true\n",
+         "did you mean 'plaintext_insecure'"),
+    ])
+    func badConfigsAreRefusedByCheckAndRunWithTheSameMessage(yaml: String, message: String) async throws {
+        try await withConfig(yaml) { path in
+            let (checkStatus, _, checkErrors) = try await runAgent(["check", "--config", path])
+            #expect(checkStatus != 0)
+            #expect(checkErrors.contains(message), "check said: \(checkErrors)")
+            // run refuses before anything starts: no forward is started and it exits at once.
+            let (runStatus, _, runErrors) = try await runAgent(["run", "--config", path], timeout: .seconds(10))
+            #expect(runStatus != 0)
+            #expect(runErrors.contains(message), "run said: \(runErrors)")
+            #expect(!runErrors.contains("listening on"))
+            #expect(!runErrors.contains("exposing"))
+        }
+    }
+
+    @Test func missingConfigFileIsNamed() async throws {
+        let (status, _, errors) = try await runAgent(["run", "--config", "/nonexistent/stunturn.yaml"])
+        #expect(status != 0)
+        #expect(errors.contains("config file not found: /nonexistent/stunturn.yaml"))
+    }
+
+    @Test func checkAcceptsTheExampleAndPrintsASummary() async throws {
+        let example = repositoryRoot.appendingPathComponent("config.yaml.example").path
+        let (status, out, errors) = try await runAgent(["check", "--config", example])
+        #expect(status == 0, "\(errors)")
+        #expect(out.contains("web-exposed"))
+        #expect(out.contains("OK"))
+        for file in ["expose-ssh.yaml", "reach-ssh.yaml", "expose-web.yaml", "background-agent.yaml"] {
+            // The examples carry placeholder keys that check must refuse until they are replaced.
+            let text = try String(contentsOf: repositoryRoot.appendingPathComponent("examples/\(file)"), encoding: .utf8)
+            var replaced = text
+            for placeholder in ["REPLACE-WITH-OUTPUT-OF-stunturn-agent-keygen", "REPLACE-WITH-KEY-1", "REPLACE-WITH-KEY-2",
+                                "REPLACE-WITH-KEY-3", "REPLACE-WITH-KEY-4", "REPLACE-WITH-KEY-5"] {
+                replaced = replaced.replacingOccurrences(of: placeholder, with: newKey())
+            }
+            try await withConfig(replaced, name: file) { path in
+                let (s, _, e) = try await runAgent(["check", "--config", path])
+                #expect(s == 0, "\(file): \(e)")
+            }
+        }
+    }
+
+    @Test func theExampleConfigRunsAsItIsOnOneMachine() async throws {
+        // config.yaml.example: in-agent server on 7000, expose 8080, listen 8081. Use free ports instead.
+        let text = try String(contentsOf: repositoryRoot.appendingPathComponent("config.yaml.example"), encoding: .utf8)
+        let service = try TestService()
+        let serverPort = try freePort()
+        let listenPort = try freePort()
+        let adjusted = text.replacingOccurrences(of: "127.0.0.1:7000", with: "127.0.0.1:\(serverPort)")
+            .replacingOccurrences(of: "127.0.0.1:8080", with: service.address.description)
+            .replacingOccurrences(of: "127.0.0.1:8081", with: "127.0.0.1:\(listenPort)")
+        try await withConfig(adjusted) { path in
+            let agent = try AgentProcess("example", ["run", "--config", path])
+            try await agent.waitForLog("listening on")
+            #expect(try await echo(.loopback(port: listenPort), "via the example config") == "via the example config")
+            #expect(try await agent.stop() == 0)
+        }
+    }
+
+    @Test func forwardValidatesItsOptions() async throws {
+        let (s1, _, e1) = try await runAgent(["forward", "--key", goodKey, "--server", "127.0.0.1:7000"])
+        #expect(s1 != 0)
+        #expect(e1.contains("exactly one of --expose"))
+        let (s2, _, e2) = try await runAgent(["forward", "--listen", "127.0.0.1:2222", "--key", "short", "--server", "127.0.0.1:7000"])
+        #expect(s2 != 0)
+        #expect(e2.contains("--key"))
+        let (s3, _, e3) = try await runAgent(["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "::1:7000"])
+        #expect(s3 != 0)
+        #expect(e3.contains("bracket"))
+    }
+
+    @Test func stunCommandPrintsTheMappedAddressLast() async throws {
+        let port = try freePort()
+        let server = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(port)"])
+        try await server.waitForLog("signaling server listening")
+        let (status, out, errors) = try await runAgent(["stun", "127.0.0.1:\(port)"])
+        #expect(status == 0, "\(errors)")
+        let last = out.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.hasPrefix("127.0.0.1:"))
+        #expect(try await server.stop() == 0)
+        // Nobody answering: a clear error within the time-out, not a hang.
+        let (s2, _, e2) = try await runAgent(["stun", "127.0.0.1:\(port)", "--timeout", "1"])
+        #expect(s2 != 0)
+        #expect(e2.contains("no response"))
+    }
+
+    @Test func serverRefusesABusyPortClearly() async throws {
+        let port = try freePort()
+        let first = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(port)"])
+        try await first.waitForLog("signaling server listening")
+        let (status, _, errors) = try await runAgent(["server", "--listen", "127.0.0.1:\(port)"])
+        #expect(status != 0)
+        #expect(errors.contains("127.0.0.1:\(port)"))
+        #expect(errors.contains("in use"))
+        #expect(try await first.stop() == 0)
+    }
+}
