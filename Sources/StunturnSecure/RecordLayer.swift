@@ -1,4 +1,10 @@
 import Crypto
+#if canImport(CCryptoBoringSSL)
+// swift-crypto's own BoringSSL: one keyed AEAD context per direction, sealing and opening in place.
+// Through the public API each 32 KiB record re-expands the key and copies its bytes three times,
+// which cost about as much as the encryption itself.
+import CCryptoBoringSSL
+#endif
 
 /// Encrypts a byte stream into length-prefixed Noise transport records.
 ///
@@ -20,6 +26,7 @@ public final class RecordSealer: @unchecked Sendable {
     /// The most plaintext this sealer puts in one record.
     public let recordPayload: Int
     private var cipherState: NoiseCipherState
+    private let aead: RecordAEAD?
 
     /// Creates a sealer from a keyed transport cipher state, such as one from `split()`.
     public init(cipherState: NoiseCipherState, recordPayload: Int = RecordSealer.defaultRecordPayload) {
@@ -27,6 +34,7 @@ public final class RecordSealer: @unchecked Sendable {
         precondition((1...Self.maxPayload).contains(recordPayload), "record payload must be 1...\(Self.maxPayload)")
         self.cipherState = cipherState
         self.recordPayload = recordPayload
+        self.aead = RecordAEAD(cipherState)
     }
 
     /// Creates a sealer from a 32-byte key, starting at nonce 0.
@@ -55,6 +63,13 @@ public final class RecordSealer: @unchecked Sendable {
             let length = end - offset + NoiseCipher.tagLength
             out.append(UInt8(truncatingIfNeeded: length >> 8))
             out.append(UInt8(truncatingIfNeeded: length))
+            if let aead = self.aead {
+                guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
+                try aead.seal(UnsafeRawBufferPointer(rebasing: plaintext[offset..<end]), nonce: self.cipherState.nonce, appendingTo: &out)
+                self.cipherState.nonce &+= 1
+                offset = end
+                continue
+            }
             try self.cipherState.encrypt(
                 associatedData: noAssociatedData,
                 plaintext: UnsafeRawBufferPointer(rebasing: plaintext[offset..<end]),
@@ -77,6 +92,7 @@ public final class RecordSealer: @unchecked Sendable {
 /// from one thread at a time.
 public final class RecordOpener: @unchecked Sendable {
     private var cipherState: NoiseCipherState
+    private let aead: RecordAEAD?
     /// The start of a record that has not fully arrived yet; its capacity is reused.
     private var pending: [UInt8] = []
     private var failure: TunnelSecurityError?
@@ -85,6 +101,7 @@ public final class RecordOpener: @unchecked Sendable {
     public init(cipherState: NoiseCipherState) {
         precondition(cipherState.hasKey, "a record opener needs a keyed cipher state")
         self.cipherState = cipherState
+        self.aead = RecordAEAD(cipherState)
     }
 
     /// Creates an opener from a 32-byte key, starting at nonce 0.
@@ -162,6 +179,12 @@ public final class RecordOpener: @unchecked Sendable {
 
     @inline(__always)
     private func decrypt(_ ciphertext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        if let aead = self.aead {
+            guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
+            try aead.open(ciphertext, nonce: self.cipherState.nonce, appendingTo: &out)
+            self.cipherState.nonce &+= 1
+            return
+        }
         do {
             try self.cipherState.decrypt(
                 associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
@@ -184,4 +207,91 @@ extension Array where Element == UInt8 {
             self.reserveCapacity(Swift.max(needed, self.capacity * 2))
         }
     }
+}
+
+/// A keyed AEAD context for the record layer's transport cipher, or nil where swift-crypto does
+/// not run on BoringSSL (the callers then use `NoiseCipherState`). Same wire format either way.
+final class RecordAEAD {
+    #if canImport(CCryptoBoringSSL)
+    private let context: UnsafeMutablePointer<EVP_AEAD_CTX>
+    private let cipher: NoiseCipher
+
+    init?(_ state: NoiseCipherState) {
+        guard let key = state.key else { return nil }
+        let aead: OpaquePointer?
+        switch state.cipher {
+        case .aesGCM: aead = CCryptoBoringSSL_EVP_aead_aes_256_gcm()
+        case .chaChaPoly: aead = CCryptoBoringSSL_EVP_aead_chacha20_poly1305()
+        }
+        let made = key.withUnsafeBytes { key in
+            CCryptoBoringSSL_EVP_AEAD_CTX_new(aead, key.bindMemory(to: UInt8.self).baseAddress, key.count, NoiseCipher.tagLength)
+        }
+        guard let made else { return nil }
+        self.context = made
+        self.cipher = state.cipher
+    }
+
+    deinit { CCryptoBoringSSL_EVP_AEAD_CTX_free(self.context) }
+
+    /// Noise's 96-bit nonce: 32 zero bits, then the counter, little-endian for ChaChaPoly and
+    /// big-endian for AES-GCM (as `NoiseCipher` encodes it).
+    @inline(__always)
+    private func withNonce<R>(_ counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+        var words: (UInt32, UInt32, UInt32)
+        switch self.cipher {
+        case .chaChaPoly: words = (0, UInt32(truncatingIfNeeded: counter).littleEndian, UInt32(truncatingIfNeeded: counter >> 32).littleEndian)
+        case .aesGCM: words = (0, UInt32(truncatingIfNeeded: counter >> 32).bigEndian, UInt32(truncatingIfNeeded: counter).bigEndian)
+        }
+        return withUnsafeBytes(of: &words) { body($0.bindMemory(to: UInt8.self).baseAddress!) }
+    }
+
+    /// Appends ciphertext and tag. The plaintext is copied into `out` first and encrypted there:
+    /// the copy is what makes room, and the cipher then works on cache-hot bytes.
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {
+        let start = out.count
+        let count = plaintext.count
+        out.append(contentsOf: plaintext)
+        out.append(contentsOf: RecordAEAD.zeroTag)
+        let ok = self.withNonce(nonce) { nonce in
+            out.withUnsafeMutableBytes { buffer -> Int32 in
+                let body = buffer.baseAddress!.advanced(by: start).assumingMemoryBound(to: UInt8.self)
+                var tagLength = 0
+                return CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
+                    self.context, body, body + count, &tagLength, NoiseCipher.tagLength,
+                    nonce, 12, body, count, nil, 0, nil, 0)
+            }
+        }
+        guard ok == 1 else {
+            out.removeSubrange(start...)
+            throw TunnelSecurityError.messageTooLong
+        }
+    }
+
+    /// Appends the plaintext of `ciphertext` (which ends with the tag); on failure `out` is left
+    /// as it was.
+    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {
+        guard ciphertext.count >= NoiseCipher.tagLength else { throw TunnelSecurityError.recordAuthenticationFailed }
+        let count = ciphertext.count - NoiseCipher.tagLength
+        let start = out.count
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: ciphertext[..<count]))
+        let tag = ciphertext.baseAddress!.advanced(by: count).assumingMemoryBound(to: UInt8.self)
+        let ok = self.withNonce(nonce) { nonce in
+            out.withUnsafeMutableBytes { buffer -> Int32 in
+                let body = buffer.baseAddress!.advanced(by: start).assumingMemoryBound(to: UInt8.self)
+                return CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
+                    self.context, body, nonce, 12, body, count, tag, NoiseCipher.tagLength, nil, 0)
+            }
+        }
+        guard ok == 1 else {
+            out.removeSubrange(start...)
+            throw TunnelSecurityError.recordAuthenticationFailed
+        }
+    }
+
+    private static let zeroTag = [UInt8](repeating: 0, count: NoiseCipher.tagLength)
+    #else
+    init?(_ state: NoiseCipherState) { return nil }
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {}
+    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {}
+    #endif
 }
