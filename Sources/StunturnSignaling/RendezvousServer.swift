@@ -423,7 +423,23 @@ public final class RendezvousServer: @unchecked Sendable {
             let response = STUNMessage.bindingSuccess(transactionID: message.transactionID, mapped: sender, software: "stunturn")
             return response.encode(fingerprint: true)
         }
+        if let classic = classicBindingResponse(to: request, from: sender) { return classic }
         return Array(sender.description.utf8)
+    }
+}
+
+extension RendezvousServer {
+    /// RFC 3489 clients send a Binding request without the magic cookie (a 16-byte transaction ID);
+    /// they get a Binding response with MAPPED-ADDRESS, as classic STUN servers answer.
+    static func classicBindingResponse(to request: [UInt8], from sender: SocketAddress) -> [UInt8]? {
+        guard request.count >= STUNMessage.headerLength, request[0] == 0x00, request[1] == 0x01,
+              Int(request[2]) << 8 | Int(request[3]) == request.count - STUNMessage.headerLength,
+              (request.count - STUNMessage.headerLength) % 4 == 0 else { return nil }
+        let mapped = STUNMessage.encodeAddress(sender, xor: false, transactionID: [])
+        var out: [UInt8] = [0x01, 0x01, 0x00, UInt8(4 + mapped.count)]
+        out += request[4..<20]
+        out += [0x00, 0x01, 0x00, UInt8(mapped.count)] + mapped
+        return out
     }
 }
 

@@ -117,6 +117,16 @@ func hexBytes(_ hex: String) -> [UInt8] {
         #expect(RendezvousServer.stunResponse(to: success, from: sender) == nil)
     }
 
+    @Test func classicRFC3489RequestsGetAMappedAddress() throws {
+        let sender = try SocketAddress(parsing: "198.51.100.77:5000")
+        let tid = (0..<16).map { UInt8($0 * 7) }
+        let request: [UInt8] = [0x00, 0x01, 0x00, 0x00] + tid
+        let response = try #require(RendezvousServer.stunResponse(to: request, from: sender))
+        #expect(Array(response[0..<4]) == [0x01, 0x01, 0x00, 12])
+        #expect(Array(response[4..<20]) == tid)
+        #expect(Array(response[20...]) == [0x00, 0x01, 0x00, 0x08, 0x00, 0x01, 0x13, 0x88, 198, 51, 100, 77])
+    }
+
     @Test(arguments: [[UInt8](), [0x00, 0x01, 0x00, 0x04], [UInt8](repeating: 0xff, count: 40)])
     func garbageIsNotSTUN(bytes: [UInt8]) {
         #expect(!STUNMessage.looksLikeSTUN(bytes))
