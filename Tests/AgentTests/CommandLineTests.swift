@@ -146,6 +146,29 @@ let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
         #expect(e2.contains("no response"))
     }
 
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/stun"), "needs Debian's stun-client (.ci/run installs it)"))
+    func aStandardSTUNClientGetsItsMappedAddress() async throws {
+        let port = try freePort()
+        let server = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(port)"])
+        try await server.waitForLog("signaling server listening")
+        // The client picks its own local ports at random and gives up when one is taken: a few tries.
+        var printed = ""
+        for _ in 0..<5 where !printed.contains("MappedAddress = 127.0.0.1:") {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/stun")
+            process.arguments = ["127.0.0.1", "-p", "\(port)", "-v"]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            async let text = Task.detached { String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }.value
+            if try await reap(process, timeout: .seconds(30)) == nil { kill(process.processIdentifier, SIGKILL) }
+            printed = await text
+        }
+        #expect(printed.contains("MappedAddress = 127.0.0.1:"), "stun printed: \(printed)")
+        #expect(try await server.stop() == 0)
+    }
+
     @Test func serverRefusesABusyPortClearly() async throws {
         let port = try freePort()
         let first = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(port)"])
