@@ -42,6 +42,22 @@ struct ForwardContext: Sendable {
         return try SocketAddress.resolve(Endpoint(host: host, port: endpoint.port).description)[0]
     }
 
+    /// Binds the forward's local socket, retrying with back-off while the address is unavailable
+    /// (another program holds the port, the interface is not up yet); nil once cancelled.
+    func bindLocal(_ make: () throws -> Socket) async -> Socket? {
+        var backoff = Backoff()
+        while !Task.isCancelled {
+            do {
+                return try make()
+            } catch {
+                let delay = backoff.next()
+                logger.error("cannot listen: \(error) (forward \"\(config.name)\"); retrying in \(formatDuration(delay))")
+                try? await Task.sleep(for: delay)
+            }
+        }
+        return nil
+    }
+
     /// Relays until either side ends; task cancellation closes the relay.
     func carry(_ local: RelayEndpoint, _ tunnel: RelayEndpoint, transform: RelayTransform?) async -> RelayReport {
         let holder = RelayHolder()

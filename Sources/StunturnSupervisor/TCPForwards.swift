@@ -105,15 +105,7 @@ struct ListenForward: Sendable {
         let log = context.logger
         var backoff = Backoff()
         while !Task.isCancelled {
-            let listener: Socket
-            do {
-                listener = try Socket.listener(on: try context.localAddress(address))
-            } catch {
-                let delay = backoff.next()
-                log.error("cannot listen: \(error) (forward \"\(context.config.name)\"); retrying in \(formatDuration(delay))")
-                try? await Task.sleep(for: delay)
-                continue
-            }
+            guard let listener = await context.bindLocal({ try Socket.listener(on: try context.localAddress(address)) }) else { return }
             log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
             await withDiscardingTaskGroup { group in
                 while !Task.isCancelled {
@@ -127,6 +119,8 @@ struct ListenForward: Sendable {
                 }
             }
             listener.close()
+            // Accepting failed (out of descriptors, say): pause before listening again, never spin.
+            if !Task.isCancelled { try? await Task.sleep(for: backoff.next()) }
         }
     }
 

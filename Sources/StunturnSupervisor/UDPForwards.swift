@@ -174,15 +174,7 @@ struct UDPListenForward: Sendable {
         let log = context.logger
         var backoff = Backoff()
         while !Task.isCancelled {
-            let socket: Socket
-            do {
-                socket = try Socket.udp(on: try context.localAddress(address))
-            } catch {
-                let delay = backoff.next()
-                log.error("cannot listen: \(error) (forward \"\(context.config.name)\"); retrying in \(formatDuration(delay))")
-                try? await Task.sleep(for: delay)
-                continue
-            }
+            guard let socket = await context.bindLocal({ try Socket.udp(on: try context.localAddress(address)) }) else { return }
             log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
             let table = UDPSessionTable()
             await withDiscardingTaskGroup { group in
@@ -199,6 +191,7 @@ struct UDPListenForward: Sendable {
                 }
             }
             socket.close()
+            if !Task.isCancelled { try? await Task.sleep(for: backoff.next()) }
         }
     }
 }

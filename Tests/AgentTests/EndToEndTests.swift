@@ -131,6 +131,39 @@ import Testing
         #expect(try await echo(rig.listenAddress, "real peer") == "real peer")
     }
 
+    @Test func aForwardThatCannotListenRetriesWithoutAffectingTheOthers() async throws {
+        let service = try TestService()
+        let serverPort = try freePort()
+        let goodPort = try freePort()
+        let busy = try Socket.listener(on: .loopback())
+        let busyPort = try busy.localAddress().port
+        let key = newKey()
+        let yaml = """
+        serve: 127.0.0.1:\(serverPort)
+        forwards:
+          - name: exposed
+            expose: \(service.address)
+            key: \(key)
+          - name: blocked
+            listen: 127.0.0.1:\(busyPort)
+            key: \(key)
+          - name: good
+            listen: 127.0.0.1:\(goodPort)
+            key: \(key)
+        """
+        try await withConfig(yaml) { path in
+            let agent = try AgentProcess("agent", ["run", "--config", path])
+            try await agent.waitForLog("cannot listen: bind 127.0.0.1:\(busyPort)")
+            try await agent.waitForLog("retrying in")
+            #expect(try await echo(.loopback(port: goodPort), "unaffected") == "unaffected")
+            // Free the port: the blocked forward recovers by itself.
+            busy.close()
+            try await agent.waitForLog("listening on 127.0.0.1:\(busyPort)")
+            #expect(try await echo(.loopback(port: busyPort), "recovered") == "recovered")
+            #expect(try await agent.stop() == 0)
+        }
+    }
+
     @Test func udpForwardCarriesDatagrams() async throws {
         let echoSocket = try Socket.udp(on: .loopback())
         let echoAddress = try echoSocket.localAddress()
