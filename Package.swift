@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "StunturnConfigTests", dependencies: ["StunturnConfig"]),
         .testTarget(name: "StunturnSecureTests", dependencies: ["StunturnSecure"]),
         .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnSockets"]),
-        .testTarget(name: "AgentTests", dependencies: ["StunturnSockets"]),
+        .testTarget(name: "AgentTests", dependencies: ["StunturnSockets", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "NATLabTests"),
     ],
     swiftLanguageModes: [.v5]

@@ -20,7 +20,9 @@ public enum TCPHolePuncher {
     /// Punches from a rendezvous' local address to its peer.
     public static func punch(_ rendezvous: PeerRendezvous, tag: [UInt8] = defaultPunchTag,
                              options: PunchOptions = PunchOptions()) async throws -> Socket {
-        try await punch(local: rendezvous.localAddress, peer: rendezvous.peerAddress, role: rendezvous.role,
+        // Hold the signaling connection's port until the punch sockets share it.
+        defer { rendezvous.signalingSocket?.close() }
+        return try await punch(local: rendezvous.localAddress, peer: rendezvous.peerAddress, role: rendezvous.role,
                         tag: tag, options: options)
     }
 
@@ -62,8 +64,11 @@ public enum TCPHolePuncher {
                     return socket
                 case .rejected(let from, let reason):
                     options.onRejected?(from, reason)
-                case .dialerFinished(let reason), .listenerFinished(let reason):
+                case .dialerFinished(let reason):
                     lastError.set(reason)
+                case .listenerFinished(let reason):
+                    // The listener only ever times out with the punch; the dialer's error says more.
+                    if !reason.hasSuffix("timed out") { lastError.set(reason) }
                 case .deadline:
                     throw PunchError(peer: peer, transport: "tcp",
                                      message: "no connection within \(formatDuration(options.timeout)) (last error: \(lastError.value))")

@@ -241,6 +241,9 @@ public final class RelayConnection: @unchecked Sendable {
                 }
             }
         }
+        // Cap reached with data possibly left: continue after the other work queued here, rather
+        // than rely on the source firing again for data that was already there.
+        worker.queue.async { [self] in readable(d) }
     }
 
     /// Writes `data` to the direction's destination; what the kernel does not take is kept and the
@@ -309,6 +312,8 @@ public final class RelayConnection: @unchecked Sendable {
         guard d.readSuspended, let source = d.readSource else { return }
         d.readSuspended = false
         source.resume()
+        // Data that arrived while paused may not raise a new event: look now.
+        worker.queue.async { [self] in readable(d) }
     }
 
     private func armWrite(_ d: Direction) {

@@ -15,6 +15,9 @@ public struct PeerRendezvous: Sendable, CustomStringConvertible {
     public let localAddress: SocketAddress
     /// For UDP, the socket whose public mapping the peer was told; punch and send with it.
     public let udpSocket: Socket?
+    /// For TCP, the signaling connection, kept open until the punch has bound its port: closed
+    /// earlier, the system could hand that port to another connection in between.
+    public let signalingSocket: Socket?
 
     public var description: String { "\(transport) \(role) \(localAddress) -> \(peerAddress)" }
 }
@@ -97,10 +100,14 @@ public struct SignalingClient: Sendable {
         let serverAddress = try resolveServer()
         let deadline = ContinuousClock.now + timeout
         let socket = try Socket(.stream, family: serverAddress.family)
-        defer { socket.close() }
+        var keepOpen = false
+        defer { if !keepOpen { socket.close() } }
         // Reuse lets the hole punch bind this same port while the socket is still closing.
         try socket.setReuse()
-        if let localAddress { try socket.bind(to: localAddress) }
+        // Bind explicitly (port 0 when no address is given): a port taken by bind() is never
+        // handed to other connections' automatic binding, which would later make the punch's
+        // own bind of this port fail with "address already in use".
+        try socket.bind(to: localAddress ?? .any(serverAddress.family))
         do {
             try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
             try await socket.writeAll(hello.encoded(), until: deadline)
@@ -115,8 +122,10 @@ public struct SignalingClient: Sendable {
             if transport == .udp && udpSocket == nil {
                 throw SignalingError.malformed("signaling server \(server) paired a UDP initiator with a TCP-only receiver")
             }
+            keepOpen = transport == .tcp
             return PeerRendezvous(transport: transport, role: hello.effectiveRole, peerAddress: peer,
-                                  localAddress: localForPunch, udpSocket: transport == .udp ? udpSocket : nil)
+                                  localAddress: localForPunch, udpSocket: transport == .udp ? udpSocket : nil,
+                                  signalingSocket: keepOpen ? socket : nil)
         } catch let error as SocketError {
             if error.isTimeout || error.description.hasSuffix("timed out") {
                 throw SignalingError.transport("signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))")

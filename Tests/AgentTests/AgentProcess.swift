@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import StunturnSockets
 import Testing
@@ -83,8 +84,8 @@ func runAgent(_ arguments: [String], timeout: Duration = .seconds(30)) async thr
     process.standardError = err
     process.standardInput = FileHandle.nullDevice
     try process.run()
-    async let outData = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-    async let errData = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+    async let outData = offPool { out.fileHandleForReading.readDataToEndOfFile() }
+    async let errData = offPool { err.fileHandleForReading.readDataToEndOfFile() }
     var status = try await reap(process, timeout: timeout)
     if status == nil {
         kill(process.processIdentifier, SIGKILL)
@@ -115,6 +116,14 @@ func reap(_ process: Process, timeout: Duration) async throws -> Int32? {
     return nil
 }
 
+/// Runs a blocking call on a Dispatch thread: blocking a thread of Swift's small cooperative pool
+/// (two threads on two cores) would stall every other test running at the same time.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: body()) }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 whose UDP twin is free too (the server binds both).
 func freePort() throws -> UInt16 {
     for _ in 0..<50 {
@@ -142,7 +151,7 @@ func connectWithRetry(_ address: SocketAddress, attempts: Int = 200) async throw
     throw lastError
 }
 
-/// A test service on loopback: first byte 'E' echoes, 'S' counts until EOF and answers "<count> <fnv1a>".
+/// A test service on loopback: first byte 'E' echoes, 'S' counts until EOF and answers "<count> <sha256>".
 final class TestService: @unchecked Sendable {
     let address: SocketAddress
     private let listener: Socket
@@ -177,27 +186,27 @@ final class TestService: @unchecked Sendable {
         guard let mode = try? await socket.readExactly(1, until: .now + .seconds(60)) else { return }
         lock.withLock { received += 1 }
         var count = 0
-        var hash: UInt64 = 0xcbf29ce484222325
+        var hasher = SHA256()
         while let chunk = try? await socket.readSome(maxLength: 1 << 18, until: .now + .seconds(60)), !chunk.isEmpty {
             lock.withLock { received += chunk.count }
             if mode == [UInt8(ascii: "E")] {
                 guard (try? await socket.writeAll(chunk, until: .now + .seconds(60))) != nil else { return }
             } else {
                 count += chunk.count
-                hash = fnv1a(chunk, hash)
+                hasher.update(data: chunk)
             }
         }
         if mode == [UInt8(ascii: "S")] {
-            try? await socket.writeAll(Array("\(count) \(hash)".utf8), until: .now + .seconds(30))
+            try? await socket.writeAll(Array("\(count) \(hexDigest(hasher.finalize()))".utf8), until: .now + .seconds(30))
         }
     }
 }
 
-func fnv1a(_ bytes: [UInt8], _ seed: UInt64 = 0xcbf29ce484222325) -> UInt64 {
-    var hash = seed
-    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100000001b3 }
-    return hash
+func hexDigest(_ digest: SHA256.Digest) -> String {
+    digest.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
 }
+
+func sha256(_ bytes: [UInt8]) -> String { hexDigest(SHA256.hash(data: bytes)) }
 
 /// Echo one message through `address` on a fresh connection.
 func echo(_ address: SocketAddress, _ text: String, timeout: Duration = .seconds(20)) async throws -> String {

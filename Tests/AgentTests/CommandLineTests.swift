@@ -161,7 +161,7 @@ let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
             process.standardOutput = output
             process.standardError = output
             try process.run()
-            async let text = Task.detached { String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }.value
+            async let text = offPool { String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
             if try await reap(process, timeout: .seconds(30)) == nil { kill(process.processIdentifier, SIGKILL) }
             printed = await text
         }

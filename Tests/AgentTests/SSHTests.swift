@@ -80,8 +80,8 @@ final class TestSSHD: @unchecked Sendable {
         p.standardError = err
         p.standardInput = FileHandle.nullDevice
         try p.run()
-        async let outData = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-        async let errData = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
+        async let outData = offPool { out.fileHandleForReading.readDataToEndOfFile() }
+        async let errData = offPool { err.fileHandleForReading.readDataToEndOfFile() }
         var status = try await reap(p, timeout: .seconds(60))
         if status == nil {
             kill(p.processIdentifier, SIGKILL)

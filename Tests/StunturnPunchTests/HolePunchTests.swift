@@ -84,7 +84,7 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
                                                options: PunchOptions(tries: 1000, timeout: .milliseconds(800)))
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(700) && elapsed < .seconds(2))
+        #expect(elapsed >= .milliseconds(700) && elapsed < .seconds(4))
     }
 
     @Test func tcpPunchToNobodyFailsWithinTimeout() async throws {
@@ -97,7 +97,7 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
             #expect(error.description.contains("127.0.0.1:1"))
             #expect(error.description.contains("refused"))
         }
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(4))
     }
 
     @Test func udpPunchHonoursItsTimeoutWhenThePeerIsSilent() async throws {
@@ -112,7 +112,7 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
             #expect(error.description.contains("heard nothing"))
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(2))
+        #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(4))
     }
 
     @Test func strangerOnThePunchedPortIsRejectedAndThePeerStillGetsThrough() async throws {

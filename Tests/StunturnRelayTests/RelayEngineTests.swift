@@ -38,12 +38,23 @@ final class XORTransform: RelayTransform {
     }
 }
 
+/// Pseudo-random bytes: one 64 KiB block per seed, repeated with a changing first byte, so big
+/// buffers cost a memcpy rather than a per-byte loop (tests share two cooperative threads).
 func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     var state = seed
-    return (0..<count).map { _ in
+    let block = (0..<65536).map { _ -> UInt8 in
         state = state &* 6364136223846793005 &+ 1442695040888963407
         return UInt8(truncatingIfNeeded: state >> 33)
     }
+    var out: [UInt8] = []
+    out.reserveCapacity(count + block.count)
+    var round: UInt8 = 0
+    while out.count < count {
+        out.append(round)
+        out.append(contentsOf: block)
+        round &+= 1
+    }
+    return Array(out.prefix(count))
 }
 
 @Suite struct RelayEngineTests {

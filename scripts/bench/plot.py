@@ -31,7 +31,8 @@ def main():
     if lat:
         names = [n for n in lat["samples"] if lat["samples"][n]]
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.boxplot([lat["samples"][n] for n in names], vert=False, labels=names, showfliers=True)
+        ax.boxplot([lat["samples"][n] for n in names], vert=False, showfliers=True)
+        ax.set_yticks(range(1, len(names) + 1), names)
         ax.set_xscale("log")
         ax.set_xlabel("ms, connect to first echoed byte (log scale)")
         ax.set_title("Setup latency, fresh connections")
