@@ -21,7 +21,7 @@ def main():
         for i, n in enumerate(names):  # every run as a dot, so spread is visible
             ax.plot(t["runs"][n], [i] * len(t["runs"][n]), "k.", ms=4)
         for b, m in zip(bars, meds):
-            ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {m:.1f}", va="center")
+            ax.text(0.3, b.get_y() + b.get_height() / 2, f"{m:.1f}", va="center", color="white", weight="bold")
         ax.invert_yaxis()
         ax.set_xlabel("Gbit/s (median of %d iperf3 runs, %d s each)" % (t["rounds"], t["seconds"]))
         ax.set_title("Loopback throughput, one TCP stream")
