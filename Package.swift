@@ -17,7 +17,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
-        .target(name: "StunturnSockets"),
+        .target(name: "CStunturnSystem"),
+        .target(name: "StunturnSockets", dependencies: ["CStunturnSystem"]),
         .target(name: "StunturnConfig", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "StunturnSignaling", dependencies: ["StunturnSockets", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")]),
         .target(name: "StunturnPunch", dependencies: ["StunturnSockets", "StunturnSignaling"]),

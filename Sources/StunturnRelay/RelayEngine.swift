@@ -123,6 +123,10 @@ public final class RelayConnection: @unchecked Sendable {
         var sawEOF = false
         var shutDown = false
         var bytes: UInt64 = 0
+        /// Plaintext socket-to-socket directions move bytes through a pipe with splice(2), never
+        /// copying them into this process.
+        var pipe: (read: Int32, write: Int32, capacity: Int)?
+        var inPipe = 0
 
         init(src: RelayEndpoint, dst: RelayEndpoint, transform: ((UnsafeRawBufferPointer, inout [UInt8]) throws -> Void)?) {
             srcFD = src.readFD
@@ -133,8 +137,11 @@ public final class RelayConnection: @unchecked Sendable {
             self.transform = transform
         }
 
-        var hasPending: Bool { pendingOffset < pending.count }
+        var hasPending: Bool { pendingOffset < pending.count || inPipe > 0 }
     }
+
+    /// Pipe buffer for spliced directions: about the kernel socket buffers, so one splice moves a lot.
+    static let pipeSize = 1 << 20
 
     /// Bounded drain per event, so one busy connection cannot starve the others on its queue.
     private static let maxReadsPerEvent = 32
@@ -163,6 +170,11 @@ public final class RelayConnection: @unchecked Sendable {
         self.onFinish = onFinish
         aToB = Direction(src: a, dst: b, transform: transform.map { t in { try t.forward($0, into: &$1) } })
         bToA = Direction(src: b, dst: a, transform: transform.map { t in { try t.backward($0, into: &$1) } })
+        #if os(Linux)
+        if transform == nil && a.isSocket && b.isSocket && SystemIO.hasSplice {
+            for d in [aToB, bToA] { d.pipe = try? SystemIO.makePipe(size: RelayConnection.pipeSize) }
+        }
+        #endif
     }
 
     /// Ends the relay now, closing both sides.
@@ -205,6 +217,12 @@ public final class RelayConnection: @unchecked Sendable {
 
     private func readable(_ d: Direction) {
         guard !finished, !d.sawEOF, !d.hasPending else { return }
+        #if os(Linux)
+        if let pipe = d.pipe {
+            readableSpliced(d, pipe)
+            return
+        }
+        #endif
         let scratch = worker.inScratch
         for _ in 0..<RelayConnection.maxReadsPerEvent {
             let result: ReadResult
@@ -270,8 +288,71 @@ public final class RelayConnection: @unchecked Sendable {
         return true
     }
 
+    #if os(Linux)
+    private func readableSpliced(_ d: Direction, _ pipe: (read: Int32, write: Int32, capacity: Int)) {
+        for _ in 0..<RelayConnection.maxReadsPerEvent {
+            let result: ReadResult
+            do {
+                result = try SystemIO.splice(from: d.srcFD, to: pipe.write, count: pipe.capacity - d.inPipe)
+            } catch {
+                finish("\(d.srcName): \(error)", clean: false)
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .endOfFile:
+                d.sawEOF = true
+                suspendRead(d)
+                endDirectionIfDrained(d)
+                return
+            case .bytes(let n):
+                lastActivity = .now
+                d.bytes += UInt64(n)
+                d.inPipe += n
+                if !drainPipe(d, pipe) { return }
+            }
+        }
+        worker.queue.async { [self] in readable(d) }
+    }
+
+    /// Empties the direction's pipe into its destination; false (with the source paused and the
+    /// destination watched) when the destination is full.
+    private func drainPipe(_ d: Direction, _ pipe: (read: Int32, write: Int32, capacity: Int)) -> Bool {
+        while d.inPipe > 0 {
+            let result: ReadResult
+            do {
+                result = try SystemIO.splice(from: pipe.read, to: d.dstFD, count: d.inPipe)
+            } catch {
+                finish("\(d.dstName): \(error)", clean: false)
+                return false
+            }
+            switch result {
+            case .bytes(let n):
+                d.inPipe -= n
+            case .wouldBlock:
+                suspendRead(d)
+                armWrite(d)
+                return false
+            case .endOfFile:
+                finish("\(d.dstName): pipe closed unexpectedly", clean: false)
+                return false
+            }
+        }
+        return true
+    }
+    #endif
+
     private func writable(_ d: Direction) {
         guard !finished else { return }
+        #if os(Linux)
+        if let pipe = d.pipe {
+            guard drainPipe(d, pipe) else { return }
+            disarmWrite(d)
+            if d.sawEOF { endDirectionIfDrained(d) } else { resumeRead(d) }
+            return
+        }
+        #endif
         while d.hasPending {
             let written: Int?
             do {
@@ -364,6 +445,13 @@ public final class RelayConnection: @unchecked Sendable {
     /// Runs once every source has let go of the descriptors, so none is closed under Dispatch.
     private func closeDescriptors() {
         var closed = Set<Int32>()
+        for d in [aToB, bToA] {
+            if let pipe = d.pipe {
+                SystemIO.close(pipe.read)
+                SystemIO.close(pipe.write)
+                d.pipe = nil
+            }
+        }
         for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !closed.contains(fd) {
             closed.insert(fd)
             if fd > 2 { SystemIO.close(fd) }

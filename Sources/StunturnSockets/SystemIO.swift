@@ -1,3 +1,4 @@
+import CStunturnSystem
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -39,6 +40,48 @@ public enum SystemIO {
 
     /// Ignore SIGPIPE process-wide: a relay must survive writing to a peer that just closed.
     public static func ignoreSIGPIPE() { signal(SIGPIPE, SIG_IGN) }
+
+    /// Raises the soft limit on open descriptors to the hard limit: every relayed connection
+    /// holds two sockets (and two pipes when spliced), and the usual soft limit of 1024 is low.
+    @discardableResult
+    public static func raiseOpenFileLimit() -> Int {
+        var limit = rlimit()
+        #if os(Linux)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0 else { return -1 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(resource, &limit)
+        }
+        return Int(limit.rlim_cur)
+    }
+
+    /// True where splice(2) exists (Linux): plaintext relays can move bytes without copying them.
+    public static var hasSplice: Bool { stunturn_has_splice() != 0 }
+
+    #if os(Linux)
+    /// A non-blocking pipe to splice through, grown to about `size` bytes; returns its capacity.
+    public static func makePipe(size: Int) throws -> (read: Int32, write: Int32, capacity: Int) {
+        var fds: [Int32] = [0, 0]
+        guard stunturn_pipe(&fds) == 0 else { throw SocketError(call: "pipe2", errno: errno) }
+        let granted = stunturn_set_pipe_size(fds[1], Int32(size))
+        // Without the larger size (a lowered system limit) the default 64 KiB pipe still works.
+        let capacity = granted > 0 ? Int(granted) : 65536
+        return (fds[0], fds[1], capacity)
+    }
+
+    /// Moves up to `count` bytes from `source` to `destination` (one of them a pipe) in the kernel.
+    @inline(__always)
+    public static func splice(from source: Int32, to destination: Int32, count: Int, more: Bool = false) throws -> ReadResult {
+        guard let n = try retryingSyscall("splice", "fd \(source) -> fd \(destination)", {
+            stunturn_splice(source, destination, count, more ? 1 : 0)
+        }) else { return .wouldBlock }
+        return n == 0 ? .endOfFile : .bytes(n)
+    }
+    #endif
 
     public static let standardInput: Int32 = STDIN_FILENO
     public static let standardOutput: Int32 = STDOUT_FILENO

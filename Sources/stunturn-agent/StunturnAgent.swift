@@ -28,6 +28,7 @@ struct StunturnAgent: AsyncParsableCommand {
         // A parent may start us with SIGINT/SIGTERM blocked (threads of Dispatch-based programs
         // block them); graceful shutdown needs them delivered.
         TerminationSignal.unblock()
+        SystemIO.raiseOpenFileLimit()
         await main(nil)
     }
 }

@@ -1,0 +1,20 @@
+#ifndef STUNTURN_SYSTEM_H
+#define STUNTURN_SYSTEM_H
+
+// Linux calls that Swift's Glibc module leaves out because they need _GNU_SOURCE. Only plain C
+// types appear here, so this header never clashes with the Glibc module's view of system headers.
+#include <stddef.h>
+
+/// A non-blocking, close-on-exec pipe; returns 0 or -1 with errno set.
+int stunturn_pipe(int fds[2]);
+
+/// Asks for a pipe buffer of `size` bytes; returns the size granted or -1.
+int stunturn_set_pipe_size(int fd, int size);
+
+/// Moves up to `count` bytes between a socket and a pipe inside the kernel (splice(2)).
+long stunturn_splice(int from, int to, size_t count, int more);
+
+/// 1 where splice(2) is available.
+int stunturn_has_splice(void);
+
+#endif

@@ -1,0 +1,26 @@
+#define _GNU_SOURCE
+#include "stunturn_system.h"
+#include <errno.h>
+
+#ifdef __linux__
+#include <fcntl.h>
+#include <unistd.h>
+
+int stunturn_pipe(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }
+
+int stunturn_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
+
+long stunturn_splice(int from, int to, size_t count, int more) {
+    unsigned int flags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE | (more ? SPLICE_F_MORE : 0);
+    return (long)splice(from, NULL, to, NULL, count, flags);
+}
+
+int stunturn_has_splice(void) { return 1; }
+#else
+int stunturn_pipe(int fds[2]) { (void)fds; errno = ENOSYS; return -1; }
+int stunturn_set_pipe_size(int fd, int size) { (void)fd; (void)size; errno = ENOSYS; return -1; }
+long stunturn_splice(int from, int to, size_t count, int more) {
+    (void)from; (void)to; (void)count; (void)more; errno = ENOSYS; return -1;
+}
+int stunturn_has_splice(void) { return 0; }
+#endif
