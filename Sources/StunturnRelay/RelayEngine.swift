@@ -224,10 +224,27 @@ public final class RelayConnection: @unchecked Sendable {
         }
         #endif
         let scratch = worker.inScratch
+        drainSource(d, read: { try SystemIO.read(d.srcFD, into: scratch) }) { n in
+            let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+            guard let transform = d.transform else { return send(input, on: d) }
+            worker.outScratch.removeAll(keepingCapacity: true)
+            do {
+                try transform(input, &worker.outScratch)
+            } catch {
+                finish("\(d.srcName): \(error)", clean: false)
+                return false
+            }
+            return worker.outScratch.withUnsafeBytes { send($0, on: d) }
+        }
+    }
+
+    /// Reads from the direction's source until it would block, handing each chunk to `deliver`
+    /// (false: stop, the destination is full or the relay ended). End-of-file half-closes.
+    private func drainSource(_ d: Direction, read: () throws -> ReadResult, deliver: (Int) -> Bool) {
         for _ in 0..<RelayConnection.maxReadsPerEvent {
             let result: ReadResult
             do {
-                result = try SystemIO.read(d.srcFD, into: scratch)
+                result = try read()
             } catch {
                 finish("\(d.srcName): \(error)", clean: false)
                 return
@@ -243,20 +260,7 @@ public final class RelayConnection: @unchecked Sendable {
             case .bytes(let n):
                 lastActivity = .now
                 d.bytes += UInt64(n)
-                let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
-                if let transform = d.transform {
-                    worker.outScratch.removeAll(keepingCapacity: true)
-                    do {
-                        try transform(input, &worker.outScratch)
-                    } catch {
-                        finish("\(d.srcName): \(error)", clean: false)
-                        return
-                    }
-                    let ok = worker.outScratch.withUnsafeBytes { send($0, on: d) }
-                    if !ok { return }
-                } else {
-                    if !send(input, on: d) { return }
-                }
+                if !deliver(n) { return }
             }
         }
         // Cap reached with data possibly left: continue after the other work queued here, rather
@@ -290,30 +294,10 @@ public final class RelayConnection: @unchecked Sendable {
 
     #if os(Linux)
     private func readableSpliced(_ d: Direction, _ pipe: (read: Int32, write: Int32, capacity: Int)) {
-        for _ in 0..<RelayConnection.maxReadsPerEvent {
-            let result: ReadResult
-            do {
-                result = try SystemIO.splice(from: d.srcFD, to: pipe.write, count: pipe.capacity - d.inPipe)
-            } catch {
-                finish("\(d.srcName): \(error)", clean: false)
-                return
-            }
-            switch result {
-            case .wouldBlock:
-                return
-            case .endOfFile:
-                d.sawEOF = true
-                suspendRead(d)
-                endDirectionIfDrained(d)
-                return
-            case .bytes(let n):
-                lastActivity = .now
-                d.bytes += UInt64(n)
-                d.inPipe += n
-                if !drainPipe(d, pipe) { return }
-            }
+        drainSource(d, read: { try SystemIO.splice(from: d.srcFD, to: pipe.write, count: pipe.capacity - d.inPipe) }) { n in
+            d.inPipe += n
+            return drainPipe(d, pipe)
         }
-        worker.queue.async { [self] in readable(d) }
     }
 
     /// Empties the direction's pipe into its destination; false (with the source paused and the

@@ -68,7 +68,8 @@ func runUntilSignalled(_ logger: Logger, _ body: @escaping @Sendable () async th
 func loadConfig(_ path: String) throws -> AgentConfig {
     do {
         return try AgentConfig.load(path: path)
-    } catch let error as ConfigError {
+    } catch {
+        // Typed throws: always a ConfigError, one problem per line.
         throw CleanExit.message(error.description, code: 2)
     }
 }
