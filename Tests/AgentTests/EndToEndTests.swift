@@ -40,6 +40,27 @@ import Testing
         #expect(rig.listen!.log.contains("shutting down"))
     }
 
+    @Test func severalListenAgentsShareOneKey() async throws {
+        let rig = try TunnelRig()
+        try await rig.startAll()
+        let secondPort = try freePort()
+        let second = try AgentProcess("listen-2", ["forward", "--listen", "127.0.0.1:\(secondPort)", "--key", rig.key,
+                                                   "--server", rig.serverArgument])
+        try await second.waitForLog("listening on")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<10 {
+                group.addTask {
+                    let address: SocketAddress = i % 2 == 0 ? rig.listenAddress : .loopback(port: secondPort)
+                    let reply = try await echo(address, "agent \(i % 2) connection \(i)", timeout: .seconds(30))
+                    #expect(reply == "agent \(i % 2) connection \(i)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(second.log.contains("tunnel up"))
+        #expect(try await second.stop() == 0)
+    }
+
     @Test func halfClosePropagatesThroughTheTunnel() async throws {
         let rig = try TunnelRig()
         try await rig.startAll()
