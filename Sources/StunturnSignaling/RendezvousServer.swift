@@ -17,6 +17,9 @@ public final class RendezvousServer: @unchecked Sendable {
         public var maxHelloBytes = 4096
         /// Bounds memory under a flood of initiators (each costs one socket and ~1 KiB).
         public var maxWaitingInitiators = 100_000
+        /// Initiators queued on one key: several clients reaching one service is a handful, and a
+        /// bound keeps every per-key operation cheap whatever a hostile client does.
+        public var maxWaitingPerKey = 1000
         /// Upper bound for a receiver's long-poll, whatever it asks for.
         public var maxLongPoll: Duration = .seconds(60)
         /// Bounds descriptors; connections past it are closed at once.
@@ -172,8 +175,12 @@ public final class RendezvousServer: @unchecked Sendable {
                 logger.warning("accept failed", metadata: ["error": "\(error)"])
                 if error.code == EMFILE_VALUE || error.code == ENFILE_VALUE {
                     // Out of descriptors: pause accepting briefly instead of spinning on the error.
-                    acceptSource?.suspend()
-                    queue.asyncAfter(deadline: .now() + .milliseconds(100)) { [weak self] in self?.acceptSource?.resume() }
+                    // The source is captured, not self: a suspended source must be resumed
+                    // before it is released, even if the server stopped meanwhile.
+                    if let source = acceptSource {
+                        source.suspend()
+                        queue.asyncAfter(deadline: .now() + .milliseconds(100)) { source.resume() }
+                    }
                 }
                 return
             } catch {
@@ -205,7 +212,8 @@ public final class RendezvousServer: @unchecked Sendable {
         guard connection.isOpen else { return }
         var received = 0
         var sawEOF = false
-        while true {
+        // Bounded per event, so one client cannot keep this queue busy.
+        for _ in 0..<16 {
             let result: ReadResult
             do {
                 result = try scratch.withUnsafeMutableBytes { try connection.socket.read(into: $0) }
@@ -241,8 +249,14 @@ public final class RendezvousServer: @unchecked Sendable {
                 if sawEOF { drop(connection, reason: "closed before sending a complete hello") }
             }
         case .waitingAsInitiator, .waitingAsReceiver:
-            // A waiting client only ever closes; anything it sends is ignored.
-            if sawEOF { drop(connection, reason: "left while waiting") }
+            // A waiting client only ever closes; a little trailing whitespace is tolerated, a
+            // client that keeps sending is dropped.
+            connection.ignoredBytes += received
+            if sawEOF {
+                drop(connection, reason: "left while waiting")
+            } else if connection.ignoredBytes > 64 {
+                drop(connection, reason: "sent data while waiting")
+            }
         case .done:
             break
         }
@@ -282,6 +296,10 @@ public final class RendezvousServer: @unchecked Sendable {
         // Original clients (no role field) get the original exclusivity; ours may queue.
         if hello.role == nil && !queueForKey.isEmpty {
             reject(connection, ServerErrorText.keyInUse)
+            return
+        }
+        guard queueForKey.count < options.maxWaitingPerKey else {
+            reject(connection, ServerErrorText.tooManyWaiting)
             return
         }
         guard waitingInitiatorCount < options.maxWaitingInitiators else {
@@ -424,6 +442,10 @@ public final class RendezvousServer: @unchecked Sendable {
             return response.encode(fingerprint: true)
         }
         if let classic = classicBindingResponse(to: request, from: sender) { return classic }
+        // Never answer what looks like another server's answer (an address as text, or empty):
+        // a spoofed packet could otherwise start an endless exchange between two servers.
+        guard !request.isEmpty, request.count <= 512,
+              (try? SocketAddress(parsing: String(decoding: request, as: UTF8.self))) == nil else { return nil }
         return Array(sender.description.utf8)
     }
 }
@@ -462,6 +484,7 @@ private final class Connection {
     var deadline: ContinuousClock.Instant
     var state: State = .readingHello
     var buffer: [UInt8] = []
+    var ignoredBytes = 0
     var hello: ClientHello?
     var source: DispatchSourceRead?
     private(set) var isOpen = true

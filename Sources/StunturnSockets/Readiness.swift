@@ -16,6 +16,7 @@ enum Readiness {
 
     private final class Waiter {
         var source: DispatchSourceProtocol?
+        var timer: DispatchWorkItem?
         var outcome: Outcome?
         var continuation: CheckedContinuation<Outcome, Never>?
 
@@ -24,6 +25,9 @@ enum Readiness {
         func finish(_ result: Outcome) {
             guard outcome == nil else { return }
             outcome = result
+            // Drop the deadline at once: long deadlines would otherwise pile up pending timers.
+            timer?.cancel()
+            timer = nil
             source?.cancel()
         }
     }
@@ -53,7 +57,9 @@ enum Readiness {
                     source.resume()
                     if let deadline {
                         let remaining = ContinuousClock.now.duration(to: deadline)
-                        queue.asyncAfter(deadline: .now() + remaining.dispatchInterval) { waiter.finish(.timedOut) }
+                        let timer = DispatchWorkItem { waiter.finish(.timedOut) }
+                        waiter.timer = timer
+                        queue.asyncAfter(deadline: .now() + remaining.dispatchInterval, execute: timer)
                     }
                 }
             }

@@ -7,26 +7,16 @@ import Darwin
 
 /// The bridge from SIGINT/SIGTERM (Dispatch signal sources) to async/await.
 public enum TerminationSignal {
-    /// Waits for SIGINT or SIGTERM and returns its name; the default action (dying) is disabled
-    /// so the caller can shut down gracefully.
-    public static func wait() async -> String {
-        await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-            let queue = DispatchQueue(label: "stunturn.signals")
-            var sources: [DispatchSourceSignal] = []
-            var resumed = false
-            for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-                source.setEventHandler {
-                    guard !resumed else { return }
-                    resumed = true
-                    continuation.resume(returning: name)
-                }
-                source.resume()
-                sources.append(source)
+    /// Waits for SIGINT or SIGTERM and returns its name, or nil when the task is cancelled; the
+    /// default action (dying) is disabled so the caller can shut down gracefully.
+    public static func wait() async -> String? {
+        let waiter = SignalWaiter()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+                waiter.start(continuation)
             }
-            // The sources must outlive this call: they are process-wide and live until exit.
-            TerminationSignal.retained = sources
+        } onCancel: {
+            waiter.finish(nil)
         }
     }
 
@@ -39,5 +29,43 @@ public enum TerminationSignal {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
-    nonisolated(unsafe) static var retained: [DispatchSourceSignal] = []
+}
+
+/// One wait for a termination signal; every step runs on its own serial queue, so it resumes once.
+private final class SignalWaiter: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "stunturn.signals")
+    private var sources: [DispatchSourceSignal] = []
+    private var continuation: CheckedContinuation<String?, Never>?
+    private var outcome: String??
+
+    func start(_ continuation: CheckedContinuation<String?, Never>) {
+        queue.async { [self] in
+            if let outcome {
+                continuation.resume(returning: outcome)
+                return
+            }
+            self.continuation = continuation
+            for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+                source.setEventHandler { [self] in finishOnQueue(name) }
+                source.resume()
+                sources.append(source)
+            }
+        }
+    }
+
+    func finish(_ value: String?) {
+        queue.async { [self] in finishOnQueue(value) }
+    }
+
+    private func finishOnQueue(_ value: String?) {
+        guard outcome == nil else { return }
+        outcome = .some(value)
+        // The signals stay ignored: a second Ctrl-C during shutdown must not kill the process.
+        for source in sources { source.cancel() }
+        sources = []
+        continuation?.resume(returning: value)
+        continuation = nil
+    }
 }

@@ -97,7 +97,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
             cursor = info.pointee.ai_next
         }
         guard !addresses.isEmpty else { throw SocketError(call: "resolve", subject: text, reason: "no addresses") }
-        return addresses.sorted { a, _ in a.family == .ipv4 }
+        return addresses.sorted { $0.family == .ipv4 && $1.family != .ipv4 }
     }
 
     public init?(sockaddr pointer: UnsafePointer<sockaddr>) {

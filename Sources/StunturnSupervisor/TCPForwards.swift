@@ -103,24 +103,25 @@ struct ListenForward: Sendable {
             return
         }
         let log = context.logger
+        guard let listener = await context.bindLocal({ try Socket.listener(on: try context.localAddress(address)) }) else { return }
+        defer { listener.close() }
+        log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
         var backoff = Backoff()
-        while !Task.isCancelled {
-            guard let listener = await context.bindLocal({ try Socket.listener(on: try context.localAddress(address)) }) else { return }
-            log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
-            await withDiscardingTaskGroup { group in
-                while !Task.isCancelled {
-                    do {
-                        let (connection, from) = try await listener.accept(until: nil)
-                        group.addTask { await carry(connection, from: from) }
-                    } catch {
-                        if !Task.isCancelled { log.error("accept on \(address) failed: \(error)") }
-                        break
-                    }
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                do {
+                    let (connection, from) = try await listener.accept(until: nil)
+                    backoff.reset()
+                    group.addTask { await carry(connection, from: from) }
+                } catch {
+                    if Task.isCancelled { break }
+                    // Out of descriptors, or one client's failed connection: pause, never spin,
+                    // and keep the listener (and the sessions it already carries).
+                    let delay = backoff.next()
+                    log.error("accept on \(address) failed: \(error); retrying in \(formatDuration(delay))")
+                    try? await Task.sleep(for: delay)
                 }
             }
-            listener.close()
-            // Accepting failed (out of descriptors, say): pause before listening again, never spin.
-            if !Task.isCancelled { try? await Task.sleep(for: backoff.next()) }
         }
     }
 

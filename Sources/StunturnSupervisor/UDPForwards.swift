@@ -101,8 +101,8 @@ struct UDPExposeSession: Sendable {
 
     func run() async {
         let log = context.logger
-        context.statistics.started()
         guard let tunnel = rendezvous.udpSocket else { return }
+        context.statistics.started()
         defer { tunnel.close() }
         do {
             let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
@@ -127,10 +127,12 @@ struct UDPExposeSession: Sendable {
                 group.addTask {
                     let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
                     while !Task.isCancelled {
-                        guard let (payload, _) = try? await local.receive(maxLength: 65536, until: activity.lastActivity + idle) else {
+                        guard let (payload, from) = try? await local.receive(maxLength: 65536, until: activity.lastActivity + idle) else {
                             if ContinuousClock.now - activity.lastActivity < idle && !Task.isCancelled { continue }
                             return
                         }
+                        // Only the exposed service's answers go into the tunnel.
+                        guard from.port == service.port, from.addressBytes == service.addressBytes || service.isUnspecified else { continue }
                         activity.carried(out: payload.count)
                         if let wrapped = try? codec.wrap(payload) {
                             _ = try? wrapped.withUnsafeBytes { try tunnel.send($0, to: peer) }
@@ -157,7 +159,11 @@ struct UDPExposeSession: Sendable {
             guard from.addressBytes == peer.addressBytes, datagram.first == TunnelDatagram.hello,
                   datagram.count == 1 + TunnelHandshake.helloLength else { continue }
             let handshake = TunnelHandshake(role: .responder, keys: context.keys)
-            let (reply, session) = try handshake.respond(toHello: Array(datagram[1...]))
+            guard let (reply, session) = try? handshake.respond(toHello: Array(datagram[1...])) else {
+                // A forged or wrong-key hello: keep waiting for the real one until the deadline.
+                context.logger.warning("udp tunnel handshake failed", metadata: ["remote": "\(from)"])
+                continue
+            }
             let packet = [TunnelDatagram.reply] + reply
             try await tunnel.send(packet, to: from, until: deadline)
             return (session, packet)
@@ -172,26 +178,34 @@ struct UDPListenForward: Sendable {
 
     func run() async {
         let log = context.logger
+        guard let socket = await context.bindLocal({ try Socket.udp(on: try context.localAddress(address)) }) else { return }
+        defer { socket.close() }
+        log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
+        let table = UDPSessionTable()
         var backoff = Backoff()
-        while !Task.isCancelled {
-            guard let socket = await context.bindLocal({ try Socket.udp(on: try context.localAddress(address)) }) else { return }
-            log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
-            let table = UDPSessionTable()
-            await withDiscardingTaskGroup { group in
-                while !Task.isCancelled {
-                    guard let (datagram, client) = try? await socket.receive(maxLength: 65536, until: nil) else { break }
-                    let (session, isNew) = table.session(for: client) { UDPListenSession(context: context, listen: socket, client: client) }
-                    session.fromClient(datagram)
-                    if isNew {
-                        group.addTask {
-                            await session.run()
-                            table.remove(client)
-                        }
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                let datagram: [UInt8]
+                let client: SocketAddress
+                do {
+                    (datagram, client) = try await socket.receive(maxLength: 65536, until: nil)
+                    backoff.reset()
+                } catch {
+                    if Task.isCancelled { break }
+                    let delay = backoff.next()
+                    log.error("receive on udp \(address) failed: \(error); retrying in \(formatDuration(delay))")
+                    try? await Task.sleep(for: delay)
+                    continue
+                }
+                let (session, isNew) = table.session(for: client) { UDPListenSession(context: context, listen: socket, client: client) }
+                session.fromClient(datagram)
+                if isNew {
+                    group.addTask {
+                        await session.run()
+                        table.remove(client)
                     }
                 }
             }
-            socket.close()
-            if !Task.isCancelled { try? await Task.sleep(for: backoff.next()) }
         }
     }
 }
@@ -231,16 +245,21 @@ final class UDPListenSession: @unchecked Sendable {
     /// Sends a client datagram into the tunnel, or keeps it until the tunnel is up.
     func fromClient(_ datagram: [UInt8]) {
         activity.carried(out: datagram.count)
-        let ready = lock.withLock { () -> (Socket, SocketAddress, DatagramCodec)? in
+        // Sealing happens under the lock: the sealer's counter must never be used by two
+        // threads at once, or two datagrams would share a nonce.
+        lock.withLock {
             guard let link else {
                 if queued.count < TunnelDatagram.maxQueuedBeforeTunnel { queued.append(datagram) }
-                return nil
+                return
             }
-            return (link.tunnel, link.peer, link.codec)
+            Self.send(datagram, over: link)
         }
-        if let (tunnel, peer, codec) = ready, let wrapped = try? codec.wrap(datagram) {
-            _ = try? wrapped.withUnsafeBytes { try tunnel.send($0, to: peer) }
-        }
+    }
+
+    /// Seals and sends without waiting: a full socket buffer drops the datagram, as UDP would.
+    private static func send(_ datagram: [UInt8], over link: (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)) {
+        guard let wrapped = try? link.codec.wrap(datagram) else { return }
+        _ = try? wrapped.withUnsafeBytes { try link.tunnel.send($0, to: link.peer) }
     }
 
     func run() async {
@@ -250,17 +269,19 @@ final class UDPListenSession: @unchecked Sendable {
             let rendezvous = try await context.signaling.requestUDPPeer(
                 key: context.keys.signalingKey, targetIP: context.config.peerIP ?? "", timeout: context.config.signalTimeout)
             guard let tunnel = rendezvous.udpSocket else { throw SessionFailure("the server paired this UDP forward without a UDP address") }
-            defer { tunnel.close() }
+            // Unlink before the socket closes, under the lock, so no client datagram can reach a closed socket.
+            defer {
+                lock.withLock { link = nil }
+                tunnel.close()
+            }
             let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
             let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
             let codec = DatagramCodec(session: session)
-            let backlog = lock.withLock { () -> [[UInt8]] in
-                link = (tunnel, peer, codec)
-                defer { queued = [] }
-                return queued
-            }
-            for datagram in backlog {
-                if let wrapped = try? codec.wrap(datagram) { try? await tunnel.send(wrapped, to: peer, until: .now + .seconds(1)) }
+            lock.withLock {
+                let ready = (tunnel: tunnel, peer: peer, codec: codec)
+                link = ready
+                for datagram in queued { Self.send(datagram, over: ready) }
+                queued = []
             }
             log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "encrypted": "\(session != nil)"])
             let listen = self.listen
@@ -280,18 +301,27 @@ final class UDPListenSession: @unchecked Sendable {
     private func initiate(_ tunnel: Socket, peer: SocketAddress) async throws -> TunnelSession {
         let handshake = TunnelHandshake(role: .initiator, keys: context.keys)
         let hello = [TunnelDatagram.hello] + (try handshake.makeHello())
+        var lastError = "no reply"
         let deadline = ContinuousClock.now + SecureTunnel.handshakeTimeout
         while ContinuousClock.now < deadline {
+            try Task.checkCancellation()
             try await tunnel.send(hello, to: peer, until: deadline)
             let retry = min(deadline, .now + TunnelDatagram.handshakeRetry)
             while ContinuousClock.now < retry {
+                try Task.checkCancellation()
                 guard let (datagram, from) = try? await tunnel.receive(maxLength: 2048, until: retry) else { break }
                 if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
                 guard from.addressBytes == peer.addressBytes, datagram.first == TunnelDatagram.reply,
                       datagram.count == 1 + TunnelHandshake.replyLength else { continue }
-                return try handshake.finish(reply: Array(datagram[1...]))
+                do {
+                    return try handshake.finish(reply: Array(datagram[1...]))
+                } catch {
+                    // One forged reply must not end the session; the real one may still come.
+                    context.logger.warning("udp tunnel handshake failed", metadata: ["remote": "\(from)", "error": "\(error)"])
+                    lastError = "\(error)"
+                }
             }
         }
-        throw SessionFailure("tunnel handshake with \(peer) failed: no reply within \(formatDuration(SecureTunnel.handshakeTimeout))")
+        throw SessionFailure("tunnel handshake with \(peer) failed within \(formatDuration(SecureTunnel.handshakeTimeout)): \(lastError)")
     }
 }

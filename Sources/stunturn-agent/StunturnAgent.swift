@@ -56,8 +56,7 @@ func runUntilSignalled(_ logger: Logger, _ body: @escaping @Sendable () async th
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await body() }
         group.addTask {
-            let name = await TerminationSignal.wait()
-            logger.notice("received \(name); shutting down")
+            if let name = await TerminationSignal.wait() { logger.notice("received \(name); shutting down") }
         }
         _ = try await group.next()
         group.cancelAll()
@@ -189,7 +188,9 @@ struct Forward: AsyncParsableCommand {
         if let expose { do { _ = try Endpoint(parsing: expose) } catch { throw ValidationError("--expose: \(error)") } }
         if let listen { do { _ = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen: \(error)") } }
         guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
-        guard punchTimeout > 0, signalTimeout > 0, idleTimeout >= 0 else { throw ValidationError("time-outs must be positive") }
+        guard punchTimeout > 0, punchTimeout <= 3600 else { throw ValidationError("--punch-timeout must be 0-3600 seconds, got \(punchTimeout)") }
+        guard signalTimeout > 0, signalTimeout <= 3600 else { throw ValidationError("--signal-timeout must be 0-3600 seconds, got \(signalTimeout)") }
+        guard idleTimeout >= 0, idleTimeout <= 31_536_000 else { throw ValidationError("--idle-timeout must be 0 (never) to 31536000 seconds, got \(idleTimeout)") }
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
     }
 
@@ -237,7 +238,7 @@ struct Server: AsyncParsableCommand {
         do { _ = try SocketAddress(parsing: listen) } catch {
             throw ValidationError("--listen: \(error); expected an IP address and port such as 0.0.0.0:7000 or [::]:7000")
         }
-        guard initiatorTimeout > 0 else { throw ValidationError("--initiator-timeout must be positive, got \(initiatorTimeout)") }
+        guard initiatorTimeout > 0, initiatorTimeout <= 3600 else { throw ValidationError("--initiator-timeout must be 0-3600 seconds, got \(initiatorTimeout)") }
         guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
     }
 
@@ -270,6 +271,10 @@ struct Stun: AsyncParsableCommand {
 
     @Option(name: .long, help: "Seconds to wait for an answer.")
     var timeout: Double = 5
+
+    func validate() throws {
+        guard timeout > 0, timeout <= 300 else { throw ValidationError("--timeout must be 0-300 seconds, got \(timeout)") }
+    }
 
     func run() async throws {
         try await guarded {

@@ -75,6 +75,28 @@ let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
         }
     }
 
+    @Test func runExitsWithTheReasonWhenItsServerCannotStart() async throws {
+        let busy = try Socket.listener(on: .loopback())
+        let port = try busy.localAddress().port
+        let yaml = "serve: 127.0.0.1:\(port)\nforwards:\n  - name: a\n    expose: 127.0.0.1:22\n    key: \(goodKey)\n"
+        try await withConfig(yaml) { path in
+            let (status, _, errors) = try await runAgent(["run", "--config", path], timeout: .seconds(15))
+            #expect(status == 1)
+            #expect(errors.contains("127.0.0.1:\(port)"), "\(errors)")
+            #expect(errors.contains("in use"), "\(errors)")
+        }
+        busy.close()
+    }
+
+    @Test(arguments: [["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "127.0.0.1:7000", "--punch-timeout", "inf"],
+                      ["server", "--listen", "127.0.0.1:7000", "--initiator-timeout", "1e300"],
+                      ["stun", "127.0.0.1:7000", "--timeout", "0"]])
+    func absurdTimeoutsAreRefused(arguments: [String]) async throws {
+        let (status, _, errors) = try await runAgent(arguments)
+        #expect(status != 0)
+        #expect(errors.contains("must be"), "\(errors)")
+    }
+
     @Test func missingConfigFileIsNamed() async throws {
         let (status, _, errors) = try await runAgent(["run", "--config", "/nonexistent/stunturn.yaml"])
         #expect(status != 0)

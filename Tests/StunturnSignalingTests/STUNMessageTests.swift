@@ -111,7 +111,11 @@ func hexBytes(_ hex: String) -> [UInt8] {
         #expect(STUNClient.parseResponse(response, transactionID: request.transactionID) == sender)
         #expect(RendezvousServer.stunResponse(to: Array("ping".utf8), from: sender) == Array("203.0.113.9:4242".utf8))
         let v6 = try SocketAddress(parsing: "[::1]:9")
-        #expect(RendezvousServer.stunResponse(to: [1, 2, 3], from: v6) == Array("[::1]:9".utf8))
+        #expect(RendezvousServer.stunResponse(to: Array("ping".utf8), from: v6) == Array("[::1]:9".utf8))
+        // Text that is itself an answer, and empty datagrams, get no reply: no loops between servers.
+        #expect(RendezvousServer.stunResponse(to: Array("198.51.100.1:7000".utf8), from: sender) == nil)
+        #expect(RendezvousServer.stunResponse(to: Array("[::1]:7000".utf8), from: sender) == nil)
+        #expect(RendezvousServer.stunResponse(to: [], from: sender) == nil)
         // A STUN response sent to the server is not answered (no reflection loops).
         let success = STUNMessage.bindingSuccess(transactionID: request.transactionID, mapped: sender).encode()
         #expect(RendezvousServer.stunResponse(to: success, from: sender) == nil)
