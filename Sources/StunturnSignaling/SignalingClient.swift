@@ -81,23 +81,23 @@ public struct SignalingClient: Sendable {
 
     /// Discovers this machine's public UDP address with the server's STUN responder, on a new socket.
     public func discoverUDP() async throws -> (Socket, SocketAddress) {
-        let serverAddress = try resolveServer()
+        let serverAddress = try await resolveServer()
         let bind = localAddress.map { $0.withPort(0) } ?? .any(serverAddress.family)
         let socket = try Socket.udp(on: bind, reuse: true)
         let mapped = try await STUNClient.discover(server: serverAddress, using: socket, timeout: discoveryTimeout)
         return (socket, mapped)
     }
 
-    func resolveServer() throws -> SocketAddress {
+    func resolveServer() async throws -> SocketAddress {
         do {
-            return try SocketAddress.resolve(server)[0]
+            return try await SocketAddress.resolveAsync(server)[0]
         } catch let error as SocketError {
             throw SignalingError.transport("signaling server \(server): \(error)")
         }
     }
 
     private func exchange(_ hello: ClientHello, timeout: Duration, udpSocket: Socket?) async throws -> PeerRendezvous {
-        let serverAddress = try resolveServer()
+        let serverAddress = try await resolveServer()
         let deadline = ContinuousClock.now + timeout
         let socket = try Socket(.stream, family: serverAddress.family)
         var keepOpen = false
@@ -114,8 +114,11 @@ public struct SignalingClient: Sendable {
             let local = try socket.localAddress()
             let reply = try await readReply(socket, until: deadline)
             guard reply.error.isEmpty else { throw SignalingError.server(reply.error) }
-            guard let peer = try? SocketAddress.resolve(reply.peerAddress).first else {
-                throw SignalingError.malformed("signaling server \(server) sent an unusable peer address '\(reply.peerAddress)'")
+            let peer: SocketAddress
+            do {
+                peer = try SocketAddress(parsing: reply.peerAddress)
+            } catch {
+                throw SignalingError.malformed("signaling server \(server) sent an unusable peer address '\(reply.peerAddress)': \(error)")
             }
             let transport = TransportKind(rawValue: reply.transport) ?? (udpSocket != nil ? .udp : .tcp)
             let localForPunch = transport == .udp ? (try udpSocket?.localAddress() ?? local) : local

@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -98,6 +99,16 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
         }
         guard !addresses.isEmpty else { throw SocketError(call: "resolve", subject: text, reason: "no addresses") }
         return addresses.sorted { $0.family == .ipv4 && $1.family != .ipv4 }
+    }
+
+    /// Resolves like `resolve`, but a DNS lookup runs on a Dispatch thread: a slow resolver must
+    /// not hold one of the few threads async code shares.
+    public static func resolveAsync(_ text: String) async throws -> [SocketAddress] {
+        let (host, port) = try splitHostPort(text)
+        if let literal = SocketAddress(ip: host, port: port) { return [literal] }
+        return try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try resolve(text) }) }
+        }
     }
 
     public init?(sockaddr pointer: UnsafePointer<sockaddr>) {

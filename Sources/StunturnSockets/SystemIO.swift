@@ -31,9 +31,21 @@ public enum SystemIO {
         _ = try retryingSyscall("fcntl", "fd \(fd)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
     }
 
-    /// Ends the sending direction: shutdown for a socket; for a pipe, closing is the only way.
+    /// Ends the sending direction: shutdown for a socket. A pipe can only end by closing, but the
+    /// descriptor must stay valid while Dispatch may still watch it: /dev/null takes its place,
+    /// which closes the pipe (the reader sees end-of-file) without freeing the number.
     public static func shutdownWrite(_ fd: Int32, isSocket: Bool) {
-        if isSocket { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) } else { _ = Glibc.close(fd) }
+        if isSocket {
+            _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+            return
+        }
+        let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+        if null >= 0 {
+            _ = dup2(null, fd)
+            _ = Glibc.close(null)
+        } else {
+            _ = Glibc.close(fd)
+        }
     }
 
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }

@@ -17,6 +17,9 @@ enum TunnelDatagram {
     static let defaultIdleTimeout: Duration = .seconds(120)
     /// Datagrams a local client sends before its tunnel is up are kept, up to this many.
     static let maxQueuedBeforeTunnel = 64
+    /// Local clients (source addresses) with a tunnel at once, per listen forward: each costs a
+    /// signaling exchange, a punch and a socket, so a flood of spoofed sources must not multiply them.
+    static let maxSessionsPerForward = 256
 }
 
 /// When a UDP session last carried anything, and how much, shared by its two loops.
@@ -197,7 +200,12 @@ struct UDPListenForward: Sendable {
                     try? await Task.sleep(for: delay)
                     continue
                 }
-                let (session, isNew) = table.session(for: client) { UDPListenSession(context: context, listen: socket, client: client) }
+                guard let (session, isNew) = table.session(for: client, limit: TunnelDatagram.maxSessionsPerForward, make: {
+                    UDPListenSession(context: context, listen: socket, client: client)
+                }) else {
+                    log.warning("udp datagram from \(client) dropped: \(TunnelDatagram.maxSessionsPerForward) sessions already open")
+                    continue
+                }
                 session.fromClient(datagram)
                 if isNew {
                     group.addTask {
@@ -214,9 +222,10 @@ final class UDPSessionTable: @unchecked Sendable {
     private let lock = Lock()
     private var sessions: [SocketAddress: UDPListenSession] = [:]
 
-    func session(for client: SocketAddress, make: () -> UDPListenSession) -> (UDPListenSession, Bool) {
+    func session(for client: SocketAddress, limit: Int, make: () -> UDPListenSession) -> (UDPListenSession, Bool)? {
         lock.withLock {
             if let existing = sessions[client] { return (existing, false) }
+            guard sessions.count < limit else { return nil }
             let created = make()
             sessions[client] = created
             return (created, true)
