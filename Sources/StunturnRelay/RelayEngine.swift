@@ -43,7 +43,8 @@ public struct RelayEndpoint {
 
 /// How a relayed connection ended and what it carried.
 public struct RelayReport: Sendable, CustomStringConvertible {
-    /// Bytes read from A (sent towards B) and from B (towards A), before any transform.
+    /// Bytes read from A (towards B), and bytes written to A (from B), both on A's side of any
+    /// transform: for a tunnel with A the local connection, the plaintext each way.
     public var bytesAToB: UInt64
     public var bytesBToA: UInt64
     public var duration: Duration
@@ -123,6 +124,8 @@ public final class RelayConnection: @unchecked Sendable {
         var sawEOF = false
         var shutDown = false
         var bytes: UInt64 = 0
+        /// Bytes written to the destination, after any transform.
+        var delivered: UInt64 = 0
         /// Plaintext socket-to-socket directions move bytes through a pipe with splice(2), never
         /// copying them into this process.
         var pipe: (read: Int32, write: Int32, capacity: Int)?
@@ -288,6 +291,7 @@ public final class RelayConnection: @unchecked Sendable {
                 return false
             }
             offset += written
+            d.delivered += UInt64(written)
         }
         return true
     }
@@ -314,6 +318,7 @@ public final class RelayConnection: @unchecked Sendable {
             switch result {
             case .bytes(let n):
                 d.inPipe -= n
+                d.delivered += UInt64(n)
             case .wouldBlock:
                 suspendRead(d)
                 armWrite(d)
@@ -349,6 +354,7 @@ public final class RelayConnection: @unchecked Sendable {
             }
             guard let written else { return }
             d.pendingOffset += written
+            d.delivered += UInt64(written)
         }
         d.pending = []
         d.pendingOffset = 0
@@ -440,7 +446,7 @@ public final class RelayConnection: @unchecked Sendable {
             closed.insert(fd)
             if fd > 2 { SystemIO.close(fd) }
         }
-        let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.bytes, duration: ContinuousClock.now - started,
+        let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.delivered, duration: ContinuousClock.now - started,
                                  reason: endReason, clean: endedCleanly)
         let callback = onFinish
         onFinish = nil
