@@ -75,8 +75,13 @@ final class AgentProcess: @unchecked Sendable {
 
 /// Runs the agent to completion and returns (status, stdout, stderr).
 func runAgent(_ arguments: [String], timeout: Duration = .seconds(30)) async throws -> (Int32, String, String) {
+    try await runProgram(agentBinary, arguments, timeout: timeout)
+}
+
+/// Runs a program to completion (killed after `timeout`) and returns (status, stdout, stderr).
+func runProgram(_ path: String, _ arguments: [String], timeout: Duration) async throws -> (Int32, String, String) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: agentBinary)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     let out = Pipe()
     let err = Pipe()
@@ -89,7 +94,7 @@ func runAgent(_ arguments: [String], timeout: Duration = .seconds(30)) async thr
     var status = try await reap(process, timeout: timeout)
     if status == nil {
         kill(process.processIdentifier, SIGKILL)
-        Issue.record("stunturn-agent \(arguments.joined(separator: " ")) did not finish within \(timeout)")
+        Issue.record("\(path) \(arguments.joined(separator: " ")) did not finish within \(timeout)")
         status = try await reap(process, timeout: .seconds(5))
     }
     return (status ?? -1, String(decoding: await outData, as: UTF8.self), String(decoding: await errData, as: UTF8.self))

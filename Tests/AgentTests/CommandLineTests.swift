@@ -176,16 +176,9 @@ let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
         // The client picks its own local ports at random and gives up when one is taken: a few tries.
         var printed = ""
         for _ in 0..<5 where !printed.contains("MappedAddress = 127.0.0.1:") {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "exec /usr/bin/stun 127.0.0.1:\(port) -v </dev/null"]
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            async let text = offPool { String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
-            if try await reap(process, timeout: .seconds(30)) == nil { kill(process.processIdentifier, SIGKILL) }
-            printed = await text
+            let (_, out, errors) = try await runProgram("/bin/sh", ["-c", "exec /usr/bin/stun 127.0.0.1:\(port) -v </dev/null"],
+                                                        timeout: .seconds(30))
+            printed = out + errors
         }
         #expect(printed.contains("MappedAddress = 127.0.0.1:"), "stun printed: \(printed)")
         #expect(try await server.stop() == 0)

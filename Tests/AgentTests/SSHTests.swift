@@ -68,27 +68,11 @@ final class TestSSHD: @unchecked Sendable {
         guard status == 0 else { throw SocketError(call: path, reason: "exit status \(status)") }
     }
 
-    /// Runs the real ssh client with `options` and a remote command; returns (status, stdout).
+    /// Runs the real ssh client with `options` and a remote command; returns (status, stdout, stderr).
     func ssh(_ options: [String], command: String) async throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/ssh")
-        p.arguments = ["-i", clientKey, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                       "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR"] + options + [command]
-        let out = Pipe()
-        let err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        async let outData = offPool { out.fileHandleForReading.readDataToEndOfFile() }
-        async let errData = offPool { err.fileHandleForReading.readDataToEndOfFile() }
-        var status = try await reap(p, timeout: .seconds(60))
-        if status == nil {
-            kill(p.processIdentifier, SIGKILL)
-            Issue.record("ssh did not finish within 60s")
-            status = try await reap(p, timeout: .seconds(5))
-        }
-        return (status ?? -1, String(decoding: await outData, as: UTF8.self), String(decoding: await errData, as: UTF8.self))
+        try await runProgram("/usr/bin/ssh", ["-i", clientKey, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                               "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR"] + options + [command],
+                              timeout: .seconds(60))
     }
 }
 
