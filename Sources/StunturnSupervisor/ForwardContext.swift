@@ -58,6 +58,18 @@ struct ForwardContext: Sendable {
         return nil
     }
 
+    /// Runs the tunnel handshake in `role` on a punched socket, unless the forward is plaintext
+    /// (nil); a failure names the peer, and `consequence` says what it means for the session.
+    func secure(_ tunnel: Socket, as role: TunnelRole, consequence: String = "") async throws -> TunnelSession? {
+        guard encrypted else { return nil }
+        do {
+            return role == .initiator ? try await SecureTunnel.initiate(on: tunnel, keys: keys)
+                : try await SecureTunnel.respond(on: tunnel, keys: keys)
+        } catch {
+            throw SessionFailure("tunnel handshake with \(tunnel.peerDescription) failed: \(error)\(consequence)")
+        }
+    }
+
     /// Relays until either side ends; task cancellation closes the relay.
     func carry(_ local: RelayEndpoint, _ tunnel: RelayEndpoint, transform: RelayTransform?) async -> RelayReport {
         let holder = RelayHolder()

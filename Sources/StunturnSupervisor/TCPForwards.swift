@@ -58,14 +58,7 @@ struct ExposeForward: Sendable {
             let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
             let punched = ContinuousClock.now - start
             let peer = tunnel.peerDescription
-            var session: TunnelSession?
-            if context.encrypted {
-                do {
-                    session = try await SecureTunnel.respond(on: tunnel, keys: context.keys)
-                } catch {
-                    throw SessionFailure("tunnel handshake with \(peer) failed: \(error); nothing reached \(target)")
-                }
-            }
+            let session = try await context.secure(tunnel, as: .responder, consequence: "; nothing reached \(target)")
             let local: Socket
             do {
                 local = try await Socket.connect(to: try context.localAddress(target), timeout: context.config.connectTimeout)
@@ -133,6 +126,7 @@ struct ListenForward: Sendable {
 
 /// Signals as initiator, punches, runs the handshake and relays `local` to the peer. On failure
 /// `abandon` closes the local side, so a connection that cannot be carried never hangs.
+@discardableResult
 func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoint, description: String,
                  abandon: () -> Void) async -> RelayReport? {
     let log = context.logger
@@ -144,14 +138,7 @@ func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoin
             key: context.keys.signalingKey, targetIP: context.config.peerIP ?? "", timeout: context.config.signalTimeout)
         let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
         let peer = tunnel.peerDescription
-        var session: TunnelSession?
-        if context.encrypted {
-            do {
-                session = try await SecureTunnel.initiate(on: tunnel, keys: context.keys)
-            } catch {
-                throw SessionFailure("tunnel handshake with \(peer) failed: \(error)")
-            }
-        }
+        let session = try await context.secure(tunnel, as: .initiator)
         log.info("tunnel up", metadata: ["peer": "\(peer)", "setup_ms": "\((ContinuousClock.now - start).milliseconds)",
                                          "encrypted": "\(session != nil)"])
         let report = await context.carry(local(), RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
