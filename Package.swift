@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Modules follow the data path: config → supervisor → signaling → punch → secure channel → relay.
-// Only StunturnSockets imports Glibc.
+// Only StunturnSockets imports Glibc (and stunturn-bench, the benchmarks' load generator).
 let package = Package(
     name: "stunturn",
     platforms: [.macOS(.v14)],
@@ -33,6 +33,10 @@ let package = Package(
             "StunturnSupervisor", "StunturnConfig", "StunturnSignaling", "StunturnSecure", "StunturnSockets",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "stunturn-bench", dependencies: [
+            "CStunturnSystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "punch-exchange", dependencies: ["Stunturn"], path: "examples/punch-exchange"),
 

@@ -37,7 +37,9 @@ public final class RendezvousServer: @unchecked Sendable {
     private var stun: Socket?
     private var stunSource: DispatchSourceRead?
     private var sweepTimer: DispatchSourceTimer?
-    private var connections: [ObjectIdentifier: Connection] = [:]
+    /// Open client connections by descriptor, all watched through one readiness group.
+    private var connections: [Int32: Connection] = [:]
+    private var clients: ReadinessGroup?
     /// Initiators waiting, by key and target IP, oldest first.
     private var waitingInitiators: [PairingKey: [Connection]] = [:]
     private var waitingInitiatorCount = 0
@@ -129,8 +131,9 @@ public final class RendezvousServer: @unchecked Sendable {
             self.acceptSource?.cancel()
             self.stunSource?.cancel()
             self.sweepTimer?.cancel()
-            for connection in self.connections.values { connection.close() }
+            for connection in self.connections.values { self.close(connection) }
             self.connections.removeAll()
+            self.clients?.cancel()
             self.waitingInitiators.removeAll()
             self.waitingReceivers.removeAll()
             self.waitingInitiatorCount = 0
@@ -144,6 +147,10 @@ public final class RendezvousServer: @unchecked Sendable {
     private func begin(tcp: Socket, udp: Socket) {
         listener = tcp
         stun = udp
+        clients = ReadinessGroup(queue: queue) { [unowned self] fd in
+            // A descriptor closed earlier in the same batch is simply no longer here.
+            if let connection = self.connections[fd] { self.readable(connection) }
+        }
         let accept = DispatchSource.makeReadSource(fileDescriptor: tcp.fd, queue: queue)
         accept.setEventHandler { [unowned self] in self.acceptPending() }
         accept.setCancelHandler { tcp.close() }
@@ -194,12 +201,18 @@ public final class RendezvousServer: @unchecked Sendable {
                 continue
             }
             let connection = Connection(socket: socket, peer: peer, deadline: .now + options.helloTimeout)
-            connections[ObjectIdentifier(connection)] = connection
-            let source = DispatchSource.makeReadSource(fileDescriptor: socket.fd, queue: queue)
-            source.setEventHandler { [unowned self, unowned connection] in self.readable(connection) }
-            source.setCancelHandler { socket.close() }
-            connection.source = source
-            source.resume()
+            connections[connection.fd] = connection
+            // Clients send their hello right after connecting, so it has usually arrived by now:
+            // a receiver is then answered without ever being watched.
+            readable(connection)
+            guard connection.isOpen else { continue }
+            do {
+                try clients?.watch(connection.fd)
+                connection.isWatched = true
+            } catch {
+                logger.warning("cannot watch a client connection", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                close(connection)
+            }
         }
     }
 
@@ -374,8 +387,14 @@ public final class RendezvousServer: @unchecked Sendable {
     }
 
     private func close(_ connection: Connection) {
-        connections[ObjectIdentifier(connection)] = nil
-        connection.close()
+        guard connection.isOpen else { return }
+        connections[connection.fd] = nil
+        connection.isOpen = false
+        if connection.isWatched, let clients {
+            clients.close(connection.socket.detach())
+        } else {
+            connection.socket.close()
+        }
     }
 
     private func leaveWaitingLists(_ connection: Connection) {
@@ -486,19 +505,15 @@ private final class Connection {
     var buffer: [UInt8] = []
     var ignoredBytes = 0
     var hello: ClientHello?
-    var source: DispatchSourceRead?
-    private(set) var isOpen = true
+    /// Watched through the server's readiness group, which then closes the descriptor.
+    var isWatched = false
+    var isOpen = true
+    let fd: Int32
 
     init(socket: Socket, peer: SocketAddress, deadline: ContinuousClock.Instant) {
         self.socket = socket
+        self.fd = socket.fd
         self.peer = peer
         self.deadline = deadline
-    }
-
-    /// Cancels the read source; its cancel handler closes the descriptor once Dispatch lets go.
-    func close() {
-        guard isOpen else { return }
-        isOpen = false
-        if let source { source.cancel() } else { socket.close() }
     }
 }

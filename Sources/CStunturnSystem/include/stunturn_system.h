@@ -17,4 +17,12 @@ long stunturn_splice(int from, int to, size_t count, int more);
 /// 1 where splice(2) is available.
 int stunturn_has_splice(void);
 
+/// epoll for the benchmarks' load generator (Swift's Glibc module has no sys/epoll.h).
+/// Readiness bits: 1 readable, 4 writable, as EPOLLIN and EPOLLOUT.
+int stunturn_epoll_create(void);
+/// Adds (`op` 0), changes (1) or removes (2) the events watched for `fd`.
+int stunturn_epoll_watch(int epoll, int fd, unsigned events, int op);
+/// Waits up to `timeout_ms`; fills `fds` and `events` with up to `max` ready descriptors.
+int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int timeout_ms);
+
 #endif
