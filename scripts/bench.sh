@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks stunturn-agent on loopback against socat, ssh -L and direct iperf3.
 # usage: scripts/bench.sh [--quick] [--only throughput,latency,signaling,footprint] [--no-build]
+#                         [--go-server PATH]   (the Go original's server, measured beside ours)
 # Prints a markdown table; figures go to bench-results/bench.json, plots to docs/bench-*.png
 # (when matplotlib is installed). Not part of the test suite.
 set -euo pipefail
@@ -15,7 +16,8 @@ while [ $# -gt 0 ]; do
         --quick) ARGS+=(--quick) ;;
         --only) ARGS+=(--only "$2"); shift ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n 2,5p "$0"; exit 0 ;;
+        --go-server) ARGS+=(--go-server "$2"); shift ;;
+        -h|--help) sed -n 2,6p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -27,10 +29,13 @@ for tool in iperf3 socat sshd ssh ssh-keygen python3; do
 done
 
 if [ "$BUILD" = 1 ]; then
-    (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product stunturn-agent) >&2
+    for product in stunturn-agent stunturn-bench; do
+        (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product "$product") >&2
+    done
 fi
 AGENT="$SCRATCH/release/stunturn-agent"
-[ -x "$AGENT" ] || { echo "no agent binary at $AGENT" >&2; exit 1; }
+LOADGEN="$SCRATCH/release/stunturn-bench"
+for bin in "$AGENT" "$LOADGEN"; do [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }; done
 
 # 10,000 waiting initiators need a descriptor each on both sides of the socket.
 ulimit -n "$(ulimit -Hn | awk '{ print ($1 == "unlimited" || $1 > 65536) ? 65536 : $1 }')"
@@ -40,7 +45,7 @@ PY=""
 cleanup() { [ -n "$PY" ] && kill "$PY" 2>/dev/null; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-python3 "$ROOT/scripts/bench/bench.py" run --agent "$AGENT" --out "$OUT/bench.json" "${ARGS[@]}" &
+python3 "$ROOT/scripts/bench/bench.py" run --agent "$AGENT" --bench "$LOADGEN" --out "$OUT/bench.json" "${ARGS[@]}" &
 PY=$!
 wait "$PY"
 PY=""

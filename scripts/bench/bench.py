@@ -133,9 +133,11 @@ def log(msg):
 # ---------------------------------------------------------------- fixtures
 
 class Env:
-    def __init__(self, agent, tmp):
+    def __init__(self, agent, tmp, bench=None, go_server=None):
         self.agent = agent
         self.tmp = tmp
+        self.bench = bench
+        self.go_server = go_server
 
     def logfile(self, name):
         return os.path.join(self.tmp, name + ".log")
@@ -290,116 +292,60 @@ def bench_latency(env, count):
 
 # ---------------------------------------------------------------- signaling server
 
-INIT_HELLO = '{{"uuid":"{k}","target_ip":"","protocol":"tcp","address":"","role":"initiator"}}\n'
-RECV_HELLO = '{{"uuid":"{k}","target_ip":"","protocol":"","address":"","role":"receiver"}}\n'
+def run_load(bench, port, pid, mode, count, window=256):
+    out = subprocess.run([bench, "signaling", "--server", f"{HOST}:{port}", "--mode", mode, "--count", str(count),
+                          "--window", str(window), "--server-pid", str(pid), "--timeout", "120"],
+                         capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        raise RuntimeError(f"stunturn-bench {mode}: {out.stderr.strip() or out.stdout.strip()}")
+    return json.loads(out.stdout)
 
 
-class LineClient(asyncio.Protocol):
-    """Sends one hello and collects the reply until the server closes."""
+def bench_signaling(env, count, pairs, rounds):
+    """Both servers under the same load generator (stunturn-bench, epoll, one thread), interleaved.
 
-    def __init__(self, hello, done):
-        self.hello = hello.encode()
-        self.data = bytearray()
-        self.done = done
-
-    def connection_made(self, transport):
-        transport.write(self.hello)
-
-    def data_received(self, data):
-        self.data += data
-
-    def connection_lost(self, exc):
-        if not self.done.done():
-            self.done.set_result(bytes(self.data))
-
-
-async def open_client(port, hello):
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    for attempt in range(20):
-        try:
-            transport, _ = await loop.create_connection(lambda: LineClient(hello, done), HOST, port)
-            return transport, done
-        except OSError:
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise RuntimeError("cannot connect to the signaling server")
-
-
-async def signaling_load(port, pid, count, pairs, window):
-    result = {}
-    # 1. `count` initiators waiting at once.
-    rss_before = rss_kib(pid)
-    initiators = []
-    for start in range(0, count, window):
-        batch = await asyncio.gather(*(open_client(port, INIT_HELLO.format(k=f"k{i}"))
-                                       for i in range(start, min(count, start + window))))
-        initiators += batch
-    await asyncio.sleep(1.5)  # let the server read every hello
-    result.update(initiators=count, rss_idle_kib=rss_before, rss_waiting_kib=rss_kib(pid),
-                  hwm_waiting_kib=rss_kib(pid, "VmHWM"))
-    early = sum(1 for _, d in initiators if d.done())
-    result["initiators_closed_early"] = early
-
-    # 2. Receivers arrive for the waiting initiators, `window` in flight.
-    async def receiver(i):
-        t, d = await open_client(port, RECV_HELLO.format(k=f"k{i}"))
-        return await d
-
-    t0, c0 = time.perf_counter(), cpu_seconds(pid)
-    sem = asyncio.Semaphore(window)
-
-    async def bounded(i):
-        async with sem:
-            return await receiver(i)
-    replies = await asyncio.wait_for(asyncio.gather(*(bounded(i) for i in range(count))), 120)
-    await asyncio.wait_for(asyncio.gather(*(d for _, d in initiators)), 60)
-    took = time.perf_counter() - t0
-    ok = sum(1 for r in replies if b'"error"' not in r and r.strip())
-    # Server CPU share of the wall time: near 1.0 means the server, not the load generator, limits.
-    result.update(waiting_paired=ok, waiting_seconds=took, waiting_pairings_per_s=ok / took,
-                  waiting_server_cpu_share=(cpu_seconds(pid) - c0) / took,
-                  rss_after_pairing_kib=rss_kib(pid), hwm_kib=rss_kib(pid, "VmHWM"))
-    del initiators, replies
-
-    # 3. Pairs arriving together: initiator hello, then at once its receiver; a receiver that
-    # overtakes its initiator is told "not found" and tries again.
-    retries = 0
-
-    async def pair(i):
-        nonlocal retries
-        k = f"p{i}"
-        _, idone = await open_client(port, INIT_HELLO.format(k=k))
-        for _ in range(50):
-            _, rdone = await open_client(port, RECV_HELLO.format(k=k))
-            r = await rdone
-            if b'"error"' not in r:
-                await idone
-                return True
-            retries += 1
-        return False
-
-    async def bounded_pair(i):
-        async with sem:
-            return await pair(i)
-    t0, c0 = time.perf_counter(), cpu_seconds(pid)
-    done = await asyncio.wait_for(asyncio.gather(*(bounded_pair(i) for i in range(pairs))), 180)
-    took = time.perf_counter() - t0
-    ok = sum(done)
-    result.update(together_pairs=pairs, together_paired=ok, together_seconds=took,
-                  together_pairings_per_s=ok / took, together_receiver_retries=retries,
-                  together_server_cpu_share=(cpu_seconds(pid) - c0) / took,
-                  rss_end_kib=rss_kib(pid), hwm_end_kib=rss_kib(pid, "VmHWM"))
-    return result
-
-
-def bench_signaling(env, count, pairs):
-    port = env.server("--initiator-timeout", "300")
-    pid = PROCS.procs[-1].pid
-    time.sleep(0.3)
-    res = asyncio.run(signaling_load(port, pid, count, pairs, window=200))
-    res["reference_go"] = {"together_pairings_per_s": 6000, "waiting_pairings_per_s": 18800,
-                           "note": "reference figures of the Go original, not re-measured"}
-    res["targets"] = {"rss_waiting_mib": 50}
+    The Go original is measured when --go-server names its binary (built from
+    github.com/tunnels-is/stunturn, server_test/test.go: `goserver HOST:PORT`)."""
+    servers = {"stunturn": None}
+    if env.go_server:
+        servers["go original"] = env.go_server
+    runs = {name: {"waiting": [], "together": [], "rss_waiting_kib": [], "waiting_cpu": [], "together_cpu": [],
+                   "together_retries": []} for name in servers}
+    for r in range(rounds):
+        for name, binary in servers.items():
+            # A fresh server per round: the Go original never frees a timed-out initiator's key,
+            # and every round starts from the same empty state.
+            if binary is None:
+                port = env.server("--initiator-timeout", "300")
+            else:
+                port = free_port()
+                PROCS.start([binary, f"{HOST}:{port}"], log=os.devnull)
+                wait_port(port)
+            pid = PROCS.procs[-1].pid
+            time.sleep(0.3)
+            w = run_load(env.bench, port, pid, "waiting", count)
+            t = run_load(env.bench, port, pid, "together", pairs)
+            PROCS.stop(PROCS.procs[-1])
+            if w["paired"] != count or t["paired"] != pairs:
+                raise RuntimeError(f"{name}: {w['paired']}/{count} waiting and {t['paired']}/{pairs} together paired")
+            x = runs[name]
+            x["waiting"].append(w["pairings_per_s"])
+            x["together"].append(t["pairings_per_s"])
+            x["rss_waiting_kib"].append(w["server_rss_waiting_kib"])
+            x["waiting_cpu"].append(w.get("server_cpu_share", 0))
+            x["together_cpu"].append(t.get("server_cpu_share", 0))
+            x["together_retries"].append(t["receiver_retries"])
+            log(f"  round {r + 1}/{rounds} {name}: waiting {w['pairings_per_s']:.0f}/s, together {t['pairings_per_s']:.0f}/s, "
+                f"RSS {w['server_rss_waiting_kib'] / 1024:.1f} MiB")
+    med = {name: {k: median(v) for k, v in x.items()} for name, x in runs.items()}
+    res = {"initiators": count, "pairs": pairs, "rounds": rounds, "runs": runs, "median": med,
+           "load_generator": "stunturn-bench signaling (epoll, one thread, original-protocol hellos, 256 in flight)",
+           "targets": {"rss_waiting_mib": 50},
+           "reference_go_issue": {"together_pairings_per_s": 6000, "waiting_pairings_per_s": 18800, "rss_waiting_mb": 70.5}}
+    if "go original" in med:
+        g, s = med["go original"], med["stunturn"]
+        res["ratios"] = {"waiting": s["waiting"] / g["waiting"], "together": s["together"] / g["together"],
+                         "rss": s["rss_waiting_kib"] / g["rss_waiting_kib"]}
     return res
 
 
@@ -515,13 +461,16 @@ def table(res):
                          "median ≤ 50 ms (stretch ≤ 10)" if name == "stunturn" else ""))
     s = res.get("signaling")
     if s:
-        rows.append((f"Signaling server RSS, {s['initiators']} initiators waiting",
-                     f"{s['rss_waiting_kib'] / 1024:.1f} MiB", f"idle {s['rss_idle_kib'] / 1024:.1f} MiB", "≤ 50 MiB"))
-        rows.append(("Pairings/s, initiators already waiting", f"{s['waiting_pairings_per_s']:.0f}/s",
-                     f"{s['waiting_paired']} paired, server CPU {s['waiting_server_cpu_share']:.0%}", "Go original ~18,800/s (not re-measured)"))
-        rows.append(("Pairings/s, pairs arriving together", f"{s['together_pairings_per_s']:.0f}/s",
-                     f"{s['together_paired']} paired, {s['together_receiver_retries']} retries, server CPU {s['together_server_cpu_share']:.0%}",
-                     "Go original ~6,000/s (not re-measured)"))
+        m, go = s["median"]["stunturn"], s["median"].get("go original")
+        ratio = s.get("ratios", {})
+        def vs(key, ratio_key, fmt):
+            return f"Go original {fmt(go[key])}, ratio {ratio[ratio_key]:.2f}x" if go else "Go original not run (--go-server)"
+        rows.append((f"Signaling server RSS, {s['initiators']} initiators waiting", f"{m['rss_waiting_kib'] / 1024:.1f} MiB",
+                     vs("rss_waiting_kib", "rss", lambda v: f"{v / 1024:.1f} MiB"), "≤ 50 MiB"))
+        rows.append(("Pairings/s, initiators already waiting", f"{m['waiting']:.0f}/s",
+                     f"server CPU {m['waiting_cpu']:.0%}; " + vs("waiting", "waiting", lambda v: f"{v:.0f}/s"), "≥ Go original"))
+        rows.append(("Pairings/s, pairs arriving together", f"{m['together']:.0f}/s",
+                     f"server CPU {m['together_cpu']:.0%}; " + vs("together", "together", lambda v: f"{v:.0f}/s"), "≥ Go original"))
     f = res.get("footprint")
     if f:
         i = f["idle_rss_kib"]
@@ -577,6 +526,8 @@ def main():
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true")
     r.add_argument("--only", default="throughput,latency,signaling,footprint")
+    r.add_argument("--bench", required=True, help="the stunturn-bench load generator")
+    r.add_argument("--go-server", help="the Go original's signaling server binary, measured beside ours")
     a = ap.parse_args()
     if a.cmd == "echo-server":
         run_echo_server(a.port)
@@ -593,13 +544,13 @@ def main():
     plan = {
         "throughput": lambda env: bench_throughput(env, rounds=3 if q else 5, seconds=3 if q else 6),
         "latency": lambda env: bench_latency(env, count=20 if q else 50),
-        "signaling": lambda env: bench_signaling(env, count=10000, pairs=2000 if q else 10000),
+        "signaling": lambda env: bench_signaling(env, count=10000, pairs=5000 if q else 20000, rounds=2 if q else 5),
         "footprint": lambda env: bench_footprint(env, connections=300 if q else 1000),
     }
     results = {"machine": machine(), "quick": q, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     tmp = tempfile.mkdtemp(prefix="stunturn-bench-")
     try:
-        env = Env(a.agent, tmp)
+        env = Env(a.agent, tmp, a.bench, a.go_server)
         for name in a.only.split(","):
             log(f"== {name}")
             t0 = time.monotonic()
