@@ -63,10 +63,15 @@ public struct ClientHello: Equatable, Sendable {
             var wait: Int?
         }
         let wire: Wire
-        do {
-            wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
-        } catch {
-            throw SignalingError.malformed("hello is not a valid JSON object: \(SignalingError.summarize(error))")
+        if let simple = FlatHello.parse(bytes) {
+            wire = Wire(uuid: simple.uuid, target_ip: simple.targetIP, protocol: simple.transport, address: simple.address,
+                        role: simple.role, wait: simple.wait)
+        } else {
+            do {
+                wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+            } catch {
+                throw SignalingError.malformed("hello is not a valid JSON object: \(SignalingError.summarize(error))")
+            }
         }
         var role: SignalRole?
         if let text = wire.role, !text.isEmpty {
@@ -77,6 +82,89 @@ public struct ClientHello: Equatable, Sendable {
         }
         return ClientHello(key: wire.uuid ?? "", targetIP: wire.target_ip ?? "", transport: wire.protocol ?? "",
                            address: wire.address ?? "", role: role, wait: wire.wait)
+    }
+}
+
+/// The common hello, parsed without Foundation: one flat object whose keys and string values
+/// have no escapes or control characters, and whose `wait` is a plain integer. Anything else
+/// (escapes, nesting, duplicate keys, other types) returns nil, and the caller uses
+/// `JSONDecoder`, which gives the same result for the simple form and a proper error otherwise.
+/// A busy server spends most of a pairing's user time decoding hellos without this.
+struct FlatHello {
+    var uuid: String?
+    var targetIP: String?
+    var transport: String?
+    var address: String?
+    var role: String?
+    var wait: Int?
+
+    static func parse(_ bytes: [UInt8]) -> FlatHello? {
+        var i = 0
+        let n = bytes.count
+        func skipSpace() {
+            while i < n, bytes[i] == 0x20 || bytes[i] == 0x0a || bytes[i] == 0x0d || bytes[i] == 0x09 { i += 1 }
+        }
+        /// A string with no escapes; returns its byte range.
+        func string() -> Range<Int>? {
+            guard i < n, bytes[i] == 0x22 else { return nil }
+            let start = i + 1
+            var j = start
+            while j < n, bytes[j] != 0x22 {
+                if bytes[j] == 0x5c || bytes[j] < 0x20 { return nil }
+                j += 1
+            }
+            guard j < n else { return nil }
+            i = j + 1
+            return start..<j
+        }
+        func text(_ r: Range<Int>) -> String? {
+            let value = String(decoding: bytes[r], as: UTF8.self)
+            // Invalid UTF-8 was replaced while decoding: leave it to the full decoder.
+            return value.utf8.count == r.count ? value : nil
+        }
+        var hello = FlatHello()
+        var seen = Set<String>()
+        skipSpace()
+        guard i < n, bytes[i] == 0x7b else { return nil }
+        i += 1
+        skipSpace()
+        if i < n, bytes[i] == 0x7d { i += 1; skipSpace(); return i == n ? hello : nil }
+        while true {
+            skipSpace()
+            guard let keyRange = string(), let key = text(keyRange), seen.insert(key).inserted else { return nil }
+            skipSpace()
+            guard i < n, bytes[i] == 0x3a else { return nil }
+            i += 1
+            skipSpace()
+            if key == "wait" {
+                var j = i
+                if j < n, bytes[j] == 0x2d { j += 1 }
+                let digits = j
+                while j < n, bytes[j] >= 0x30, bytes[j] <= 0x39 { j += 1 }
+                let count = j - digits
+                guard count > 0, count <= 18, !(count > 1 && bytes[digits] == 0x30),
+                      let value = Int(String(decoding: bytes[i..<j], as: UTF8.self)) else { return nil }
+                hello.wait = value
+                i = j
+            } else {
+                guard let valueRange = string(), let value = text(valueRange) else { return nil }
+                switch key {
+                case "uuid": hello.uuid = value
+                case "target_ip": hello.targetIP = value
+                case "protocol": hello.transport = value
+                case "address": hello.address = value
+                case "role": hello.role = value
+                default: break
+                }
+            }
+            skipSpace()
+            guard i < n else { return nil }
+            if bytes[i] == 0x2c { i += 1; continue }
+            guard bytes[i] == 0x7d else { return nil }
+            i += 1
+            skipSpace()
+            return i == n ? hello : nil
+        }
     }
 }
 

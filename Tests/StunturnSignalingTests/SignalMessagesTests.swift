@@ -55,4 +55,43 @@ import Testing
     func scannerFindsTheEndOfTheObject(text: String, expected: JSONObjectScanner.Result) {
         #expect(JSONObjectScanner.scan(Array(text.utf8)) == expected)
     }
+
+    /// The hand-written parser for common hellos must agree with Foundation's decoder wherever it
+    /// answers, and step aside (nil) for everything it does not handle.
+    @Test func flatHelloParserAgreesWithJSONDecoder() throws {
+        struct Wire: Decodable, Equatable {
+            var uuid: String?
+            var target_ip: String?
+            var `protocol`: String?
+            var address: String?
+            var role: String?
+            var wait: Int?
+        }
+        let handled = [
+            #"{"uuid":"k1","target_ip":"1.2.3.4","protocol":"tcp","address":""}"# + "\n",
+            #"{"uuid":"k1","target_ip":"","protocol":"","address":"5.6.7.8:9","role":"receiver","wait":25}"#,
+            #" { "uuid" : "ключ" , "wait" : -3 , "extra" : "x" } "#,
+            #"{"wait":0}"#, #"{}"#, #"{"uuid":""}"#,
+        ]
+        let declined = [
+            #"{"uuid":"a\"b"}"#, #"{"uuid":"k","uuid":"j"}"#, #"{"uuid":1}"#, #"{"wait":"5"}"#, #"{"wait":05}"#,
+            #"{"wait":1.5}"#, #"{"uuid":"k","x":{"y":1}}"#, #"{"uuid":"k",}"#, #"{"uuid":"k"} x"#, #"["uuid"]"#,
+            #"{"uuid":"k"#, #"{"uuid":"tab"# + "\t" + #"here"}"#, #"{"x":true}"#, #"{"x":null}"#,
+        ]
+        for text in handled {
+            let bytes = Array(text.utf8)
+            let flat = try #require(FlatHello.parse(bytes), "should parse: \(text)")
+            let wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+            #expect(Wire(uuid: flat.uuid, target_ip: flat.targetIP, protocol: flat.transport, address: flat.address,
+                         role: flat.role, wait: flat.wait) == wire, "\(text)")
+        }
+        for text in declined {
+            #expect(FlatHello.parse(Array(text.utf8)) == nil, "should decline: \(text)")
+        }
+        // Invalid UTF-8 is left to the full decoder too.
+        #expect(FlatHello.parse(Array(#"{"uuid":""#.utf8) + [0xff, 0x22, 0x7d]) == nil)
+        // And ClientHello.decode still reports what is wrong with a hello the fast path declined.
+        #expect(throws: SignalingError.self) { try ClientHello.decode(Array(#"{"wait":"5"}"#.utf8)) }
+        #expect(try ClientHello.decode(Array(#"{"uuid":"a\u0041"}"#.utf8)).key == "aA")
+    }
 }
