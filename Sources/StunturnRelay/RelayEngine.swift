@@ -4,10 +4,15 @@ import StunturnSockets
 /// A stage between the two sides of a relay, such as the tunnel's encryption.
 ///
 /// `forward` sees bytes read from side A on their way to B; `backward` bytes from B to A. Both run
-/// on the relay's queue, one call at a time, and append their output.
+/// on the relay's queue, one call at a time, and write their output into a buffer of the relay's
+/// (at least the matching capacity), returning how many bytes they wrote.
 public protocol RelayTransform: AnyObject {
-    func forward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws
-    func backward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws
+    /// The most bytes `forward` may write for `inputCount` bytes of input.
+    func forwardCapacity(forInputCount inputCount: Int) -> Int
+    /// The most bytes `backward` may write for `inputCount` bytes of input.
+    func backwardCapacity(forInputCount inputCount: Int) -> Int
+    func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int
+    func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int
 }
 
 /// One side of a relay: a socket, or a pair of descriptors such as stdin/stdout.
@@ -96,12 +101,21 @@ public final class RelayEngine: @unchecked Sendable {
 final class RelayWorker {
     let queue: DispatchQueue
     let inScratch: UnsafeMutableRawBufferPointer
-    var outScratch: [UInt8] = []
+    /// Where transforms write; grown (never shrunk) when a transform asks for more.
+    private(set) var outScratch: UnsafeMutableRawBufferPointer
 
     init(index: Int, chunkSize: Int) {
         queue = DispatchQueue(label: "stunturn.relay.\(index)")
-        inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
-        outScratch.reserveCapacity(chunkSize + chunkSize / 16 + 1024)
+        inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
+        outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize + chunkSize / 16 + 70_000, alignment: 64)
+    }
+
+    func outScratch(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
+        if outScratch.count < count {
+            outScratch.deallocate()
+            outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 64)
+        }
+        return outScratch
     }
 }
 
@@ -114,7 +128,8 @@ public final class RelayConnection: @unchecked Sendable {
         let dstIsSocket: Bool
         let srcName: String
         let dstName: String
-        let transform: ((UnsafeRawBufferPointer, inout [UInt8]) throws -> Void)?
+        let transform: ((UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer) throws -> Int)?
+        let transformCapacity: (Int) -> Int
         var readSource: DispatchSourceRead?
         var writeSource: DispatchSourceWrite?
         var readSuspended = false
@@ -131,13 +146,15 @@ public final class RelayConnection: @unchecked Sendable {
         var pipe: (read: Int32, write: Int32, capacity: Int)?
         var inPipe = 0
 
-        init(src: RelayEndpoint, dst: RelayEndpoint, transform: ((UnsafeRawBufferPointer, inout [UInt8]) throws -> Void)?) {
+        init(src: RelayEndpoint, dst: RelayEndpoint,
+             transform: ((UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer) throws -> Int)?, capacity: @escaping (Int) -> Int) {
             srcFD = src.readFD
             dstFD = dst.writeFD
             dstIsSocket = dst.isSocket
             srcName = src.name
             dstName = dst.name
             self.transform = transform
+            self.transformCapacity = capacity
         }
 
         var hasPending: Bool { pendingOffset < pending.count || inPipe > 0 }
@@ -171,8 +188,10 @@ public final class RelayConnection: @unchecked Sendable {
         self.b = b
         self.idleTimeout = idleTimeout
         self.onFinish = onFinish
-        aToB = Direction(src: a, dst: b, transform: transform.map { t in { try t.forward($0, into: &$1) } })
-        bToA = Direction(src: b, dst: a, transform: transform.map { t in { try t.backward($0, into: &$1) } })
+        aToB = Direction(src: a, dst: b, transform: transform.map { t in { try t.forward($0, into: $1) } },
+                         capacity: { [weak transform] in transform?.forwardCapacity(forInputCount: $0) ?? $0 })
+        bToA = Direction(src: b, dst: a, transform: transform.map { t in { try t.backward($0, into: $1) } },
+                         capacity: { [weak transform] in transform?.backwardCapacity(forInputCount: $0) ?? $0 })
         #if os(Linux)
         if transform == nil && a.isSocket && b.isSocket && SystemIO.hasSplice {
             for d in [aToB, bToA] { d.pipe = try? SystemIO.makePipe(size: RelayConnection.pipeSize) }
@@ -230,14 +249,15 @@ public final class RelayConnection: @unchecked Sendable {
         drainSource(d, read: { try SystemIO.read(d.srcFD, into: scratch) }) { n in
             let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
             guard let transform = d.transform else { return send(input, on: d) }
-            worker.outScratch.removeAll(keepingCapacity: true)
+            let output = worker.outScratch(atLeast: d.transformCapacity(n))
+            let produced: Int
             do {
-                try transform(input, &worker.outScratch)
+                produced = try transform(input, output)
             } catch {
                 finish("\(d.srcName): \(error)", clean: false)
                 return false
             }
-            return worker.outScratch.withUnsafeBytes { send($0, on: d) }
+            return send(UnsafeRawBufferPointer(rebasing: output[0..<produced]), on: d)
         }
     }
 

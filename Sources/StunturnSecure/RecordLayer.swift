@@ -1,8 +1,9 @@
 import Crypto
 #if canImport(CCryptoBoringSSL)
-// swift-crypto's own BoringSSL: one keyed AEAD context per direction, sealing and opening in place.
-// Through the public API each 32 KiB record re-expands the key and copies its bytes three times,
-// which cost about as much as the encryption itself.
+// swift-crypto's own BoringSSL: one keyed AEAD context per direction, each record encrypted or
+// decrypted from the caller's buffer straight into the output in one pass. Through the public API
+// each 32 KiB record re-expands the key and copies its bytes three times, which cost about as much
+// as the encryption itself.
 import CCryptoBoringSSL
 #endif
 
@@ -52,31 +53,49 @@ public final class RecordSealer: @unchecked Sendable {
         return plaintextCount + records * Self.overhead
     }
 
-    /// Appends `plaintext` to `out` as one or more records; an empty plaintext yields one empty
-    /// record, which the peer accepts and which can serve as a keepalive.
-    public func seal(_ plaintext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
-        out.reserveAdditionalCapacity(self.sealedLength(ofPlaintextCount: plaintext.count))
+    /// Writes `plaintext` into `out` as one or more records and returns the bytes written;
+    /// `out` must hold at least `sealedLength(ofPlaintextCount:)` bytes and must not overlap
+    /// `plaintext`. An empty plaintext yields one empty record, which the peer accepts and which
+    /// can serve as a keepalive. The cipher reads the plaintext and writes the records in one
+    /// pass: no copy in between.
+    public func seal(_ plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        precondition(out.count >= self.sealedLength(ofPlaintextCount: plaintext.count), "record output buffer too small")
         let noAssociatedData = UnsafeRawBufferPointer(start: nil, count: 0)
         var offset = 0
+        var written = 0
+        var fallback: [UInt8] = []
         repeat {
             let end = min(offset + self.recordPayload, plaintext.count)
             let length = end - offset + NoiseCipher.tagLength
-            out.append(UInt8(truncatingIfNeeded: length >> 8))
-            out.append(UInt8(truncatingIfNeeded: length))
+            out[written] = UInt8(truncatingIfNeeded: length >> 8)
+            out[written + 1] = UInt8(truncatingIfNeeded: length)
+            let chunk = UnsafeRawBufferPointer(rebasing: plaintext[offset..<end])
             if let aead = self.aead {
                 guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
-                try aead.seal(UnsafeRawBufferPointer(rebasing: plaintext[offset..<end]), nonce: self.cipherState.nonce, appendingTo: &out)
+                try aead.seal(chunk, nonce: self.cipherState.nonce, into: out.baseAddress!.advanced(by: written + 2))
                 self.cipherState.nonce &+= 1
-                offset = end
-                continue
+            } else {
+                fallback.removeAll(keepingCapacity: true)
+                try self.cipherState.encrypt(associatedData: noAssociatedData, plaintext: chunk, appendingTo: &fallback)
+                UnsafeMutableRawBufferPointer(rebasing: out[(written + 2)...]).copyBytes(from: fallback)
             }
-            try self.cipherState.encrypt(
-                associatedData: noAssociatedData,
-                plaintext: UnsafeRawBufferPointer(rebasing: plaintext[offset..<end]),
-                appendingTo: &out
-            )
+            written += 2 + length
             offset = end
         } while offset < plaintext.count
+        return written
+    }
+
+    /// Appends `plaintext` to `out` as one or more records.
+    public func seal(_ plaintext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        let start = out.count
+        let length = self.sealedLength(ofPlaintextCount: plaintext.count)
+        out.append(contentsOf: repeatElement(0, count: length))
+        do {
+            _ = try out.withUnsafeMutableBytes { try self.seal(plaintext, into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
+        } catch {
+            out.removeSubrange(start...)
+            throw error
+        }
     }
 
     /// Appends `plaintext` to `out` as one or more records.
@@ -96,6 +115,8 @@ public final class RecordOpener: @unchecked Sendable {
     /// The start of a record that has not fully arrived yet; its capacity is reused.
     private var pending: [UInt8] = []
     private var failure: TunnelSecurityError?
+    /// Plaintext bytes the last `open` wrote, including those before a record that failed.
+    private var openedByLastCall = 0
 
     /// Creates an opener from a keyed transport cipher state, such as one from `split()`.
     public init(cipherState: NoiseCipherState) {
@@ -112,17 +133,36 @@ public final class RecordOpener: @unchecked Sendable {
     /// How many bytes of an incomplete record are buffered, waiting for the rest.
     public var bufferedByteCount: Int { self.pending.count }
 
-    /// Consumes the next chunk of the wire stream and appends every completed record's plaintext
-    /// to `out`; bytes of an incomplete record are kept for the next call.
-    public func open(_ wire: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+    /// Consumes the next chunk of the wire stream, writes every completed record's plaintext into
+    /// `out` and returns the bytes written; bytes of an incomplete record are kept for the next
+    /// call. `out` must hold at least `wire.count + bufferedByteCount` bytes and must not overlap
+    /// `wire`. Whole records are decrypted straight from `wire` into `out`, with no copy between.
+    public func open(_ wire: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        precondition(out.count >= wire.count + self.pending.count, "record output buffer too small")
+        self.openedByLastCall = 0
         if let failure = self.failure {
             throw failure
         }
         do {
-            try self.consume(wire, appendingTo: &out)
+            return try self.consume(wire, into: out)
         } catch let error as TunnelSecurityError {
             self.failure = error
             self.pending = []
+            throw error
+        }
+    }
+
+    /// Consumes the next chunk of the wire stream and appends every completed record's plaintext
+    /// to `out`; bytes of an incomplete record are kept for the next call.
+    public func open(_ wire: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: wire.count + self.pending.count))
+        do {
+            let written = try out.withUnsafeMutableBytes { try self.open(wire, into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
+            out.removeSubrange((start + written)...)
+        } catch {
+            // Records before the one that failed were genuine and stay delivered.
+            out.removeSubrange((start + self.openedByLastCall)...)
             throw error
         }
     }
@@ -132,8 +172,10 @@ public final class RecordOpener: @unchecked Sendable {
         try wire.withUnsafeBytes { try self.open($0, appendingTo: &out) }
     }
 
-    private func consume(_ wire: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+    private func consume(_ wire: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
         var offset = 0
+        var written = 0
+        defer { self.openedByLastCall = written }
 
         // Complete a record left over from earlier calls, copying only the bytes it still needs.
         if !self.pending.isEmpty {
@@ -141,33 +183,33 @@ public final class RecordOpener: @unchecked Sendable {
                 let take = min(2 - self.pending.count, wire.count)
                 self.pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: wire[..<take]))
                 offset = take
-                if self.pending.count < 2 { return }
+                if self.pending.count < 2 { return 0 }
             }
             let recordLength = try Self.recordLength(self.pending[0], self.pending[1])
             let needed = 2 + recordLength - self.pending.count
             let take = min(needed, wire.count - offset)
             self.pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: wire[offset..<(offset + take)]))
             offset += take
-            if take < needed { return }
-            try self.pending.withUnsafeBytes { record in
-                try self.decrypt(UnsafeRawBufferPointer(rebasing: record[2...]), appendingTo: &out)
+            if take < needed { return 0 }
+            written = try self.pending.withUnsafeBytes { record in
+                try self.decrypt(UnsafeRawBufferPointer(rebasing: record[2...]), into: out.baseAddress!)
             }
             self.pending.removeAll(keepingCapacity: true)
         }
 
-        // Whole records are decrypted straight from the caller's buffer.
-        out.reserveAdditionalCapacity(wire.count - offset)
         while wire.count - offset >= 2 {
             let recordLength = try Self.recordLength(wire[offset], wire[offset + 1])
             let recordEnd = offset + 2 + recordLength
             guard recordEnd <= wire.count else { break }
-            try self.decrypt(UnsafeRawBufferPointer(rebasing: wire[(offset + 2)..<recordEnd]), appendingTo: &out)
+            written += try self.decrypt(UnsafeRawBufferPointer(rebasing: wire[(offset + 2)..<recordEnd]),
+                                        into: out.baseAddress!.advanced(by: written))
             offset = recordEnd
         }
 
         if offset < wire.count {
             self.pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: wire[offset...]))
         }
+        return written
     }
 
     @inline(__always)
@@ -177,23 +219,28 @@ public final class RecordOpener: @unchecked Sendable {
         return length
     }
 
+    /// Decrypts one record's ciphertext and tag to `out`; returns the plaintext length.
     @inline(__always)
-    private func decrypt(_ ciphertext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+    private func decrypt(_ ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Int {
+        let count = ciphertext.count - NoiseCipher.tagLength
         if let aead = self.aead {
             guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
-            try aead.open(ciphertext, nonce: self.cipherState.nonce, appendingTo: &out)
+            try aead.open(ciphertext, nonce: self.cipherState.nonce, into: out)
             self.cipherState.nonce &+= 1
-            return
+            return count
         }
+        var plaintext: [UInt8] = []
         do {
             try self.cipherState.decrypt(
                 associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
                 ciphertext: ciphertext,
-                appendingTo: &out
+                appendingTo: &plaintext
             )
         } catch let error as TunnelSecurityError where error == .decryptionFailed {
             throw TunnelSecurityError.recordAuthenticationFailed
         }
+        plaintext.withUnsafeBytes { out.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return plaintext.count
     }
 }
 
@@ -245,53 +292,36 @@ final class RecordAEAD {
         return withUnsafeBytes(of: &words) { body($0.bindMemory(to: UInt8.self).baseAddress!) }
     }
 
-    /// Appends ciphertext and tag. The plaintext is copied into `out` first and encrypted there:
-    /// the copy is what makes room, and the cipher then works on cache-hot bytes.
-    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {
-        let start = out.count
+    /// Writes the ciphertext and tag of `plaintext` to `out` (`plaintext.count` + 16 bytes).
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
         let count = plaintext.count
-        out.append(contentsOf: plaintext)
-        out.append(contentsOf: RecordAEAD.zeroTag)
-        let ok = self.withNonce(nonce) { nonce in
-            out.withUnsafeMutableBytes { buffer -> Int32 in
-                let body = buffer.baseAddress!.advanced(by: start).assumingMemoryBound(to: UInt8.self)
-                var tagLength = 0
-                return CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
-                    self.context, body, body + count, &tagLength, NoiseCipher.tagLength,
-                    nonce, 12, body, count, nil, 0, nil, 0)
-            }
+        let body = out.assumingMemoryBound(to: UInt8.self)
+        let input = plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(body)
+        let ok = self.withNonce(nonce) { nonce -> Int32 in
+            var tagLength = 0
+            return CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
+                self.context, body, body + count, &tagLength, NoiseCipher.tagLength,
+                nonce, 12, input, count, nil, 0, nil, 0)
         }
-        guard ok == 1 else {
-            out.removeSubrange(start...)
-            throw TunnelSecurityError.messageTooLong
-        }
+        guard ok == 1 else { throw TunnelSecurityError.messageTooLong }
     }
 
-    /// Appends the plaintext of `ciphertext` (which ends with the tag); on failure `out` is left
-    /// as it was.
-    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {
+    /// Writes the plaintext of `ciphertext` (which ends with the tag) to `out`.
+    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
         guard ciphertext.count >= NoiseCipher.tagLength else { throw TunnelSecurityError.recordAuthenticationFailed }
         let count = ciphertext.count - NoiseCipher.tagLength
-        let start = out.count
-        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: ciphertext[..<count]))
-        let tag = ciphertext.baseAddress!.advanced(by: count).assumingMemoryBound(to: UInt8.self)
+        let input = ciphertext.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let ok = self.withNonce(nonce) { nonce in
-            out.withUnsafeMutableBytes { buffer -> Int32 in
-                let body = buffer.baseAddress!.advanced(by: start).assumingMemoryBound(to: UInt8.self)
-                return CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
-                    self.context, body, nonce, 12, body, count, tag, NoiseCipher.tagLength, nil, 0)
-            }
+            CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
+                self.context, out.assumingMemoryBound(to: UInt8.self), nonce, 12, input, count,
+                input + count, NoiseCipher.tagLength, nil, 0)
         }
-        guard ok == 1 else {
-            out.removeSubrange(start...)
-            throw TunnelSecurityError.recordAuthenticationFailed
-        }
+        guard ok == 1 else { throw TunnelSecurityError.recordAuthenticationFailed }
     }
 
-    private static let zeroTag = [UInt8](repeating: 0, count: NoiseCipher.tagLength)
     #else
     init?(_ state: NoiseCipherState) { return nil }
-    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {}
-    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, appendingTo out: inout [UInt8]) throws {}
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
+    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
     #endif
 }

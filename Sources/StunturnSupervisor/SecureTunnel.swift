@@ -31,11 +31,19 @@ final class SealingTransform: RelayTransform {
 
     init(_ session: TunnelSession) { self.session = session }
 
-    func forward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
-        try session.sealer.seal(input, appendingTo: &output)
+    func forwardCapacity(forInputCount inputCount: Int) -> Int {
+        session.sealer.sealedLength(ofPlaintextCount: inputCount)
     }
 
-    func backward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
-        try session.opener.open(input, appendingTo: &output)
+    func backwardCapacity(forInputCount inputCount: Int) -> Int {
+        inputCount + session.opener.bufferedByteCount
+    }
+
+    func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        try session.sealer.seal(input, into: output)
+    }
+
+    func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        try session.opener.open(input, into: output)
     }
 }

@@ -30,11 +30,14 @@ final class ReportBox: @unchecked Sendable {
 
 /// XOR with a rolling key: a stand-in stage that changes every byte, so a relay that skipped it would be caught.
 final class XORTransform: RelayTransform {
-    func forward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
-        for byte in input { output.append(byte ^ 0x5A) }
+    func forwardCapacity(forInputCount inputCount: Int) -> Int { inputCount }
+    func backwardCapacity(forInputCount inputCount: Int) -> Int { inputCount }
+    func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        for (i, byte) in input.enumerated() { output[i] = byte ^ 0x5A }
+        return input.count
     }
-    func backward(_ input: UnsafeRawBufferPointer, into output: inout [UInt8]) throws {
-        for byte in input { output.append(byte ^ 0x5A) }
+    func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        try forward(input, into: output)
     }
 }
 
