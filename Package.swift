@@ -40,6 +40,7 @@ let package = Package(
         ]),
         .executableTarget(name: "punch-exchange", dependencies: ["Stunturn"], path: "examples/punch-exchange"),
 
+        .testTarget(name: "StunturnSocketsTests", dependencies: ["StunturnSockets"]),
         .testTarget(name: "StunturnSignalingTests", dependencies: ["StunturnSignaling", "StunturnSockets"]),
         .testTarget(name: "StunturnPunchTests", dependencies: ["StunturnPunch", "StunturnSignaling", "StunturnSockets"]),
         .testTarget(name: "StunturnConfigTests", dependencies: ["StunturnConfig"]),
