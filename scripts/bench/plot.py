@@ -31,7 +31,9 @@ def main():
     if lat:
         names = [n for n in lat["samples"] if lat["samples"][n]]
         fig, ax = plt.subplots(figsize=(8, 3.5))
-        ax.boxplot([lat["samples"][n] for n in names], vert=False, showfliers=True)
+        # Matplotlib 3.10 replaced `vert` with `orientation`; support both.
+        horizontal = {"orientation": "horizontal"} if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10) else {"vert": False}
+        ax.boxplot([lat["samples"][n] for n in names], showfliers=True, **horizontal)
         ax.set_yticks(range(1, len(names) + 1), names)
         ax.set_xscale("log")
         ax.set_xlabel("ms, connect to first echoed byte (log scale)")
