@@ -26,6 +26,14 @@ int stunturn_has_splice(void) { return 0; }
 #endif
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
+
+int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length) {
+    socklen_t len = *length;
+    int accepted = accept4(fd, (struct sockaddr *)address, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    *length = len;
+    return accepted;
+}
 
 int stunturn_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 

@@ -64,7 +64,7 @@ public final class ReadinessGroup: @unchecked Sendable {
     public func close(_ fd: Int32) {
         #if canImport(Glibc)
         if epoll >= 0 {
-            _ = stunturn_epoll_watch(epoll, fd, 0, 2)
+            // Closing the only descriptor for the socket also takes it out of the epoll set.
             SystemIO.close(fd)
             return
         }

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CStunturnSystem
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
@@ -184,7 +185,11 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
         let newFD = try withUnsafeMutablePointer(to: &storage) { ptr in
             try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 try retryingSyscall("accept", (try? localAddress().description) ?? "fd \(fd)") {
-                    Glibc.accept(fd, sa, &len)
+                    #if os(Linux)
+                    stunturn_accept_nonblocking(fd, sa, &len)
+                    #else
+                    Darwin.accept(fd, sa, &len)
+                    #endif
                 }
             }
         }
@@ -193,8 +198,10 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress(sockaddr: $0) }
         } ?? SocketAddress.any(family)
         let socket = Socket(adopting: newFD, kind: .stream, family: family)
+        #if !os(Linux)
         _ = fcntl(newFD, F_SETFD, FD_CLOEXEC)
         try socket.setNonBlocking()
+        #endif
         _ = try? socket.setOption(Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         return (socket, peer)
     }

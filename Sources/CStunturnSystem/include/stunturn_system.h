@@ -17,7 +17,12 @@ long stunturn_splice(int from, int to, size_t count, int more);
 /// 1 where splice(2) is available.
 int stunturn_has_splice(void);
 
-/// epoll for the benchmarks' load generator (Swift's Glibc module has no sys/epoll.h).
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC: one call instead of accept and three fcntl.
+/// `address` points to a sockaddr_storage of `*length` bytes.
+int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length);
+
+/// epoll, for the signaling server's readiness group and the benchmarks' load generator (Swift's
+/// Glibc module has no sys/epoll.h).
 /// Readiness bits: 1 readable, 4 writable, as EPOLLIN and EPOLLOUT.
 int stunturn_epoll_create(void);
 /// Adds (`op` 0), changes (1) or removes (2) the events watched for `fd`.
