@@ -180,6 +180,7 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Accepts one connection, or nil when none is pending.
     public func accept() throws -> (Socket, SocketAddress)? {
+        try ensureOpen("accept")
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let newFD = try withUnsafeMutablePointer(to: &storage) { ptr in
@@ -206,6 +207,13 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
         return (socket, peer)
     }
 
+    /// A socket closed by one task while another still waits on it (a listener stopped during
+    /// `accept(until:)`, say) fails that call with an error, not with a call on descriptor -1.
+    @inline(__always)
+    private func ensureOpen(_ call: String) throws {
+        guard fd >= 0 else { throw SocketError(call: call, reason: "socket already closed") }
+    }
+
     /// Shuts down the sending direction: the peer reads end-of-file.
     public func shutdownWrite() {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
@@ -214,6 +222,7 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
     // MARK: data
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> ReadResult {
+        try ensureOpen("read")
         guard let n = try retryingSyscall("read", "fd \(fd)", { Glibc.read(fd, buffer.baseAddress, buffer.count) }) else {
             return .wouldBlock
         }
@@ -222,7 +231,8 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Writes what the kernel takes now; nil when nothing could be written.
     public func write(_ buffer: UnsafeRawBufferPointer) throws -> Int? {
-        try retryingSyscall("send", "fd \(fd)") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
+        try ensureOpen("send")
+        return try retryingSyscall("send", "fd \(fd)") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
     }
 
     /// Sends one datagram; false when the socket buffer is full.

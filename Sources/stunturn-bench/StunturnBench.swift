@@ -14,11 +14,13 @@ struct Signaling: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drive a signaling server with many clients and print the figures as one JSON object.",
         discussion: """
-        waiting:  --count initiators connect and wait; then as many receivers arrive, --window at a
-                  time, and each pairs with its initiator. Reports the server's RSS with every
-                  initiator waiting (with --server-pid) and pairings per second.
-        together: --count pairs, --window in flight; each pair's initiator and receiver connect at
-                  the same moment; a receiver that overtakes its initiator is told so and retries.
+        waiting: --count initiators connect and wait; then as many receivers arrive, --window at a \
+        time, each pairing with its initiator. Reports the server's RSS with every initiator \
+        waiting (with --server-pid) and pairings per second.
+
+        together: --count pairs, --window in flight; each pair's initiator and receiver connect \
+        at the same moment; a receiver that overtakes its initiator is told so and asks again.
+
         Both speak the original protocol, so the Go original can be measured the same way.
         """
     )
@@ -33,10 +35,15 @@ struct Signaling: ParsableCommand {
     @Option(help: "Seconds to let the server read every hello before receivers arrive (waiting).") var settle = 1.5
     @Option(help: "Give up after this many seconds.") var timeout = 120.0
 
+    func validate() throws {
+        let parts = server.split(separator: ":")
+        guard parts.count == 2, UInt16(parts[1]) != nil else { throw ValidationError("--server must be IPv4 HOST:PORT, got \(server)") }
+        guard count > 0, window > 0 else { throw ValidationError("--count and --window must be positive") }
+    }
+
     func run() throws {
         let parts = server.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--server must be IPv4 HOST:PORT, got \(server)") }
-        guard count > 0, window > 0 else { throw ValidationError("--count and --window must be positive") }
+        let port = UInt16(parts[1])!
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         limit.rlim_cur = limit.rlim_max
@@ -98,7 +105,7 @@ struct Signaling: ParsableCommand {
             load.poll(timeoutMs: 20, finished: handle)
         }
         let took = monotonicSeconds() - t0
-        guard receiversDone == count else { throw ValidationError("timed out: \(receiversDone) of \(count) receivers answered") }
+        guard receiversDone == count else { throw SignalingLoad.Failure(description: "timed out: \(receiversDone) of \(count) receivers answered") }
         var out: [(String, String)] = [
             ("mode", "\"waiting\""), ("initiators", String(count)), ("window", String(window)),
             ("initiators_closed_early", String(earlyClosed)),
@@ -155,7 +162,7 @@ struct Signaling: ParsableCommand {
             load.poll(timeoutMs: 20, finished: handle)
         }
         let took = monotonicSeconds() - t0
-        guard pairsDone == count else { throw ValidationError("timed out: \(pairsDone) of \(count) pairs finished") }
+        guard pairsDone == count else { throw SignalingLoad.Failure(description: "timed out: \(pairsDone) of \(count) pairs finished") }
         var out: [(String, String)] = [
             ("mode", "\"together\""), ("pairs", String(count)), ("window", String(window)),
             ("paired", String(pairsOK)), ("failed", String(failures)), ("receiver_retries", String(retries)),

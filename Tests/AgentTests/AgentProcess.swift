@@ -130,10 +130,14 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
 }
 
 /// A free TCP port on 127.0.0.1 whose UDP twin is free too (the server binds both).
+///
+/// Chosen below the kernel's ephemeral range (32768 and up by default): a port the kernel handed
+/// out could meanwhile become the source port of some other test's outgoing connection, such as
+/// an expose agent's 25 s long-poll, and a listen forward would then find it taken.
 func freePort() throws -> UInt16 {
-    for _ in 0..<50 {
-        let tcp = try Socket.listener(on: .loopback())
-        let port = try tcp.localAddress().port
+    for _ in 0..<200 {
+        let port = UInt16.random(in: 20_000..<32_000)
+        guard let tcp = try? Socket.listener(on: .loopback(port: port)) else { continue }
         if let udp = try? Socket.udp(on: .loopback(port: port)) {
             udp.close()
             tcp.close()
@@ -141,7 +145,7 @@ func freePort() throws -> UInt16 {
         }
         tcp.close()
     }
-    throw SocketError(call: "bind", reason: "no free port")
+    throw SocketError(call: "bind", reason: "no free port below the ephemeral range")
 }
 
 func newKey() -> String { UUID().uuidString.lowercased() }
