@@ -54,21 +54,12 @@ public struct ClientHello: Equatable, Sendable {
 
     /// Decodes one hello (trailing newline or whitespace allowed).
     public static func decode(_ bytes: [UInt8]) throws -> ClientHello {
-        struct Wire: Decodable {
-            var uuid: String?
-            var target_ip: String?
-            var `protocol`: String?
-            var address: String?
-            var role: String?
-            var wait: Int?
-        }
-        let wire: Wire
-        if let simple = FlatHello.parse(bytes) {
-            wire = Wire(uuid: simple.uuid, target_ip: simple.targetIP, protocol: simple.transport, address: simple.address,
-                        role: simple.role, wait: simple.wait)
+        let wire: HelloWire
+        if let simple = HelloWire.parseFlat(bytes) {
+            wire = simple
         } else {
             do {
-                wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
+                wire = try JSONDecoder().decode(HelloWire.self, from: Data(bytes))
             } catch {
                 throw SignalingError.malformed("hello is not a valid JSON object: \(SignalingError.summarize(error))")
             }
@@ -85,20 +76,21 @@ public struct ClientHello: Equatable, Sendable {
     }
 }
 
-/// The common hello, parsed without Foundation: one flat object whose keys and string values
-/// have no escapes or control characters, and whose `wait` is a plain integer. Anything else
-/// (escapes, nesting, duplicate keys, other types) returns nil, and the caller uses
-/// `JSONDecoder`, which gives the same result for the simple form and a proper error otherwise.
-/// A busy server spends most of a pairing's user time decoding hellos without this.
-struct FlatHello {
+/// A hello's fields as they appear on the wire, before `ClientHello` gives them meaning.
+struct HelloWire: Decodable, Equatable {
     var uuid: String?
-    var targetIP: String?
-    var transport: String?
+    var target_ip: String?
+    var `protocol`: String?
     var address: String?
     var role: String?
     var wait: Int?
 
-    static func parse(_ bytes: [UInt8]) -> FlatHello? {
+    /// The common hello, parsed without Foundation: one flat object whose keys and string values
+    /// have no escapes or control characters, and whose `wait` is a plain integer. Anything else
+    /// (escapes, nesting, duplicate keys, other types) returns nil, and the caller uses
+    /// `JSONDecoder`, which gives the same result for the simple form and a proper error
+    /// otherwise. A busy server spends most of a pairing's user time decoding hellos without this.
+    static func parseFlat(_ bytes: [UInt8]) -> HelloWire? {
         var i = 0
         let n = bytes.count
         func skipSpace() {
@@ -122,7 +114,7 @@ struct FlatHello {
             // Invalid UTF-8 was replaced while decoding: leave it to the full decoder.
             return value.utf8.count == r.count ? value : nil
         }
-        var hello = FlatHello()
+        var hello = HelloWire()
         var seen = Set<String>()
         skipSpace()
         guard i < n, bytes[i] == 0x7b else { return nil }
@@ -150,8 +142,8 @@ struct FlatHello {
                 guard let valueRange = string(), let value = text(valueRange) else { return nil }
                 switch key {
                 case "uuid": hello.uuid = value
-                case "target_ip": hello.targetIP = value
-                case "protocol": hello.transport = value
+                case "target_ip": hello.target_ip = value
+                case "protocol": hello.protocol = value
                 case "address": hello.address = value
                 case "role": hello.role = value
                 default: break

@@ -59,14 +59,6 @@ import Testing
     /// The hand-written parser for common hellos must agree with Foundation's decoder wherever it
     /// answers, and step aside (nil) for everything it does not handle.
     @Test func flatHelloParserAgreesWithJSONDecoder() throws {
-        struct Wire: Decodable, Equatable {
-            var uuid: String?
-            var target_ip: String?
-            var `protocol`: String?
-            var address: String?
-            var role: String?
-            var wait: Int?
-        }
         let handled = [
             #"{"uuid":"k1","target_ip":"1.2.3.4","protocol":"tcp","address":""}"# + "\n",
             #"{"uuid":"k1","target_ip":"","protocol":"","address":"5.6.7.8:9","role":"receiver","wait":25}"#,
@@ -80,16 +72,14 @@ import Testing
         ]
         for text in handled {
             let bytes = Array(text.utf8)
-            let flat = try #require(FlatHello.parse(bytes), "should parse: \(text)")
-            let wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
-            #expect(Wire(uuid: flat.uuid, target_ip: flat.targetIP, protocol: flat.transport, address: flat.address,
-                         role: flat.role, wait: flat.wait) == wire, "\(text)")
+            let flat = try #require(HelloWire.parseFlat(bytes), "should parse: \(text)")
+            #expect(flat == (try JSONDecoder().decode(HelloWire.self, from: Data(bytes))), "\(text)")
         }
         for text in declined {
-            #expect(FlatHello.parse(Array(text.utf8)) == nil, "should decline: \(text)")
+            #expect(HelloWire.parseFlat(Array(text.utf8)) == nil, "should decline: \(text)")
         }
         // Invalid UTF-8 is left to the full decoder too.
-        #expect(FlatHello.parse(Array(#"{"uuid":""#.utf8) + [0xff, 0x22, 0x7d]) == nil)
+        #expect(HelloWire.parseFlat(Array(#"{"uuid":""#.utf8) + [0xff, 0x22, 0x7d]) == nil)
         // And ClientHello.decode still reports what is wrong with a hello the fast path declined.
         #expect(throws: SignalingError.self) { try ClientHello.decode(Array(#"{"wait":"5"}"#.utf8)) }
         #expect(try ClientHello.decode(Array(#"{"uuid":"a\u0041"}"#.utf8)).key == "aA")
