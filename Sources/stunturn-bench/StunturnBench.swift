@@ -94,17 +94,9 @@ struct Signaling: ParsableCommand {
 
         // 2. Receivers arrive, `window` in flight, one per waiting initiator.
         measuring = true
-        let cpu0: Double? = serverPID.flatMap(cpuSeconds)
-        let t0 = monotonicSeconds()
-        var nextReceiver = 0
-        while (receiversDone < count || initiatorsDone < count) && monotonicSeconds() < deadline {
-            while nextReceiver < count && nextReceiver - receiversDone < window {
-                load.start(.receiver, pair: nextReceiver)
-                nextReceiver += 1
-            }
-            load.poll(timeoutMs: 20, finished: handle)
-        }
-        let took = monotonicSeconds() - t0
+        let (took, cpuShare) = timedPhase(load, deadline: deadline, finished: handle,
+                                          done: { receiversDone == count && initiatorsDone == count },
+                                          completed: { receiversDone }, start: { load.start(.receiver, pair: $0) })
         guard receiversDone == count else { throw SignalingLoad.Failure(description: "timed out: \(receiversDone) of \(count) receivers answered") }
         var out: [(String, String)] = [
             ("mode", "\"waiting\""), ("initiators", String(count)), ("window", String(window)),
@@ -113,9 +105,7 @@ struct Signaling: ParsableCommand {
             ("seconds", format(took)), ("pairings_per_s", format(Double(receiversPaired) / took)),
         ]
         if let rssWaiting { out.append(("server_rss_waiting_kib", String(rssWaiting))) }
-        if let pid = serverPID, let cpu0, let cpu1 = cpuSeconds(pid) {
-            out.append(("server_cpu_share", format((cpu1 - cpu0) / took)))
-        }
+        if let cpuShare { out.append(("server_cpu_share", format(cpuShare))) }
         return out
     }
 
@@ -150,28 +140,39 @@ struct Signaling: ParsableCommand {
                 if (s & 3) == 3 { pairsOK += 1 } else { failures += 1 }
             }
         }
-        let cpu0: Double? = serverPID.flatMap(cpuSeconds)
-        let t0 = monotonicSeconds()
-        var next = 0
-        while pairsDone < count && monotonicSeconds() < deadline {
-            while next < count && next - pairsDone < window {
-                load.start(.initiator, pair: next)
-                load.start(.receiver, pair: next)
-                next += 1
-            }
-            load.poll(timeoutMs: 20, finished: handle)
+        let (took, cpuShare) = timedPhase(load, deadline: deadline, finished: handle, done: { pairsDone == count },
+                                          completed: { pairsDone }) { pair in
+            load.start(.initiator, pair: pair)
+            load.start(.receiver, pair: pair)
         }
-        let took = monotonicSeconds() - t0
         guard pairsDone == count else { throw SignalingLoad.Failure(description: "timed out: \(pairsDone) of \(count) pairs finished") }
         var out: [(String, String)] = [
             ("mode", "\"together\""), ("pairs", String(count)), ("window", String(window)),
             ("paired", String(pairsOK)), ("failed", String(failures)), ("receiver_retries", String(retries)),
             ("seconds", format(took)), ("pairings_per_s", format(Double(pairsOK) / took)),
         ]
-        if let pid = serverPID, let cpu0, let cpu1 = cpuSeconds(pid) {
-            out.append(("server_cpu_share", format((cpu1 - cpu0) / took)))
-        }
+        if let cpuShare { out.append(("server_cpu_share", format(cpuShare))) }
         return out
+    }
+
+    /// The measured phase of both modes: starts units 0..<count, `window` beyond the `completed`
+    /// ones at a time, until `done` or the deadline. Returns the seconds taken and the server's
+    /// share of one core meanwhile (with --server-pid).
+    private func timedPhase(_ load: SignalingLoad, deadline: Double, finished: (SignalingLoad.Role, Int, Bool, Bool) -> Void,
+                            done: () -> Bool, completed: () -> Int, start: (Int) -> Void) -> (Double, Double?) {
+        let cpu0: Double? = serverPID.flatMap(cpuSeconds)
+        let t0 = monotonicSeconds()
+        var next = 0
+        while !done() && monotonicSeconds() < deadline {
+            while next < count && next - completed() < window {
+                start(next)
+                next += 1
+            }
+            load.poll(timeoutMs: 20, finished: finished)
+        }
+        let took = monotonicSeconds() - t0
+        guard let pid = serverPID, let cpu0, let cpu1 = cpuSeconds(pid) else { return (took, nil) }
+        return (took, (cpu1 - cpu0) / took)
     }
 }
 
