@@ -128,8 +128,9 @@ public final class RelayConnection: @unchecked Sendable {
         let dstIsSocket: Bool
         let srcName: String
         let dstName: String
-        let transform: ((UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer) throws -> Int)?
-        let transformCapacity: (Int) -> Int
+        /// The stage bytes pass through on the way, run `forward` (A to B) or backward.
+        let transform: RelayTransform?
+        let isForward: Bool
         var readSource: DispatchSourceRead?
         var writeSource: DispatchSourceWrite?
         var readSuspended = false
@@ -146,15 +147,14 @@ public final class RelayConnection: @unchecked Sendable {
         var pipe: (read: Int32, write: Int32, capacity: Int)?
         var inPipe = 0
 
-        init(src: RelayEndpoint, dst: RelayEndpoint,
-             transform: ((UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer) throws -> Int)?, capacity: @escaping (Int) -> Int) {
+        init(src: RelayEndpoint, dst: RelayEndpoint, transform: RelayTransform?, isForward: Bool) {
             srcFD = src.readFD
             dstFD = dst.writeFD
             dstIsSocket = dst.isSocket
             srcName = src.name
             dstName = dst.name
             self.transform = transform
-            self.transformCapacity = capacity
+            self.isForward = isForward
         }
 
         var hasPending: Bool { pendingOffset < pending.count || inPipe > 0 }
@@ -188,10 +188,8 @@ public final class RelayConnection: @unchecked Sendable {
         self.b = b
         self.idleTimeout = idleTimeout
         self.onFinish = onFinish
-        aToB = Direction(src: a, dst: b, transform: transform.map { t in { try t.forward($0, into: $1) } },
-                         capacity: { [weak transform] in transform?.forwardCapacity(forInputCount: $0) ?? $0 })
-        bToA = Direction(src: b, dst: a, transform: transform.map { t in { try t.backward($0, into: $1) } },
-                         capacity: { [weak transform] in transform?.backwardCapacity(forInputCount: $0) ?? $0 })
+        aToB = Direction(src: a, dst: b, transform: transform, isForward: true)
+        bToA = Direction(src: b, dst: a, transform: transform, isForward: false)
         #if os(Linux)
         if transform == nil && a.isSocket && b.isSocket && SystemIO.hasSplice {
             for d in [aToB, bToA] { d.pipe = try? SystemIO.makePipe(size: RelayConnection.pipeSize) }
@@ -249,10 +247,11 @@ public final class RelayConnection: @unchecked Sendable {
         drainSource(d, read: { try SystemIO.read(d.srcFD, into: scratch) }) { n in
             let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
             guard let transform = d.transform else { return send(input, on: d) }
-            let output = worker.outScratch(atLeast: d.transformCapacity(n))
+            let output = worker.outScratch(atLeast: d.isForward ? transform.forwardCapacity(forInputCount: n)
+                                                                : transform.backwardCapacity(forInputCount: n))
             let produced: Int
             do {
-                produced = try transform(input, output)
+                produced = try d.isForward ? transform.forward(input, into: output) : transform.backward(input, into: output)
             } catch {
                 finish("\(d.srcName): \(error)", clean: false)
                 return false
