@@ -37,18 +37,15 @@ int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length) {
 
 int stunturn_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
-int stunturn_epoll_watch(int epoll, int fd, unsigned events, int op) {
+int stunturn_epoll_watch(int epoll, int fd, unsigned events, int modify) {
     struct epoll_event event = { .events = events, .data = { .fd = fd } };
-    return epoll_ctl(epoll, op == 0 ? EPOLL_CTL_ADD : op == 1 ? EPOLL_CTL_MOD : EPOLL_CTL_DEL, fd, &event);
+    return epoll_ctl(epoll, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event);
 }
 
-int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int timeout_ms) {
+int stunturn_epoll_wait(int epoll, int *fds, int max, int timeout_ms) {
     struct epoll_event ready[256];
     if (max > 256) max = 256;
     int n = epoll_wait(epoll, ready, max, timeout_ms);
-    for (int i = 0; i < n; i++) {
-        fds[i] = ready[i].data.fd;
-        events[i] = ready[i].events;
-    }
+    for (int i = 0; i < n; i++) fds[i] = ready[i].data.fd;
     return n;
 }

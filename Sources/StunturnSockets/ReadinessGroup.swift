@@ -22,7 +22,6 @@ public final class ReadinessGroup: @unchecked Sendable {
     private var source: DispatchSourceRead?
     private var fallback: [Int32: DispatchSourceRead] = [:]
     private var readyFDs = [Int32](repeating: 0, count: 256)
-    private var readyEvents = [UInt32](repeating: 0, count: 256)
 
     /// `handler` runs on `queue`; every other method must be called on `queue` too.
     public init(queue: DispatchQueue, handler: @escaping Handler) {
@@ -87,9 +86,7 @@ public final class ReadinessGroup: @unchecked Sendable {
     /// turn; level-triggered epoll keeps the set readable while anything is left.
     private func drain() {
         #if canImport(Glibc)
-        let count = readyFDs.withUnsafeMutableBufferPointer { fds in
-            readyEvents.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, fds.baseAddress, $0.baseAddress, Int32(fds.count), 0) }
-        }
+        let count = readyFDs.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, $0.baseAddress, Int32($0.count), 0) }
         guard count > 0 else { return }
         for i in 0..<Int(count) { handler(readyFDs[i]) }
         #endif

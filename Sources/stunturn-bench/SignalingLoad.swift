@@ -2,7 +2,8 @@ import CStunturnSystem
 import Glibc
 
 /// An epoll-driven load generator for a signaling server: thousands of clients in one thread, no
-/// allocation per event, so that on a small machine the server, not the generator, is measured.
+/// allocation per event beyond a client's ~80-byte hello, so that on a small machine the server,
+/// not the generator, is measured.
 ///
 /// Speaks the original protocol (initiator names the receiver's IP, receiver names none), which
 /// both stunturn's server and the Go original understand.
@@ -26,10 +27,9 @@ final class SignalingLoad {
     let epoll: Int32
     var clients: [Client]
     var readyFDs = [Int32](repeating: 0, count: 256)
-    var readyEvents = [UInt32](repeating: 0, count: 256)
     var buffer = [UInt8](repeating: 0, count: 4096)
     let keyPrefix: String
-    /// Hellos prebuilt per pair index on demand (a hello is ~80 bytes).
+    /// Clients started and not yet ended.
     var open = 0
     var connectFailures = 0
 
@@ -94,9 +94,7 @@ final class SignalingLoad {
     /// Waits up to `timeoutMs` and handles what is ready; `finished` gets each client whose reply
     /// ended (server closed), with whether the reply carried an error.
     func poll(timeoutMs: Int32, finished: (Role, Int, _ gotReply: Bool, _ error: Bool) -> Void) {
-        let n = readyFDs.withUnsafeMutableBufferPointer { fds in
-            readyEvents.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, fds.baseAddress, $0.baseAddress, Int32(fds.count), timeoutMs) }
-        }
+        let n = readyFDs.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, $0.baseAddress, Int32($0.count), timeoutMs) }
         guard n > 0 else { return }
         for i in 0..<Int(n) {
             let fd = readyFDs[i]

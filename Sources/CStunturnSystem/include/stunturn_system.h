@@ -25,9 +25,11 @@ int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length);
 /// Glibc module has no sys/epoll.h).
 /// Readiness bits: 1 readable, 4 writable, as EPOLLIN and EPOLLOUT.
 int stunturn_epoll_create(void);
-/// Adds (`op` 0), changes (1) or removes (2) the events watched for `fd`.
-int stunturn_epoll_watch(int epoll, int fd, unsigned events, int op);
-/// Waits up to `timeout_ms`; fills `fds` and `events` with up to `max` ready descriptors.
-int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int timeout_ms);
+/// Adds (`modify` 0) or changes (`modify` 1) the events watched for `fd`. A closed descriptor
+/// leaves the set by itself.
+int stunturn_epoll_watch(int epoll, int fd, unsigned events, int modify);
+/// Waits up to `timeout_ms`; fills `fds` with up to `max` ready descriptors (readable, writable,
+/// hung up or failed: callers find out which by trying).
+int stunturn_epoll_wait(int epoll, int *fds, int max, int timeout_ms);
 
 #endif
