@@ -133,12 +133,24 @@ public final class RecordOpener: @unchecked Sendable {
     /// How many bytes of an incomplete record are buffered, waiting for the rest.
     public var bufferedByteCount: Int { self.pending.count }
 
+    /// The most plaintext bytes the next `open` of `wireCount` bytes can write: nothing while the
+    /// record being collected stays incomplete, so a peer that trickles a record byte by byte
+    /// never makes a caller reserve room for the whole buffered record again and again.
+    public func maxPlaintextCount(forWireCount wireCount: Int) -> Int {
+        let total = self.pending.count + wireCount
+        if self.pending.count >= 2 {
+            let length = Int(self.pending[0]) << 8 | Int(self.pending[1])
+            if total < 2 + length { return 0 }
+        }
+        return total
+    }
+
     /// Consumes the next chunk of the wire stream, writes every completed record's plaintext into
     /// `out` and returns the bytes written; bytes of an incomplete record are kept for the next
     /// call. `out` must hold at least `wire.count + bufferedByteCount` bytes and must not overlap
     /// `wire`. Whole records are decrypted straight from `wire` into `out`, with no copy between.
     public func open(_ wire: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
-        precondition(out.count >= wire.count + self.pending.count, "record output buffer too small")
+        precondition(out.count >= self.maxPlaintextCount(forWireCount: wire.count), "record output buffer too small")
         self.openedByLastCall = 0
         if let failure = self.failure {
             throw failure
@@ -155,8 +167,14 @@ public final class RecordOpener: @unchecked Sendable {
     /// Consumes the next chunk of the wire stream and appends every completed record's plaintext
     /// to `out`; bytes of an incomplete record are kept for the next call.
     public func open(_ wire: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
+        let room = self.maxPlaintextCount(forWireCount: wire.count)
+        if room == 0 {
+            // Only part of a record: nothing to write, so nothing to reserve.
+            _ = try self.open(wire, into: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+            return
+        }
         let start = out.count
-        out.append(contentsOf: repeatElement(0, count: wire.count + self.pending.count))
+        out.append(contentsOf: repeatElement(0, count: room))
         do {
             let written = try out.withUnsafeMutableBytes { try self.open(wire, into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
             out.removeSubrange((start + written)...)

@@ -36,7 +36,7 @@ final class SealingTransform: RelayTransform {
     }
 
     func backwardCapacity(forInputCount inputCount: Int) -> Int {
-        inputCount + session.opener.bufferedByteCount
+        session.opener.maxPlaintextCount(forWireCount: inputCount)
     }
 
     func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {

@@ -283,6 +283,14 @@ final class TunnelRig: @unchecked Sendable {
         try await startListen()
     }
 
+    /// The last lines each process logged, for failure messages.
+    var logs: String {
+        [server, expose, listen].compactMap { $0 }.map { process in
+            let lines = process.log.split(separator: "\n", omittingEmptySubsequences: false).suffix(40)
+            return "--- \(process.name):\n" + lines.joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
     func stopAll() async throws {
         for process in [listen, expose, server].compactMap({ $0 }) { try await process.stop() }
     }

@@ -67,10 +67,14 @@ import Testing
         let socket = try await connectWithRetry(rig.listenAddress)
         // The sink answers only after it sees end-of-file, so the answer proves the FIN crossed
         // the tunnel while the other direction stayed open.
-        try await socket.writeAll(Array("Shello".utf8), until: .now + .seconds(20))
-        socket.shutdownWrite()
-        let answer = String(decoding: try await readToEnd(socket, timeout: .seconds(20)), as: UTF8.self)
-        #expect(answer == "5 \(sha256(Array("hello".utf8)))")
+        do {
+            try await socket.writeAll(Array("Shello".utf8), until: .now + .seconds(20))
+            socket.shutdownWrite()
+            let answer = String(decoding: try await readToEnd(socket, timeout: .seconds(20)), as: UTF8.self)
+            #expect(answer == "5 \(sha256(Array("hello".utf8)))", "\(rig.logs)")
+        } catch {
+            Issue.record("\(error)\n\(rig.logs)")
+        }
     }
 
     @Test func connectionsSurviveASignalingServerRestartAndNewOnesRecover() async throws {

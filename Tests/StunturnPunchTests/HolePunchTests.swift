@@ -90,14 +90,16 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
     @Test func tcpPunchToNobodyFailsWithinTimeout() async throws {
         let start = ContinuousClock.now
         do {
+            // The time-out leaves room for a test runner busy with other suites to run the dialer
+            // at all: the message can only name the refusal once an attempt has been made.
             _ = try await TCPHolePuncher.punch(local: .loopback(), peer: .loopback(port: 1), role: .initiator,
-                                               options: PunchOptions(tries: 1000, timeout: .seconds(2)))
+                                               options: PunchOptions(tries: 1000, timeout: .seconds(5)))
             Issue.record("punch to a closed port succeeded")
         } catch let error as PunchError {
             #expect(error.description.contains("127.0.0.1:1"))
-            #expect(error.description.contains("refused"))
+            #expect(error.description.contains("refused"), "\(error)")
         }
-        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(12))
     }
 
     @Test func udpPunchHonoursItsTimeoutWhenThePeerIsSilent() async throws {

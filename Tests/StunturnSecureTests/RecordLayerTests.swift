@@ -45,6 +45,23 @@ struct RecordLayerTests {
         #expect(received == message + message.prefix(10))
     }
 
+    @Test func outputBoundIsZeroUntilARecordCanComplete() throws {
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([UInt8](repeating: 7, count: 1000), appendingTo: &wire)
+        let opener = responder.opener
+        #expect(opener.maxPlaintextCount(forWireCount: 1) == 1)
+        var out: [UInt8] = []
+        try opener.open(Array(wire[0..<500]), appendingTo: &out)
+        #expect(out.isEmpty && opener.bufferedByteCount == 500)
+        // The length is known now: no room is needed until the last byte of the record arrives.
+        #expect(opener.maxPlaintextCount(forWireCount: 1) == 0)
+        #expect(opener.maxPlaintextCount(forWireCount: wire.count - 501) == 0)
+        #expect(opener.maxPlaintextCount(forWireCount: wire.count - 500) == wire.count)
+        try opener.open(Array(wire[500...]), appendingTo: &out)
+        #expect(out == [UInt8](repeating: 7, count: 1000))
+    }
+
     @Test(arguments: [
         (0, RecordSealer.defaultRecordPayload),
         (1, RecordSealer.defaultRecordPayload),

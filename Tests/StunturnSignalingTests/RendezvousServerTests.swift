@@ -162,7 +162,8 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
 
     @Test func badClientsGetAnErrorOrACloseAndTheServerKeepsServing() async throws {
         var options = RendezvousServer.Options()
-        options.helloTimeout = .seconds(2)
+        // Long enough that a test runner busy with other suites still sends each hello in time.
+        options.helloTimeout = .seconds(4)
         try await withServer(options) { server, address in
             let garbage = try await rawExchange(server, Array("GET / HTTP/1.1\r\n\r\n".utf8))
             #expect(String(decoding: garbage, as: UTF8.self).contains("Malformed hello"))
@@ -182,7 +183,8 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             let start = ContinuousClock.now
             let silent = try await rawExchange(server, [])
             #expect(String(decoding: silent, as: UTF8.self).contains(ServerErrorText.helloTimedOut))
-            #expect(ContinuousClock.now - start < .seconds(6))
+            #expect(ContinuousClock.now - start >= .seconds(3))
+            #expect(ContinuousClock.now - start < .seconds(10))
 
             // Random datagrams at the STUN port do not stop it.
             let udp = try Socket.udp(on: .loopback())
@@ -202,7 +204,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             try await waitUntil { server.statistics.waitingInitiators == 1 }
             #expect(try await client.pollForInitiator(key: "still-works") != nil)
             _ = try await initiator
-            try await waitUntil(timeout: .seconds(5)) { server.statistics.openConnections == 0 }
+            try await waitUntil(timeout: .seconds(10)) { server.statistics.openConnections == 0 }
             idle.removeAll()
         }
     }
