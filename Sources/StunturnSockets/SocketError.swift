@@ -86,5 +86,7 @@ func retryingSyscall<T: BinaryInteger>(_ call: @autoclosure () -> String, _ subj
 // Constants re-exported so modules above the socket layer need not import Glibc.
 public let SOL_SOCKET_VALUE = SOL_SOCKET
 public let SO_REUSEADDR_VALUE = SO_REUSEADDR
+public let SO_SNDBUF_VALUE = SO_SNDBUF
+public let SO_RCVBUF_VALUE = SO_RCVBUF
 public let EMFILE_VALUE = EMFILE
 public let ENFILE_VALUE = ENFILE

@@ -116,6 +116,43 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         _ = try await box.wait()
     }
 
+    @Test func transformedOutputHeldForAFullDestinationArrivesIntact() async throws {
+        // One worker, so both connections share its output buffer: while the first holds output
+        // its stalled reader has not taken, the second keeps flowing through the same worker.
+        let engine = RelayEngine(workers: 1, chunkSize: 64 * 1024)
+        var ends: [(client: Socket, server: Socket, box: ReportBox)] = []
+        for _ in 0..<2 {
+            let (client, a) = try await tcpPair()
+            let (b, server) = try await tcpPair()
+            // Small buffers on the relay's destination side, so its writes come back short at once.
+            _ = try b.setOption(SOL_SOCKET_VALUE, SO_SNDBUF_VALUE, 16 * 1024)
+            _ = try server.setOption(SOL_SOCKET_VALUE, SO_RCVBUF_VALUE, 16 * 1024)
+            let box = ReportBox()
+            engine.relay(RelayEndpoint(socket: a, name: "a"), RelayEndpoint(socket: b, name: "b"), transform: XORTransform()) { box.set($0) }
+            ends.append((client, server, box))
+        }
+        let data = [pattern(3 << 20, seed: 10), pattern(3 << 20, seed: 11)]
+        let writers = (0..<2).map { i in
+            Task { [ends] in
+                try await ends[i].client.writeAll(data[i], until: .now + .seconds(60))
+                ends[i].client.shutdownWrite()
+            }
+        }
+        // Compared as a whole without printing megabytes when they differ.
+        let flowing = try await readAll(ends[1].server)
+        #expect(flowing.count == data[1].count)
+        #expect(flowing.elementsEqual(data[1].lazy.map { $0 ^ 0x5A }))
+        let stalled = try await readAll(ends[0].server)
+        #expect(stalled.count == data[0].count)
+        #expect(stalled.elementsEqual(data[0].lazy.map { $0 ^ 0x5A }))
+        for writer in writers { try await writer.value }
+        for end in ends {
+            end.server.shutdownWrite()
+            _ = try await readAll(end.client)
+            #expect(try await end.box.wait().clean)
+        }
+    }
+
     @Test func slowReaderBackpressuresInsteadOfBuffering() async throws {
         let (client, server, box, connection) = try await relayed()
         // Push far more than the socket buffers hold while the server reads nothing.
