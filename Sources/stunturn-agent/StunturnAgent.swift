@@ -33,6 +33,27 @@ struct StunturnAgent: AsyncParsableCommand {
     }
 }
 
+/// The config file of `run` and `check`: `--config FILE`, or the file name alone.
+struct ConfigFileOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The YAML config file (see config.yaml.example).", valueName: "file"))
+    var config: String?
+
+    @Argument(help: ArgumentHelp("The same as --config FILE.", valueName: "file"))
+    var file: String?
+
+    func validate() throws {
+        switch (config, file) {
+        case (nil, nil): throw ValidationError("give the config file: --config FILE")
+        case let (option?, argument?) where option != argument:
+            throw ValidationError("two config files given ('\(option)' and '\(argument)'); give one")
+        default: break
+        }
+    }
+
+    /// The path given, by either spelling.
+    var path: String { config ?? file ?? "" }
+}
+
 /// Options every long-running command shares.
 struct LoggingOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
@@ -96,17 +117,16 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run every forward in a config file until SIGINT or SIGTERM.")
 
-    @Option(name: .long, help: "The YAML config file (see config.yaml.example).")
-    var config: String
+    @OptionGroup var file: ConfigFileOption
 
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         try await guarded {
-            let config = try loadConfig(self.config)
+            let config = try loadConfig(file.path)
             try logging.bootstrap(default: logging.logLevel ?? config.logLevel)
             let logger = Logger(label: "stunturn.agent")
-            logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(self.config)")
+            logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             let agent = Agent(config: config, logger: logger)
             do {
                 try await runUntilSignalled(logger) { try await agent.run() }
@@ -125,14 +145,13 @@ struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate a config file and print a summary; exits non-zero listing every problem.")
 
-    @Option(name: .long, help: "The YAML config file to check.")
-    var config: String
+    @OptionGroup var file: ConfigFileOption
 
     func run() async throws {
         try await guarded {
-            let config = try loadConfig(self.config)
+            let config = try loadConfig(file.path)
             print(config.summary())
-            print("\(self.config): OK")
+            print("\(file.path): OK")
         }
     }
 }

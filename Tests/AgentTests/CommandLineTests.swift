@@ -103,6 +103,22 @@ let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
         #expect(errors.contains("config file not found: /nonexistent/stunturn.yaml"))
     }
 
+    @Test func theConfigFileCanBeNamedWithoutTheOption() async throws {
+        let example = repositoryRoot.appendingPathComponent("config.yaml.example").path
+        let (status, out, errors) = try await runAgent(["check", example])
+        #expect(status == 0, "\(errors)")
+        #expect(out.contains("\(example): OK"))
+        let (missing, _, missingErrors) = try await runAgent(["run", "/nonexistent/stunturn.yaml"])
+        #expect(missing != 0)
+        #expect(missingErrors.contains("config file not found: /nonexistent/stunturn.yaml"))
+        let (none, _, noneErrors) = try await runAgent(["check"])
+        #expect(none != 0)
+        #expect(noneErrors.contains("give the config file"))
+        let (two, _, twoErrors) = try await runAgent(["check", "--config", example, "/other.yaml"])
+        #expect(two != 0)
+        #expect(twoErrors.contains("two config files given"))
+    }
+
     @Test func checkAcceptsTheExampleAndPrintsASummary() async throws {
         let example = repositoryRoot.appendingPathComponent("config.yaml.example").path
         let (status, out, errors) = try await runAgent(["check", "--config", example])
