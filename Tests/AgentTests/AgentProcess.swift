@@ -175,9 +175,19 @@ final class TestService: @unchecked Sendable {
         let listener = self.listener
         task = Task.detached { [weak self] in
             await withDiscardingTaskGroup { group in
-                while let (connection, _) = try? await listener.accept(until: nil) {
-                    self?.lock.withLock { self?.accepted += 1 }
-                    group.addTask { await self?.serve(connection) }
+                // A failed accept (a connection reset before it was taken, descriptors briefly
+                // exhausted by other suites) must not end the service: only closing it does.
+                var failuresInARow = 0
+                while listener.isOpen, !Task.isCancelled, failuresInARow < 500 {
+                    do {
+                        let (connection, _) = try await listener.accept(until: nil)
+                        failuresInARow = 0
+                        self?.lock.withLock { self?.accepted += 1 }
+                        group.addTask { await self?.serve(connection) }
+                    } catch {
+                        failuresInARow += 1
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
                 }
             }
         }
