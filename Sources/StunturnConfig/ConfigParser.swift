@@ -52,6 +52,7 @@ struct ConfigParser {
         var server: Endpoint?
         var serverGiven = false
         var serve: Endpoint?
+        var serveNode: Node?
         var serveGiven = false
         var logLevel = AgentConfig.defaultLogLevel
         var forwardsNode: Node?
@@ -64,6 +65,7 @@ struct ConfigParser {
                 server = endpoint(value, path: "server")
             case "serve":
                 serveGiven = true
+                serveNode = value
                 serve = localEndpoint(value, path: "serve")
             case "log_level":
                 logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
@@ -96,6 +98,7 @@ struct ConfigParser {
             forwards.append(forward)
         }
         reportDuplicateNames(drafts)
+        reportPortClashes(drafts, serve: serve, serveNode: serveNode)
 
         guard problems.isEmpty else { return nil }
         return AgentConfig(server: server, serve: serve, logLevel: logLevel, forwards: forwards)
@@ -110,6 +113,7 @@ struct ConfigParser {
         var name: String?
         var nameNode: Node?
         var mode: ForwardMode?
+        var modeNode: Node?
         var key: String?
         var transport: TransportProtocol? = .tcp
         var server: Endpoint?
@@ -171,6 +175,7 @@ struct ConfigParser {
                 draft.name = name(value, path: fieldPath)
             case "expose", "listen":
                 modeKeys.append(keyNode)
+                draft.modeNode = value
                 if let endpoint = localEndpoint(value, path: fieldPath) {
                     draft.mode = key == "expose" ? .expose(endpoint) : .listen(endpoint)
                 }
@@ -231,6 +236,39 @@ struct ConfigParser {
                 firstPathByName[name] = draft.path
             }
         }
+    }
+
+    /// Two listeners on one port and protocol cannot both bind: said here, naming both, rather
+    /// than left to a bind error that `run` would retry for ever.
+    private mutating func reportPortClashes(_ drafts: [ForwardDraft], serve: Endpoint?, serveNode: Node?) {
+        var taken: [(endpoint: Endpoint, udp: Bool, owner: String, line: Int?)] = []
+        if let serve {
+            // The in-agent server takes the port for TCP signaling and for STUN over UDP.
+            for udp in [false, true] { taken.append((serve, udp, "serve", serveNode?.mark?.line)) }
+        }
+        for draft in drafts {
+            guard case .listen(let endpoint)? = draft.mode, let transport = draft.transport else { continue }
+            let udp = transport == .udp
+            let path = "\(draft.path).listen"
+            if let other = taken.first(where: { $0.udp == udp && Self.bindsOverlap($0.endpoint, endpoint) }) {
+                let where_ = other.line.map { " (line \($0))" } ?? ""
+                report(draft.modeNode, path: path,
+                       "\(udp ? "UDP" : "TCP") port \(endpoint.port) is already taken by \(other.owner)\(where_); give each listener its own port")
+            } else {
+                taken.append((endpoint, udp, path, draft.modeNode?.mark?.line))
+            }
+        }
+    }
+
+    /// Whether two local addresses with the same port cannot both be bound: the same host, or an
+    /// any-address of the same family (an IPv6 one also takes IPv4, being dual-stack).
+    static func bindsOverlap(_ a: Endpoint, _ b: Endpoint) -> Bool {
+        guard a.port == b.port else { return false }
+        if a.host.lowercased() == b.host.lowercased() { return true }
+        for (any, other) in [(a, b), (b, a)] where any.isUnspecified {
+            if any.isIPv6 || !other.isIPv6 { return true }
+        }
+        return false
     }
 
     // MARK: - Field readers (each reports its own problem and returns nil on failure)

@@ -338,6 +338,7 @@ public final class RelayConnection: @unchecked Sendable {
             case .bytes(let n):
                 d.inPipe -= n
                 d.delivered += UInt64(n)
+                lastActivity = .now
             case .wouldBlock:
                 suspendRead(d)
                 armWrite(d)
@@ -374,6 +375,8 @@ public final class RelayConnection: @unchecked Sendable {
             guard let written else { return }
             d.pendingOffset += written
             d.delivered += UInt64(written)
+            // A slow reader taking what was held is activity too, not idleness.
+            lastActivity = .now
         }
         d.pending = []
         d.pendingOffset = 0

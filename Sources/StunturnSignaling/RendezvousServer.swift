@@ -17,8 +17,9 @@ public final class RendezvousServer: @unchecked Sendable {
         public var maxHelloBytes = 4096
         /// Bounds memory under a flood of initiators (each costs one socket and ~1 KiB).
         public var maxWaitingInitiators = 100_000
-        /// Initiators queued on one key: several clients reaching one service is a handful, and a
-        /// bound keeps every per-key operation cheap whatever a hostile client does.
+        /// Initiators queued on one key and target, and receivers long-polling on one key: several
+        /// clients reaching one service is a handful, and a bound keeps every per-key operation
+        /// cheap whatever a hostile client does.
         public var maxWaitingPerKey = 1000
         /// Upper bound for a receiver's long-poll, whatever it asks for.
         public var maxLongPoll: Duration = .seconds(60)
@@ -44,7 +45,7 @@ public final class RendezvousServer: @unchecked Sendable {
     private var waitingInitiators: [PairingKey: [Connection]] = [:]
     private var waitingInitiatorCount = 0
     /// Receivers long-polling, by key, oldest first.
-    private var waitingReceivers: [String: [Connection]] = [:]
+    private var waitingReceivers: [KeyBytes: [Connection]] = [:]
     private var stopped: CheckedContinuation<Void, Never>?
     private var isStopped = false
 
@@ -55,6 +56,8 @@ public final class RendezvousServer: @unchecked Sendable {
         public var rejected = 0
         public var stunResponses = 0
         public var waitingInitiators = 0
+        /// Receivers long-polling for an initiator.
+        public var waitingReceivers = 0
         public var openConnections = 0
     }
     private var stats = Statistics()
@@ -73,6 +76,7 @@ public final class RendezvousServer: @unchecked Sendable {
         queue.sync {
             var s = stats
             s.waitingInitiators = waitingInitiatorCount
+            s.waitingReceivers = waitingReceivers.values.reduce(0) { $0 + $1.count }
             s.openConnections = connections.count
             return s
         }
@@ -276,7 +280,7 @@ public final class RendezvousServer: @unchecked Sendable {
     }
 
     private func handleHello(_ bytes: [UInt8], on connection: Connection) {
-        let hello: ClientHello
+        var hello: ClientHello
         do {
             hello = try ClientHello.decode(bytes)
         } catch {
@@ -286,6 +290,11 @@ public final class RendezvousServer: @unchecked Sendable {
         guard !hello.key.isEmpty else {
             reject(connection, ServerErrorText.missingKey)
             return
+        }
+        // The receiver's IP is compared as the server formats it: 2001:DB8::1 and 2001:db8:0::1
+        // name the same receiver.
+        if !hello.targetIP.isEmpty, let target = SocketAddress(ip: hello.targetIP, port: 0) {
+            hello.targetIP = target.ip
         }
         connection.hello = hello
         connection.buffer = []
@@ -297,14 +306,14 @@ public final class RendezvousServer: @unchecked Sendable {
 
     private func arriveInitiator(_ connection: Connection, _ hello: ClientHello) {
         // A receiver already long-polling on this key takes the initiator at once.
-        if var receivers = waitingReceivers[hello.key],
-           let index = receivers.firstIndex(where: { hello.targetIP.isEmpty || $0.peer.ip == hello.targetIP }) {
-            let receiver = receivers.remove(at: index)
-            waitingReceivers[hello.key] = receivers.isEmpty ? nil : receivers
+        let keyBytes = KeyBytes(hello.key)
+        if let index = waitingReceivers[keyBytes]?.firstIndex(where: { connection.canPair(withReceiver: $0) }) {
+            let receiver = waitingReceivers[keyBytes]!.remove(at: index)
+            if waitingReceivers[keyBytes]!.isEmpty { waitingReceivers[keyBytes] = nil }
             pair(initiator: connection, receiver: receiver)
             return
         }
-        let key = PairingKey(key: hello.key, targetIP: hello.targetIP)
+        let key = PairingKey(key: keyBytes, targetIP: hello.targetIP)
         let queueForKey = waitingInitiators[key, default: []]
         // Original clients (no role field) get the original exclusivity; ours may queue.
         if hello.role == nil && !queueForKey.isEmpty {
@@ -328,28 +337,34 @@ public final class RendezvousServer: @unchecked Sendable {
     }
 
     private func arriveReceiver(_ connection: Connection, _ hello: ClientHello) {
-        for key in [PairingKey(key: hello.key, targetIP: connection.peer.ip), PairingKey(key: hello.key, targetIP: "")] {
-            if let initiator = popInitiator(key) {
+        let keyBytes = KeyBytes(hello.key)
+        for key in [PairingKey(key: keyBytes, targetIP: connection.peerIP), PairingKey(key: keyBytes, targetIP: "")] {
+            if let initiator = popInitiator(key, for: connection) {
                 pair(initiator: initiator, receiver: connection)
                 return
             }
         }
         if let wait = hello.wait, wait > 0 {
+            guard waitingReceivers[keyBytes, default: []].count < options.maxWaitingPerKey else {
+                reject(connection, ServerErrorText.tooManyReceivers)
+                return
+            }
             let requested = Duration.seconds(wait)
-            connection.state = .waitingAsReceiver
+            connection.state = .waitingAsReceiver(keyBytes)
             connection.deadline = .now + min(requested, options.maxLongPoll)
-            waitingReceivers[hello.key, default: []].append(connection)
+            waitingReceivers[keyBytes, default: []].append(connection)
             return
         }
         reply(connection, .failure(ServerErrorText.noInitiator))
     }
 
-    private func popInitiator(_ key: PairingKey) -> Connection? {
-        guard var list = waitingInitiators[key], !list.isEmpty else { return nil }
-        let first = list.removeFirst()
-        waitingInitiators[key] = list.isEmpty ? nil : list
+    /// The oldest initiator under `key` that `receiver` can serve, taken off its list.
+    private func popInitiator(_ key: PairingKey, for receiver: Connection) -> Connection? {
+        guard let index = waitingInitiators[key]?.firstIndex(where: { $0.canPair(withReceiver: receiver) }) else { return nil }
+        let initiator = waitingInitiators[key]!.remove(at: index)
+        if waitingInitiators[key]!.isEmpty { waitingInitiators[key] = nil }
         waitingInitiatorCount -= 1
-        return first
+        return initiator
     }
 
     private func pair(initiator: Connection, receiver: Connection) {
@@ -381,12 +396,13 @@ public final class RendezvousServer: @unchecked Sendable {
 
     private func drop(_ connection: Connection, reason: String) {
         logger.trace("connection closed", metadata: ["peer": "\(connection.peer)", "reason": "\(reason)"])
-        leaveWaitingLists(connection)
-        connection.state = .done
         close(connection)
     }
 
+    /// Closes a connection and takes it off any waiting list, whatever state it was in.
     private func close(_ connection: Connection) {
+        leaveWaitingLists(connection)
+        connection.state = .done
         guard connection.isOpen else { return }
         connections[connection.fd] = nil
         connection.isOpen = false
@@ -400,16 +416,17 @@ public final class RendezvousServer: @unchecked Sendable {
     private func leaveWaitingLists(_ connection: Connection) {
         switch connection.state {
         case .waitingAsInitiator(let key):
-            // Remove exactly this entry under its own key (the original deleted the wrong key).
-            if var list = waitingInitiators[key], let i = list.firstIndex(where: { $0 === connection }) {
-                list.remove(at: i)
-                waitingInitiators[key] = list.isEmpty ? nil : list
+            // Remove exactly this entry under its own key (the original deleted the wrong key),
+            // in place: the list is not copied.
+            if let i = waitingInitiators[key]?.firstIndex(where: { $0 === connection }) {
+                waitingInitiators[key]!.remove(at: i)
+                if waitingInitiators[key]!.isEmpty { waitingInitiators[key] = nil }
                 waitingInitiatorCount -= 1
             }
-        case .waitingAsReceiver:
-            if let key = connection.hello?.key, var list = waitingReceivers[key], let i = list.firstIndex(where: { $0 === connection }) {
-                list.remove(at: i)
-                waitingReceivers[key] = list.isEmpty ? nil : list
+        case .waitingAsReceiver(let key):
+            if let i = waitingReceivers[key]?.firstIndex(where: { $0 === connection }) {
+                waitingReceivers[key]!.remove(at: i)
+                if waitingReceivers[key]!.isEmpty { waitingReceivers[key] = nil }
             }
         case .readingHello, .done:
             break
@@ -484,9 +501,16 @@ extension RendezvousServer {
     }
 }
 
+/// An access key as the bytes the client sent: two keys pair only when byte for byte equal, as in
+/// the original (Swift's String equality would also match Unicode-equivalent spellings).
+struct KeyBytes: Hashable {
+    let bytes: [UInt8]
+    init(_ key: String) { bytes = Array(key.utf8) }
+}
+
 /// Initiators are matched on the key and the receiver IP they name (empty: key alone).
 struct PairingKey: Hashable {
-    let key: String
+    let key: KeyBytes
     let targetIP: String
 }
 
@@ -494,7 +518,7 @@ private final class Connection {
     enum State: Equatable {
         case readingHello
         case waitingAsInitiator(PairingKey)
-        case waitingAsReceiver
+        case waitingAsReceiver(KeyBytes)
         case done
     }
 
@@ -515,5 +539,18 @@ private final class Connection {
         self.fd = socket.fd
         self.peer = peer
         self.deadline = deadline
+    }
+
+    /// The peer's IP as text, formatted once.
+    lazy var peerIP: String = peer.ip
+
+    /// Whether this initiator can be paired with `receiver`: the IP it names (if any) is the
+    /// receiver's, and a UDP initiator needs the receiver's reported UDP address, its only way
+    /// to reach it.
+    func canPair(withReceiver receiver: Connection) -> Bool {
+        guard let hello else { return false }
+        if !hello.targetIP.isEmpty && receiver.peerIP != hello.targetIP { return false }
+        if hello.transport == "udp" && (receiver.hello?.address.isEmpty ?? true) { return false }
+        return true
     }
 }

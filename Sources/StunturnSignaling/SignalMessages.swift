@@ -206,6 +206,7 @@ public enum ServerErrorText {
     public static let initiatorTimedOut = "Timed out waiting for an initiator"
     public static let noInitiator = "Receiver with that UUID not found"
     public static let tooManyWaiting = "Too many initiators waiting; try again later"
+    public static let tooManyReceivers = "Too many receivers waiting on this key; try again later"
     public static let missingKey = "Missing uuid"
     public static let helloTooLarge = "Hello too large"
     public static let helloTimedOut = "No hello received in time"

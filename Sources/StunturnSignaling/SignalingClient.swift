@@ -47,15 +47,24 @@ public struct SignalingClient: Sendable {
     ///     second initiator on the same key, as the original did.
     public func requestTCPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35),
                                exclusive: Bool = false) async throws -> PeerRendezvous {
-        let hello = ClientHello(key: key, targetIP: targetIP, transport: "tcp", role: exclusive ? nil : .initiator)
+        let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "tcp", role: exclusive ? nil : .initiator)
         return try await exchange(hello, timeout: timeout, udpSocket: nil)
     }
 
     /// As initiator for UDP: discovers the public UDP address, then waits for a receiver.
     public func requestUDPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35)) async throws -> PeerRendezvous {
         let (socket, mapped) = try await discoverUDP()
-        let hello = ClientHello(key: key, targetIP: targetIP, transport: "udp", address: mapped.description, role: .initiator)
+        let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "udp", address: mapped.description,
+                                role: .initiator)
         return try await exchange(hello, timeout: timeout, udpSocket: socket)
+    }
+
+    /// An IP in the form servers print it (2001:DB8:0::1 becomes 2001:db8::1), since servers that
+    /// match on it compare text; anything else is sent as given.
+    static func canonicalIP(_ text: String) -> String {
+        guard !text.isEmpty else { return text }
+        let bare = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
+        return SocketAddress(ip: bare, port: 0)?.ip ?? text
     }
 
     /// As receiver: asks for a waiting initiator, long-polling up to `wait` when the server supports it.

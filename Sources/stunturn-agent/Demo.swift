@@ -28,6 +28,10 @@ struct Demo: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try await guarded { try await runDemo() }
+    }
+
+    private func runDemo() async throws {
         try logging.bootstrap(default: "warning")
         let logger = Logger(label: "stunturn.demo")
         print("stunturn demo: signaling server, exposed service and listen forward in one process (loopback)")

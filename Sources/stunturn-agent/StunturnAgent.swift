@@ -188,7 +188,7 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds hole punching may take.")
     var punchTimeout: Double = 10
 
-    @Option(name: .long, help: "Seconds a listen side waits at the server for the exposing peer.")
+    @Option(name: .long, help: "Seconds a listen side waits at the server for the exposing peer (the server may end the wait sooner: its --initiator-timeout, 30 s by default).")
     var signalTimeout: Double = 30
 
     @Option(name: .long, help: "Close relayed connections idle this many seconds (0: never).")
@@ -206,10 +206,19 @@ struct Forward: AsyncParsableCommand {
         do { _ = try Endpoint(parsing: server) } catch { throw ValidationError("--server: \(error)") }
         if let expose { do { _ = try Endpoint(parsing: expose) } catch { throw ValidationError("--expose: \(error)") } }
         if let listen { do { _ = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen: \(error)") } }
+        if let peerIP, SocketAddress(ip: peerIP, port: 0) == nil {
+            throw ValidationError("--peer-ip: expected an IP address such as 203.0.113.7 or 2001:db8::1, got '\(peerIP)'")
+        }
         guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
-        guard punchTimeout > 0, punchTimeout <= 3600 else { throw ValidationError("--punch-timeout must be 0-3600 seconds, got \(punchTimeout)") }
-        guard signalTimeout > 0, signalTimeout <= 3600 else { throw ValidationError("--signal-timeout must be 0-3600 seconds, got \(signalTimeout)") }
-        guard idleTimeout >= 0, idleTimeout <= 31_536_000 else { throw ValidationError("--idle-timeout must be 0 (never) to 31536000 seconds, got \(idleTimeout)") }
+        guard punchTimeout >= 0.001, punchTimeout <= 3600 else {
+            throw ValidationError("--punch-timeout must be 0.001-3600 seconds, got \(punchTimeout)")
+        }
+        guard signalTimeout >= 0.001, signalTimeout <= 3600 else {
+            throw ValidationError("--signal-timeout must be 0.001-3600 seconds, got \(signalTimeout)")
+        }
+        guard idleTimeout == 0 || (idleTimeout >= 0.001 && idleTimeout <= 31_536_000) else {
+            throw ValidationError("--idle-timeout must be 0 (never) or 0.001-31536000 seconds, got \(idleTimeout)")
+        }
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
     }
 
@@ -257,7 +266,9 @@ struct Server: AsyncParsableCommand {
         do { _ = try SocketAddress(parsing: listen) } catch {
             throw ValidationError("--listen: \(error); expected an IP address and port such as 0.0.0.0:7000 or [::]:7000")
         }
-        guard initiatorTimeout > 0, initiatorTimeout <= 3600 else { throw ValidationError("--initiator-timeout must be 0-3600 seconds, got \(initiatorTimeout)") }
+        guard initiatorTimeout >= 0.001, initiatorTimeout <= 3600 else {
+            throw ValidationError("--initiator-timeout must be 0.001-3600 seconds, got \(initiatorTimeout)")
+        }
         guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
     }
 

@@ -90,11 +90,21 @@ let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
 
     @Test(arguments: [["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "127.0.0.1:7000", "--punch-timeout", "inf"],
                       ["server", "--listen", "127.0.0.1:7000", "--initiator-timeout", "1e300"],
-                      ["stun", "127.0.0.1:7000", "--timeout", "0"]])
+                      ["stun", "127.0.0.1:7000", "--timeout", "0"],
+                      // Below a millisecond would become zero: every wait over at once.
+                      ["server", "--listen", "127.0.0.1:7000", "--initiator-timeout", "0.0004"],
+                      ["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "127.0.0.1:7000", "--idle-timeout", "0.0004"]])
     func absurdTimeoutsAreRefused(arguments: [String]) async throws {
         let (status, _, errors) = try await runAgent(arguments)
         #expect(status != 0)
         #expect(errors.contains("must be"), "\(errors)")
+    }
+
+    @Test func aPeerIPThatIsNoIPIsRefused() async throws {
+        let (status, _, errors) = try await runAgent(["forward", "--listen", "127.0.0.1:2222", "--key", goodKey,
+                                                      "--server", "127.0.0.1:7000", "--peer-ip", "not-an-ip"])
+        #expect(status != 0)
+        #expect(errors.contains("--peer-ip: expected an IP address"), "\(errors)")
     }
 
     @Test func missingConfigFileIsNamed() async throws {

@@ -125,6 +125,18 @@ import Testing
         #expect(forward.peerIP == "fe80::1")
     }
 
+    @Test func oneListenPortPerProtocolAndFamilyIsNoClash() throws {
+        let config = try parseValid(yaml(
+            "serve: 127.0.0.1:7000",
+            "forwards:",
+            "  - name: tcp", "    listen: 127.0.0.1:2222", "    key: \(keyA)",
+            "  - name: udp", "    listen: 127.0.0.1:2222", "    protocol: udp", "    key: \(keyA)",
+            "  - name: v6", "    listen: '[::1]:3333'", "    key: \(keyA)",
+            "  - name: v4any", "    listen: 0.0.0.0:3333", "    key: \(keyA)"
+        ))
+        #expect(config.forwards.count == 4)
+    }
+
     @Test func perForwardServerOverridesTheTopLevelOne() throws {
         let config = try parseValid(yaml(
             "server: signal.example.net:7000",

@@ -141,10 +141,12 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         // Compared as a whole without printing megabytes when they differ.
         let flowing = try await readAll(ends[1].server)
         #expect(flowing.count == data[1].count)
-        #expect(flowing.elementsEqual(data[1].lazy.map { $0 ^ 0x5A }))
+        let flowingIntact = flowing.elementsEqual(data[1].lazy.map { $0 ^ 0x5A })
+        #expect(flowingIntact)
         let stalled = try await readAll(ends[0].server)
         #expect(stalled.count == data[0].count)
-        #expect(stalled.elementsEqual(data[0].lazy.map { $0 ^ 0x5A }))
+        let stalledIntact = stalled.elementsEqual(data[0].lazy.map { $0 ^ 0x5A })
+        #expect(stalledIntact)
         for writer in writers { try await writer.value }
         for end in ends {
             end.server.shutdownWrite()
@@ -167,6 +169,36 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         try await writer.value
         connection.close()
         _ = try await box.wait()
+    }
+
+    @Test func aSlowButSteadyReaderIsNotIdle() async throws {
+        let (client, a) = try await tcpPair()
+        let (b, server) = try await tcpPair()
+        // Small kernel buffers towards the reader, so what waits for it waits in the relay, where
+        // the relay can see it go.
+        _ = try b.setOption(SOL_SOCKET_VALUE, SO_SNDBUF_VALUE, 16 * 1024)
+        _ = try server.setOption(SOL_SOCKET_VALUE, SO_RCVBUF_VALUE, 16 * 1024)
+        let box = ReportBox()
+        RelayEngine.shared.relay(RelayEndpoint(socket: a, name: "a"), RelayEndpoint(socket: b, name: "b"),
+                                 idleTimeout: .milliseconds(400)) { box.set($0) }
+        let data = pattern(3 << 20, seed: 7)
+        let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)); client.shutdownWrite() }
+        // About 1.3 MB/s: what the relay holds for this reader (up to a pipe's megabyte) takes longer
+        // than the idle time to drain, during which it reads nothing from the sender.
+        var received: [UInt8] = []
+        for _ in 0..<400 where received.count < data.count {
+            let chunk = try await server.readSome(maxLength: 64 * 1024, until: .now + .seconds(10))
+            if chunk.isEmpty { break }
+            received += chunk
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(received.count == data.count, "\(box.value?.reason ?? "still running")")
+        let intact = received.elementsEqual(data)
+        #expect(intact)
+        try await writer.value
+        server.shutdownWrite()
+        let report = try await box.wait()
+        #expect(report.clean, "\(report.reason)")
     }
 
     @Test func idleConnectionsAreClosed() async throws {

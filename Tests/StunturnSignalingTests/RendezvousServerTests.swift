@@ -160,6 +160,65 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         }
     }
 
+    @Test func receiversPerKeyAreCapped() async throws {
+        var options = RendezvousServer.Options()
+        options.maxWaitingPerKey = 2
+        try await withServer(options) { server, address in
+            let client = SignalingClient(server: address)
+            async let a = client.pollForInitiator(key: "crowd", wait: .seconds(10))
+            async let b = client.pollForInitiator(key: "crowd", wait: .seconds(10))
+            try await waitUntil { server.statistics.waitingReceivers == 2 }
+            let third = try ServerReply.decode(try await rawExchange(server, ClientHello(key: "crowd", role: .receiver, wait: 10).encoded()))
+            #expect(third.error == ServerErrorText.tooManyReceivers)
+            // The two that wait are served as usual.
+            _ = try await client.requestTCPPeer(key: "crowd", timeout: .seconds(5))
+            _ = try await client.requestTCPPeer(key: "crowd", timeout: .seconds(5))
+            let (ra, rb) = try await (a, b)
+            #expect(ra != nil && rb != nil)
+        }
+    }
+
+    @Test func keysPairOnlyWhenByteForByteEqual() async throws {
+        var options = RendezvousServer.Options()
+        options.initiatorTimeout = .seconds(2)
+        try await withServer(options) { server, _ in
+            // "café" precomposed and decomposed: equal as Swift strings, different bytes on the wire.
+            async let initiator = rawExchange(server, goHello("caf\u{E9}-key", target: "127.0.0.1"))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            let receiver = try ServerReply.decode(try await rawExchange(server, goHello("cafe\u{301}-key", proto: "")))
+            #expect(receiver.error == ServerErrorText.noInitiator)
+            #expect(try ServerReply.decode(try await initiator).error == ServerErrorText.initiatorTimedOut)
+        }
+    }
+
+    @Test func theTargetIPMatchesInAnySpelling() async throws {
+        try await withServer { server, _ in
+            // An IPv4-mapped spelling of 127.0.0.1 names the same receiver.
+            async let initiator = rawExchange(server, goHello("spelling", target: "::ffff:127.0.0.1"))
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            let receiver = try ServerReply.decode(try await rawExchange(server, goHello("spelling", proto: "")))
+            #expect(receiver.error.isEmpty && receiver.peerAddress.hasPrefix("127.0.0.1:"))
+            #expect(try ServerReply.decode(try await initiator).error.isEmpty)
+        }
+    }
+
+    @Test func aUDPInitiatorWaitsForAReceiverThatReportedItsAddress() async throws {
+        try await withServer { server, _ in
+            // A receiver long-polling without a UDP address cannot be reached over UDP...
+            async let silent = rawExchange(server, ClientHello(key: "udp-pair", role: .receiver, wait: 2).encoded())
+            try await waitUntil { server.statistics.waitingReceivers == 1 }
+            async let initiator = rawExchange(server, ClientHello(key: "udp-pair", transport: "udp", address: "127.0.0.1:4000",
+                                                                  role: .initiator).encoded())
+            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            // ...so the initiator waits for one that did.
+            let receiver = try ServerReply.decode(try await rawExchange(server, ClientHello(key: "udp-pair", address: "127.0.0.1:5000",
+                                                                                             role: .receiver).encoded()))
+            #expect(receiver.peerAddress == "127.0.0.1:4000")
+            #expect(try ServerReply.decode(try await initiator).peerAddress == "127.0.0.1:5000")
+            #expect(try ServerReply.decode(try await silent).error == ServerErrorText.noInitiator)
+        }
+    }
+
     @Test func badClientsGetAnErrorOrACloseAndTheServerKeepsServing() async throws {
         var options = RendezvousServer.Options()
         // Long enough that a test runner busy with other suites still sends each hello in time.
