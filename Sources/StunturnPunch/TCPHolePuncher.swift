@@ -28,6 +28,14 @@ public enum TCPHolePuncher {
 
     public static func punch(local: SocketAddress, peer: SocketAddress, role: SignalRole,
                              tag: [UInt8] = defaultPunchTag, options: PunchOptions = PunchOptions()) async throws -> Socket {
+        let socket = try await punchOnce(local: local, peer: peer, role: role, tag: tag, options: options)
+        // A tunnel can sit quiet for hours: probes notice a peer that vanished and keep NAT state.
+        try? socket.setKeepAlive()
+        return socket
+    }
+
+    private static func punchOnce(local: SocketAddress, peer: SocketAddress, role: SignalRole,
+                                  tag: [UInt8], options: PunchOptions) async throws -> Socket {
         let deadline = ContinuousClock.now + options.timeout
         let listener = try Socket(.stream, family: local.family)
         try listener.setReuse()

@@ -15,8 +15,13 @@ enum TunnelDatagram {
     static let handshakeRetry: Duration = .milliseconds(250)
     /// A UDP session has no close; without traffic for this long it ends.
     static let defaultIdleTimeout: Duration = .seconds(120)
-    /// Datagrams a local client sends before its tunnel is up are kept, up to this many.
+    /// Datagrams a local client sends before its tunnel is up are kept, up to this many and
+    /// this many bytes (so a forward's sessions together hold at most 16 MiB while they wait).
     static let maxQueuedBeforeTunnel = 64
+    static let maxQueuedBytesBeforeTunnel = 64 * 1024
+    /// The largest payload a tunnel datagram carries: a UDP datagram's 65,507 bytes less the
+    /// kind byte and the sealing overhead. Larger ones are dropped with a log line.
+    static let maxPayload = 65_507 - 1 - DatagramSealer.overhead
     /// Local clients (source addresses) with a tunnel at once, per listen forward: each costs a
     /// signaling exchange, a punch and a socket, so a flood of spoofed sources must not multiply them.
     static let maxSessionsPerForward = 256
@@ -136,6 +141,10 @@ struct UDPExposeSession: Sendable {
                         }
                         // Only the exposed service's answers go into the tunnel.
                         guard from.port == service.port, from.addressBytes == service.addressBytes || service.isUnspecified else { continue }
+                        guard payload.count <= TunnelDatagram.maxPayload else {
+                            context.logger.warning("udp datagram of \(payload.count) bytes from \(from) dropped: a tunnel datagram carries at most \(TunnelDatagram.maxPayload)")
+                            continue
+                        }
                         activity.carried(out: payload.count)
                         if let wrapped = try? codec.wrap(payload) {
                             _ = try? wrapped.withUnsafeBytes { try tunnel.send($0, to: peer) }
@@ -242,6 +251,7 @@ final class UDPListenSession: @unchecked Sendable {
     let client: SocketAddress
     private let lock = Lock()
     private var queued: [[UInt8]] = []
+    private var queuedBytes = 0
     private var link: (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)?
     private let activity = ActivityClock()
 
@@ -253,12 +263,20 @@ final class UDPListenSession: @unchecked Sendable {
 
     /// Sends a client datagram into the tunnel, or keeps it until the tunnel is up.
     func fromClient(_ datagram: [UInt8]) {
+        guard datagram.count <= TunnelDatagram.maxPayload else {
+            context.logger.warning("udp datagram of \(datagram.count) bytes from \(client) dropped: a tunnel datagram carries at most \(TunnelDatagram.maxPayload)")
+            return
+        }
         activity.carried(out: datagram.count)
         // Sealing happens under the lock: the sealer's counter must never be used by two
         // threads at once, or two datagrams would share a nonce.
         lock.withLock {
             guard let link else {
-                if queued.count < TunnelDatagram.maxQueuedBeforeTunnel { queued.append(datagram) }
+                if queued.count < TunnelDatagram.maxQueuedBeforeTunnel,
+                   queuedBytes + datagram.count <= TunnelDatagram.maxQueuedBytesBeforeTunnel {
+                    queued.append(datagram)
+                    queuedBytes += datagram.count
+                }
                 return
             }
             Self.send(datagram, over: link)
@@ -291,6 +309,7 @@ final class UDPListenSession: @unchecked Sendable {
                 link = ready
                 for datagram in queued { Self.send(datagram, over: ready) }
                 queued = []
+                queuedBytes = 0
             }
             log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "encrypted": "\(session != nil)"])
             let listen = self.listen

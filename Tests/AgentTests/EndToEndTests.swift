@@ -226,6 +226,15 @@ import Testing
         #expect(replies.allSatisfy { $0.hasPrefix("datagram ") })
         #expect(replies.last == "datagram 9")
         #expect(listen.log.contains("udp tunnel up"))
+
+        // The largest datagram a tunnel datagram can hold still goes through; a larger one is
+        // dropped with a reason rather than silently.
+        let largest = [UInt8](repeating: 0x42, count: 65_507 - 25)
+        try await client.send(largest, to: .loopback(port: listenPort), until: .now + .seconds(1))
+        let (echoed, _) = try await client.receive(maxLength: 65536, until: .now + .seconds(5))
+        #expect(echoed.count == largest.count)
+        try await client.send([UInt8](repeating: 0x43, count: 65_507 - 24), to: .loopback(port: listenPort), until: .now + .seconds(1))
+        try await listen.waitForLog("dropped: a tunnel datagram carries at most 65482")
     }
 
     @Test func stdioCarriesOneConnection() async throws {

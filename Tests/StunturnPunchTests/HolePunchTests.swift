@@ -37,6 +37,9 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
                 times.append(ContinuousClock.now - start)
                 #expect(try sa.localAddress() == (try sb.remoteAddress()))
                 #expect(try sb.localAddress() == (try sa.remoteAddress()))
+                // Punched tunnels probe a quiet peer, so a vanished one does not hold them open.
+                #expect(try sa.getOption(SOL_SOCKET_VALUE, SO_KEEPALIVE_VALUE) != 0)
+                #expect(try sb.getOption(SOL_SOCKET_VALUE, SO_KEEPALIVE_VALUE) != 0)
                 let message = Array("hello \(round)".utf8)
                 try await sa.writeAll(message, until: .now + .seconds(2))
                 #expect(try await sb.readExactly(message.count, until: .now + .seconds(2)) == message)
