@@ -13,6 +13,14 @@ public protocol RelayTransform: AnyObject {
     func backwardCapacity(forInputCount inputCount: Int) -> Int
     func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int
     func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int
+
+    /// Side B ended; throws when that is not a proper end (a stream cut short), and the relay
+    /// then resets side A instead of passing the end on as an orderly one.
+    func backwardEnd() throws
+}
+
+extension RelayTransform {
+    public func backwardEnd() throws {}
 }
 
 /// One side of a relay: a socket, or a pair of descriptors such as stdin/stdout.
@@ -180,6 +188,7 @@ public final class RelayConnection: @unchecked Sendable {
     private var liveSources = 0
     private var endReason = ""
     private var endedCleanly = false
+    private var abortive = false
 
     init(worker: RelayWorker, a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?,
          onFinish: @escaping @Sendable (RelayReport) -> Void) {
@@ -253,7 +262,7 @@ public final class RelayConnection: @unchecked Sendable {
             do {
                 produced = try d.isForward ? transform.forward(input, into: output) : transform.backward(input, into: output)
             } catch {
-                finish("\(d.srcName): \(error)", clean: false)
+                finish("\(d.srcName): \(error)", clean: false, abort: true)
                 return false
             }
             return send(UnsafeRawBufferPointer(rebasing: output[0..<produced]), on: d)
@@ -268,7 +277,7 @@ public final class RelayConnection: @unchecked Sendable {
             do {
                 result = try read()
             } catch {
-                finish("\(d.srcName): \(error)", clean: false)
+                finish("\(d.srcName): \(error)", clean: false, abort: true)
                 return
             }
             switch result {
@@ -277,6 +286,14 @@ public final class RelayConnection: @unchecked Sendable {
             case .endOfFile:
                 d.sawEOF = true
                 suspendRead(d)
+                if !d.isForward, let transform = d.transform {
+                    do {
+                        try transform.backwardEnd()
+                    } catch {
+                        finish("\(d.srcName): \(error)", clean: false, abort: true)
+                        return
+                    }
+                }
                 endDirectionIfDrained(d)
                 return
             case .bytes(let n):
@@ -299,7 +316,7 @@ public final class RelayConnection: @unchecked Sendable {
             do {
                 written = try SystemIO.write(d.dstFD, UnsafeRawBufferPointer(rebasing: data[offset...]), isSocket: d.dstIsSocket)
             } catch {
-                finish("\(d.dstName): \(error)", clean: false)
+                finish("\(d.dstName): \(error)", clean: false, abort: true)
                 return false
             }
             guard let written else {
@@ -331,7 +348,7 @@ public final class RelayConnection: @unchecked Sendable {
             do {
                 result = try SystemIO.splice(from: pipe.read, to: d.dstFD, count: d.inPipe)
             } catch {
-                finish("\(d.dstName): \(error)", clean: false)
+                finish("\(d.dstName): \(error)", clean: false, abort: true)
                 return false
             }
             switch result {
@@ -344,7 +361,7 @@ public final class RelayConnection: @unchecked Sendable {
                 armWrite(d)
                 return false
             case .endOfFile:
-                finish("\(d.dstName): pipe closed unexpectedly", clean: false)
+                finish("\(d.dstName): pipe closed unexpectedly", clean: false, abort: true)
                 return false
             }
         }
@@ -369,7 +386,7 @@ public final class RelayConnection: @unchecked Sendable {
                     try SystemIO.write(d.dstFD, UnsafeRawBufferPointer(rebasing: $0[d.pendingOffset...]), isSocket: d.dstIsSocket)
                 }
             } catch {
-                finish("\(d.dstName): \(error)", clean: false)
+                finish("\(d.dstName): \(error)", clean: false, abort: true)
                 return
             }
             guard let written else { return }
@@ -430,11 +447,15 @@ public final class RelayConnection: @unchecked Sendable {
         source.suspend()
     }
 
-    private func finish(_ reason: String, clean: Bool) {
+    /// Ends the relay. `abort`: the connection broke (a side reset or failed, a stream cut short
+    /// or failing authentication), so the bytes carried may not be whole: both sides are reset
+    /// rather than closed in order, and the other side's application learns it too.
+    private func finish(_ reason: String, clean: Bool, abort: Bool = false) {
         guard !finished else { return }
         finished = true
         endReason = reason
         endedCleanly = clean
+        abortive = abort
         for d in [aToB, bToA] {
             // A suspended source must be resumed before cancelling, or its cancel handler never runs.
             if d.readSuspended { d.readSuspended = false; d.readSource?.resume() }
@@ -466,7 +487,9 @@ public final class RelayConnection: @unchecked Sendable {
         }
         for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !closed.contains(fd) {
             closed.insert(fd)
-            if fd > 2 { SystemIO.close(fd) }
+            guard fd > 2 else { continue }
+            if abortive { SystemIO.resetOnClose(fd) }
+            SystemIO.close(fd)
         }
         let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.delivered, duration: ContinuousClock.now - started,
                                  reason: endReason, clean: endedCleanly)

@@ -107,8 +107,8 @@ public final class RecordSealer: @unchecked Sendable {
 /// Decrypts a stream of records written by a `RecordSealer`, however the stream is chunked.
 ///
 /// A record that fails authentication (tampered, reordered, replayed or cut short) fails the
-/// opener for good: every later call throws the same error. Not thread-safe: use each instance
-/// from one thread at a time.
+/// opener for good: every later call throws the same error. When the stream ends, `finish()` says
+/// whether it ended between records. Not thread-safe: use each instance from one thread at a time.
 public final class RecordOpener: @unchecked Sendable {
     private var cipherState: NoiseCipherState
     private let aead: RecordAEAD?
@@ -190,6 +190,16 @@ public final class RecordOpener: @unchecked Sendable {
         try wire.withUnsafeBytes { try self.open($0, appendingTo: &out) }
     }
 
+    /// Call when the wire stream has ended: throws `streamTruncated` when it ended inside a record
+    /// (or the error that failed the opener earlier).
+    public func finish() throws {
+        if let failure = self.failure { throw failure }
+        guard self.pending.isEmpty else {
+            self.failure = .streamTruncated
+            throw TunnelSecurityError.streamTruncated
+        }
+    }
+
     private func consume(_ wire: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
         var offset = 0
         var written = 0
@@ -240,17 +250,23 @@ public final class RecordOpener: @unchecked Sendable {
     /// Decrypts one record's ciphertext and tag to `out`; returns the plaintext length.
     @inline(__always)
     private func decrypt(_ ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Int {
+        try self.decrypt(ciphertext, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: out)
+    }
+
+    @inline(__always)
+    private func decrypt(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer,
+                         into out: UnsafeMutableRawPointer) throws -> Int {
         let count = ciphertext.count - NoiseCipher.tagLength
         if let aead = self.aead {
             guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
-            try aead.open(ciphertext, nonce: self.cipherState.nonce, into: out)
+            try aead.open(ciphertext, associatedData: associatedData, nonce: self.cipherState.nonce, into: out)
             self.cipherState.nonce &+= 1
             return count
         }
         var plaintext: [UInt8] = []
         do {
             try self.cipherState.decrypt(
-                associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
+                associatedData: associatedData,
                 ciphertext: ciphertext,
                 appendingTo: &plaintext
             )
@@ -311,35 +327,41 @@ final class RecordAEAD {
     }
 
     /// Writes the ciphertext and tag of `plaintext` to `out` (`plaintext.count` + 16 bytes).
-    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
+    func seal(_ plaintext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
         let count = plaintext.count
         let body = out.assumingMemoryBound(to: UInt8.self)
         let input = plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(body)
+        let ad = associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let ok = self.withNonce(nonce) { nonce -> Int32 in
             var tagLength = 0
             return CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
                 self.context, body, body + count, &tagLength, NoiseCipher.tagLength,
-                nonce, 12, input, count, nil, 0, nil, 0)
+                nonce, 12, input, count, nil, 0, ad, associatedData.count)
         }
         guard ok == 1 else { throw TunnelSecurityError.messageTooLong }
     }
 
     /// Writes the plaintext of `ciphertext` (which ends with the tag) to `out`.
-    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
+    func open(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
         guard ciphertext.count >= NoiseCipher.tagLength else { throw TunnelSecurityError.recordAuthenticationFailed }
         let count = ciphertext.count - NoiseCipher.tagLength
         let input = ciphertext.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let ad = associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let ok = self.withNonce(nonce) { nonce in
             CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
                 self.context, out.assumingMemoryBound(to: UInt8.self), nonce, 12, input, count,
-                input + count, NoiseCipher.tagLength, nil, 0)
+                input + count, NoiseCipher.tagLength, ad, associatedData.count)
         }
         guard ok == 1 else { throw TunnelSecurityError.recordAuthenticationFailed }
     }
 
     #else
     init?(_ state: NoiseCipherState) { return nil }
-    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
-    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
+    func seal(_ plaintext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
+    func open(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
     #endif
 }

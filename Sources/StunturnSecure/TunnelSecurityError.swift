@@ -15,6 +15,7 @@ public struct TunnelSecurityError: Error, Hashable, Sendable, CustomStringConver
         case datagramTooShort
         case datagramAuthenticationFailed
         case datagramReplayed
+        case streamTruncated
     }
 
     private let code: Code
@@ -52,6 +53,9 @@ public struct TunnelSecurityError: Error, Hashable, Sendable, CustomStringConver
     /// A datagram was a duplicate or older than the replay window.
     public static let datagramReplayed = TunnelSecurityError(.datagramReplayed)
 
+    /// The tunnel's byte stream ended inside a record: cut short on the way.
+    public static let streamTruncated = TunnelSecurityError(.streamTruncated)
+
     public var description: String {
         switch self.code {
         case .peerAuthenticationFailed:
@@ -82,6 +86,8 @@ public struct TunnelSecurityError: Error, Hashable, Sendable, CustomStringConver
             return "a datagram failed authentication"
         case .datagramReplayed:
             return "a datagram was already received or is older than the replay window"
+        case .streamTruncated:
+            return "the tunnel ended inside a record: the stream was cut short"
         }
     }
 }

@@ -46,4 +46,9 @@ final class SealingTransform: RelayTransform {
     func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
         try session.opener.open(input, into: output)
     }
+
+    /// The tunnel ended: an orderly end only between records.
+    func backwardEnd() throws {
+        try session.opener.finish()
+    }
 }

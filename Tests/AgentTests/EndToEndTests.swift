@@ -254,7 +254,8 @@ import Testing
         }
         #expect(String(decoding: reply, as: UTF8.self) == "ping")
         try stdio.stdinHandle.close()
-        #expect(try await stdio.waitForExit(timeout: .seconds(20)) == 0)
+        let status = try await stdio.waitForExit(timeout: .seconds(20))
+        #expect(status == 0, "\(stdio.log)\n\(rig.logs)")
     }
 
     @Test func theAccessKeyNeverReachesTheSignalingServer() async throws {

@@ -1,3 +1,4 @@
+import Glibc
 import StunturnSockets
 import Testing
 @testable import StunturnRelay
@@ -58,6 +59,26 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         round &+= 1
     }
     return Array(out.prefix(count))
+}
+
+/// A stage that, like the tunnel, refuses an end of B's stream that did not come after "END".
+final class EndMarkTransform: RelayTransform {
+    private var backwardTail: [UInt8] = []
+    func forwardCapacity(forInputCount inputCount: Int) -> Int { inputCount }
+    func backwardCapacity(forInputCount inputCount: Int) -> Int { inputCount }
+    func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        output.copyMemory(from: input)
+        return input.count
+    }
+    func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        backwardTail = Array((backwardTail + Array(input)).suffix(3))
+        output.copyMemory(from: input)
+        return input.count
+    }
+    struct CutShort: Error, CustomStringConvertible { var description: String { "stream cut short" } }
+    func backwardEnd() throws {
+        if backwardTail != Array("END".utf8) { throw CutShort() }
+    }
 }
 
 @Suite struct RelayEngineTests {
@@ -155,6 +176,31 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         }
     }
 
+    @Test func anEndTheTransformRefusesResetsTheOtherSide() async throws {
+        let (client, server, box, _) = try await relayed(transform: EndMarkTransform())
+        try await client.writeAll(Array("data".utf8), until: .now + .seconds(5))
+        client.shutdownWrite()
+        #expect(try await readAll(server) == Array("data".utf8))
+        // B ends without the mark: A is reset, not handed an orderly end.
+        try await server.writeAll(Array("partial".utf8), until: .now + .seconds(5))
+        server.shutdownWrite()
+        var received: [UInt8] = []
+        var failure: SocketError?
+        do {
+            while true {
+                let chunk = try await client.readSome(until: .now + .seconds(5))
+                if chunk.isEmpty { break }
+                received += chunk
+            }
+        } catch let error as SocketError {
+            failure = error
+        }
+        #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure)) after \(received.count) bytes")
+        let report = try await box.wait()
+        #expect(!report.clean)
+        #expect(report.reason.contains("stream cut short"))
+    }
+
     @Test func slowReaderBackpressuresInsteadOfBuffering() async throws {
         let (client, server, box, connection) = try await relayed()
         // Push far more than the socket buffers hold while the server reads nothing.
@@ -179,18 +225,19 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         _ = try b.setOption(SOL_SOCKET_VALUE, SO_SNDBUF_VALUE, 16 * 1024)
         _ = try server.setOption(SOL_SOCKET_VALUE, SO_RCVBUF_VALUE, 16 * 1024)
         let box = ReportBox()
+        // An idle time longer than a test runner busy with other suites may leave this test unrun.
         RelayEngine.shared.relay(RelayEndpoint(socket: a, name: "a"), RelayEndpoint(socket: b, name: "b"),
-                                 idleTimeout: .milliseconds(400)) { box.set($0) }
-        let data = pattern(3 << 20, seed: 7)
+                                 idleTimeout: .seconds(3)) { box.set($0) }
+        let data = pattern(3 << 19, seed: 7)
         let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)); client.shutdownWrite() }
-        // About 1.3 MB/s: what the relay holds for this reader (up to a pipe's megabyte) takes longer
-        // than the idle time to drain, during which it reads nothing from the sender.
+        // About 200 KB/s: what the relay holds for this reader (up to a pipe's megabyte) takes
+        // longer than the idle time to drain, during which it reads nothing from the sender.
         var received: [UInt8] = []
-        for _ in 0..<400 where received.count < data.count {
-            let chunk = try await server.readSome(maxLength: 64 * 1024, until: .now + .seconds(10))
+        for _ in 0..<2000 where received.count < data.count {
+            let chunk = try await server.readSome(maxLength: 8 * 1024, until: .now + .seconds(10))
             if chunk.isEmpty { break }
             received += chunk
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(40))
         }
         #expect(received.count == data.count, "\(box.value?.reason ?? "still running")")
         let intact = received.elementsEqual(data)
@@ -215,7 +262,10 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
         let report = try await box.wait()
         #expect(!report.clean)
         #expect(report.reason.contains("b"))
-        #expect(try await client.readSome(until: .now + .seconds(2)).isEmpty)
+        // The reset is passed on: the other side does not see an orderly end.
+        await #expect(throws: SocketError.self) {
+            while try await !client.readSome(until: .now + .seconds(2)).isEmpty {}
+        }
     }
 }
 

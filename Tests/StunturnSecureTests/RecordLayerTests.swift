@@ -110,6 +110,29 @@ struct RecordLayerTests {
         #expect(received.isEmpty)
     }
 
+    @Test func aStreamEndsBetweenRecordsOrIsTruncated() throws {
+        // Inside a record's length, inside its body, or just before its last byte: cut short.
+        for cut in [1, 100, 317] {
+            let (initiator, responder) = try establishedSessions()
+            var full: [UInt8] = []
+            try initiator.sealer.seal([UInt8](repeating: 1, count: 300), appendingTo: &full)
+            #expect(full.count == 318)
+            var out: [UInt8] = []
+            try responder.opener.open(Array(full[0..<cut]), appendingTo: &out)
+            #expect(throws: TunnelSecurityError.streamTruncated) { try responder.opener.finish() }
+            // And stays failed: nothing is accepted after a truncated end.
+            #expect(throws: TunnelSecurityError.streamTruncated) { try responder.opener.open(Array(full[cut...]), appendingTo: &out) }
+        }
+        // Between records the end is an orderly one.
+        let (initiator, responder) = try establishedSessions()
+        var full: [UInt8] = []
+        try initiator.sealer.seal([UInt8](repeating: 2, count: 300), appendingTo: &full)
+        var out: [UInt8] = []
+        try responder.opener.open(full, appendingTo: &out)
+        try responder.opener.finish()
+        #expect(out == [UInt8](repeating: 2, count: 300))
+    }
+
     /// Three records of 100 bytes, each 2 + 100 + 16 = 118 bytes on the wire.
     static func threeRecords() throws -> (wire: [UInt8], opener: RecordOpener) {
         let (initiator, responder) = try establishedSessions()
