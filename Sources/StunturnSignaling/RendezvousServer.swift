@@ -293,7 +293,8 @@ public final class RendezvousServer: @unchecked Sendable {
         }
         // The receiver's IP is compared as the server formats it: 2001:DB8::1 and 2001:db8:0::1
         // name the same receiver.
-        if !hello.targetIP.isEmpty, let target = SocketAddress(ip: hello.targetIP, port: 0) {
+        // (A dotted-quad IPv4 address that parses is already in that form.)
+        if hello.targetIP.utf8.contains(UInt8(ascii: ":")), let target = SocketAddress(ip: hello.targetIP, port: 0) {
             hello.targetIP = target.ip
         }
         connection.hello = hello
@@ -504,8 +505,16 @@ extension RendezvousServer {
 /// An access key as the bytes the client sent: two keys pair only when byte for byte equal, as in
 /// the original (Swift's String equality would also match Unicode-equivalent spellings).
 struct KeyBytes: Hashable {
-    let bytes: [UInt8]
-    init(_ key: String) { bytes = Array(key.utf8) }
+    let key: String
+    init(_ key: String) { self.key = key }
+
+    static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.key.utf8.elementsEqual(b.key.utf8) }
+
+    func hash(into hasher: inout Hasher) {
+        // The UTF-8 storage in one call (a native string is not copied to get it).
+        var key = self.key
+        key.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
 }
 
 /// Initiators are matched on the key and the receiver IP they name (empty: key alone).
