@@ -147,8 +147,9 @@ public final class RecordOpener: @unchecked Sendable {
 
     /// Consumes the next chunk of the wire stream, writes every completed record's plaintext into
     /// `out` and returns the bytes written; bytes of an incomplete record are kept for the next
-    /// call. `out` must hold at least `wire.count + bufferedByteCount` bytes and must not overlap
-    /// `wire`. Whole records are decrypted straight from `wire` into `out`, with no copy between.
+    /// call. `out` must hold at least `maxPlaintextCount(forWireCount: wire.count)` bytes and must
+    /// not overlap `wire`. Whole records are decrypted straight from `wire` into `out`, with no
+    /// copy between.
     public func open(_ wire: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
         precondition(out.count >= self.maxPlaintextCount(forWireCount: wire.count), "record output buffer too small")
         self.openedByLastCall = 0
@@ -250,23 +251,17 @@ public final class RecordOpener: @unchecked Sendable {
     /// Decrypts one record's ciphertext and tag to `out`; returns the plaintext length.
     @inline(__always)
     private func decrypt(_ ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Int {
-        try self.decrypt(ciphertext, associatedData: UnsafeRawBufferPointer(start: nil, count: 0), into: out)
-    }
-
-    @inline(__always)
-    private func decrypt(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer,
-                         into out: UnsafeMutableRawPointer) throws -> Int {
         let count = ciphertext.count - NoiseCipher.tagLength
         if let aead = self.aead {
             guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
-            try aead.open(ciphertext, associatedData: associatedData, nonce: self.cipherState.nonce, into: out)
+            try aead.open(ciphertext, nonce: self.cipherState.nonce, into: out)
             self.cipherState.nonce &+= 1
             return count
         }
         var plaintext: [UInt8] = []
         do {
             try self.cipherState.decrypt(
-                associatedData: associatedData,
+                associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
                 ciphertext: ciphertext,
                 appendingTo: &plaintext
             )
@@ -327,41 +322,35 @@ final class RecordAEAD {
     }
 
     /// Writes the ciphertext and tag of `plaintext` to `out` (`plaintext.count` + 16 bytes).
-    func seal(_ plaintext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
-              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
         let count = plaintext.count
         let body = out.assumingMemoryBound(to: UInt8.self)
         let input = plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(body)
-        let ad = associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let ok = self.withNonce(nonce) { nonce -> Int32 in
             var tagLength = 0
             return CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
                 self.context, body, body + count, &tagLength, NoiseCipher.tagLength,
-                nonce, 12, input, count, nil, 0, ad, associatedData.count)
+                nonce, 12, input, count, nil, 0, nil, 0)
         }
         guard ok == 1 else { throw TunnelSecurityError.messageTooLong }
     }
 
     /// Writes the plaintext of `ciphertext` (which ends with the tag) to `out`.
-    func open(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
-              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
+    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
         guard ciphertext.count >= NoiseCipher.tagLength else { throw TunnelSecurityError.recordAuthenticationFailed }
         let count = ciphertext.count - NoiseCipher.tagLength
         let input = ciphertext.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let ad = associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self)
         let ok = self.withNonce(nonce) { nonce in
             CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
                 self.context, out.assumingMemoryBound(to: UInt8.self), nonce, 12, input, count,
-                input + count, NoiseCipher.tagLength, ad, associatedData.count)
+                input + count, NoiseCipher.tagLength, nil, 0)
         }
         guard ok == 1 else { throw TunnelSecurityError.recordAuthenticationFailed }
     }
 
     #else
     init?(_ state: NoiseCipherState) { return nil }
-    func seal(_ plaintext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
-              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
-    func open(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
-              nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
+    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
+    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
     #endif
 }

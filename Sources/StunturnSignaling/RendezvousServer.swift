@@ -511,9 +511,12 @@ struct KeyBytes: Hashable {
     static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.key.utf8.elementsEqual(b.key.utf8) }
 
     func hash(into hasher: inout Hasher) {
-        // The UTF-8 storage in one call (a native string is not copied to get it).
+        // The UTF-8 storage in one call (a native string is not copied to get it), then a
+        // terminator, so that a key and the target IP after it in a PairingKey cannot trade bytes
+        // ("ab" + "c" and "a" + "bc") and collide on purpose.
         var key = self.key
         key.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        hasher.combine(0xFF as UInt8)
     }
 }
 

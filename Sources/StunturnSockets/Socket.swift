@@ -114,15 +114,15 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Probes a quiet TCP connection so that a peer that vanished (powered off, its NAT mapping
     /// gone) ends it instead of leaving it open for ever: the first probe after `idle` seconds
-    /// without traffic, then every `interval`, giving up after `count` unanswered; data left
-    /// unacknowledged for as long also ends it. The probes also keep a NAT's mapping alive.
+    /// without traffic, then every `interval`, giving up after `count` unanswered. The probes also
+    /// keep a NAT's mapping alive. (No TCP_USER_TIMEOUT: it would also end a connection whose
+    /// reader merely paused, its window closed, for that long.)
     public func setKeepAlive(idle: Int32 = 30, interval: Int32 = 10, count: Int32 = 3) throws {
         try setOption(SOL_SOCKET, SO_KEEPALIVE, 1)
         #if os(Linux)
         try setOption(Int32(IPPROTO_TCP), TCP_KEEPIDLE, idle)
         try setOption(Int32(IPPROTO_TCP), TCP_KEEPINTVL, interval)
         try setOption(Int32(IPPROTO_TCP), TCP_KEEPCNT, count)
-        try setOption(Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, (idle + interval * count) * 1000)
         #endif
     }
 

@@ -20,8 +20,8 @@ enum TunnelDatagram {
     static let maxQueuedBeforeTunnel = 64
     static let maxQueuedBytesBeforeTunnel = 64 * 1024
     /// The largest payload a tunnel datagram carries: a UDP datagram's 65,507 bytes less the
-    /// kind byte and the sealing overhead. Larger ones are dropped with a log line.
-    static let maxPayload = 65_507 - 1 - DatagramSealer.overhead
+    /// kind byte and, when encrypted, the sealing overhead. Larger ones are dropped with a log line.
+    static func maxPayload(encrypted: Bool) -> Int { 65_507 - 1 - (encrypted ? DatagramSealer.overhead : 0) }
     /// Local clients (source addresses) with a tunnel at once, per listen forward: each costs a
     /// signaling exchange, a punch and a socket, so a flood of spoofed sources must not multiply them.
     static let maxSessionsPerForward = 256
@@ -141,8 +141,9 @@ struct UDPExposeSession: Sendable {
                         }
                         // Only the exposed service's answers go into the tunnel.
                         guard from.port == service.port, from.addressBytes == service.addressBytes || service.isUnspecified else { continue }
-                        guard payload.count <= TunnelDatagram.maxPayload else {
-                            context.logger.warning("udp datagram of \(payload.count) bytes from \(from) dropped: a tunnel datagram carries at most \(TunnelDatagram.maxPayload)")
+                        let limit = TunnelDatagram.maxPayload(encrypted: context.encrypted)
+                        guard payload.count <= limit else {
+                            context.logger.warning("udp datagram of \(payload.count) bytes from \(from) dropped: a tunnel datagram carries at most \(limit)")
                             continue
                         }
                         activity.carried(out: payload.count)
@@ -263,8 +264,9 @@ final class UDPListenSession: @unchecked Sendable {
 
     /// Sends a client datagram into the tunnel, or keeps it until the tunnel is up.
     func fromClient(_ datagram: [UInt8]) {
-        guard datagram.count <= TunnelDatagram.maxPayload else {
-            context.logger.warning("udp datagram of \(datagram.count) bytes from \(client) dropped: a tunnel datagram carries at most \(TunnelDatagram.maxPayload)")
+        let limit = TunnelDatagram.maxPayload(encrypted: context.encrypted)
+        guard datagram.count <= limit else {
+            context.logger.warning("udp datagram of \(datagram.count) bytes from \(client) dropped: a tunnel datagram carries at most \(limit)")
             return
         }
         activity.carried(out: datagram.count)
