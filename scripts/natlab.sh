@@ -524,13 +524,17 @@ cmd_case() {
     local outcome detail seconds word t
     word=${client_result%% *}
     t=$(echo "$client_result" | awk '{print $2}')
+    # The punch must fail within its time-out; the slack covers the signaling before it, which
+    # under packet loss can itself wait out TCP retransmissions (a hello lost twice costs seconds).
+    local slack=5
+    [[ $loss -gt 0 ]] && slack=15
     if [[ -n $dead ]]; then
         outcome=BROKEN; detail="agent exited: ${dead% }"; seconds=${t:-0}
     elif [[ -n $spin ]]; then
         outcome=BROKEN; detail="agent spinning while idle: ${spin% }"; seconds=${t:-0}
     elif [[ $word == ok ]]; then
         outcome=works; detail="client: $client_result"; seconds=$t
-    elif [[ -n $failed_at ]] && awk -v f="$failed_at" -v m="$((punch_timeout + 5))" 'BEGIN { exit !(f <= m) }'; then
+    elif [[ -n $failed_at ]] && awk -v f="$failed_at" -v m="$((punch_timeout + slack))" 'BEGIN { exit !(f <= m) }'; then
         if [[ $proto == tcp && $word != closed ]]; then
             outcome=BROKEN; detail="punch failed logged at ${failed_at}s but the client connection was not closed: $client_result"
         else
@@ -538,7 +542,7 @@ cmd_case() {
         fi
         seconds=$failed_at
     elif [[ -n $failed_at ]]; then
-        outcome=BROKEN; detail="punch failed logged only at ${failed_at}s (timeout ${punch_timeout}s); client: $client_result"; seconds=$failed_at
+        outcome=BROKEN; detail="punch failed logged only at ${failed_at}s (timeout ${punch_timeout}s + ${slack}s for signaling); client: $client_result"; seconds=$failed_at
     else
         outcome=BROKEN; detail="no 'punch failed' line and no working forward; client: $client_result"; seconds=${t:-0}
     fi
