@@ -488,7 +488,7 @@ public final class RelayConnection: @unchecked Sendable {
         for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !closed.contains(fd) {
             closed.insert(fd)
             guard fd > 2 else { continue }
-            if abortive { SystemIO.resetOnClose(fd) }
+            if abortive { try? SystemIO.resetOnClose(fd) }
             SystemIO.close(fd)
         }
         let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.delivered, duration: ContinuousClock.now - started,

@@ -128,10 +128,7 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Close with RST instead of FIN, leaving no TIME_WAIT behind.
     public func setAbortiveClose() throws {
-        var l = linger(l_onoff: 1, l_linger: 0)
-        _ = try retryingSyscall("setsockopt SO_LINGER", "fd \(fd)") {
-            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
-        }
+        try SystemIO.resetOnClose(fd)
     }
 
     public func setNonBlocking() throws {

@@ -51,10 +51,12 @@ public enum SystemIO {
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
     /// Makes the coming close of a socket send a reset instead of an orderly end (SO_LINGER 0),
-    /// so its peer learns the connection broke; does nothing to other descriptors.
-    public static func resetOnClose(_ fd: Int32) {
+    /// so its peer learns the connection broke and no TIME_WAIT is left; fails on other descriptors.
+    public static func resetOnClose(_ fd: Int32) throws {
         var l = linger(l_onoff: 1, l_linger: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        _ = try retryingSyscall("setsockopt SO_LINGER", "fd \(fd)") {
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        }
     }
 
     /// Ignore SIGPIPE process-wide: a relay must survive writing to a peer that just closed.
