@@ -308,9 +308,7 @@ public final class RendezvousServer: @unchecked Sendable {
     private func arriveInitiator(_ connection: Connection, _ hello: ClientHello) {
         // A receiver already long-polling on this key takes the initiator at once.
         let keyBytes = KeyBytes(hello.key)
-        if let index = waitingReceivers[keyBytes]?.firstIndex(where: { connection.canPair(withReceiver: $0) }) {
-            let receiver = waitingReceivers[keyBytes]!.remove(at: index)
-            if waitingReceivers[keyBytes]!.isEmpty { waitingReceivers[keyBytes] = nil }
+        if let receiver = waitingReceivers.removeFirst(under: keyBytes, where: { connection.canPair(withReceiver: $0) }) {
             pair(initiator: connection, receiver: receiver)
             return
         }
@@ -361,9 +359,7 @@ public final class RendezvousServer: @unchecked Sendable {
 
     /// The oldest initiator under `key` that `receiver` can serve, taken off its list.
     private func popInitiator(_ key: PairingKey, for receiver: Connection) -> Connection? {
-        guard let index = waitingInitiators[key]?.firstIndex(where: { $0.canPair(withReceiver: receiver) }) else { return nil }
-        let initiator = waitingInitiators[key]!.remove(at: index)
-        if waitingInitiators[key]!.isEmpty { waitingInitiators[key] = nil }
+        guard let initiator = waitingInitiators.removeFirst(under: key, where: { $0.canPair(withReceiver: receiver) }) else { return nil }
         waitingInitiatorCount -= 1
         return initiator
     }
@@ -417,18 +413,12 @@ public final class RendezvousServer: @unchecked Sendable {
     private func leaveWaitingLists(_ connection: Connection) {
         switch connection.state {
         case .waitingAsInitiator(let key):
-            // Remove exactly this entry under its own key (the original deleted the wrong key),
-            // in place: the list is not copied.
-            if let i = waitingInitiators[key]?.firstIndex(where: { $0 === connection }) {
-                waitingInitiators[key]!.remove(at: i)
-                if waitingInitiators[key]!.isEmpty { waitingInitiators[key] = nil }
+            // Remove exactly this entry under its own key (the original deleted the wrong key).
+            if waitingInitiators.removeFirst(under: key, where: { $0 === connection }) != nil {
                 waitingInitiatorCount -= 1
             }
         case .waitingAsReceiver(let key):
-            if let i = waitingReceivers[key]?.firstIndex(where: { $0 === connection }) {
-                waitingReceivers[key]!.remove(at: i)
-                if waitingReceivers[key]!.isEmpty { waitingReceivers[key] = nil }
-            }
+            _ = waitingReceivers.removeFirst(under: key, where: { $0 === connection })
         case .readingHello, .done:
             break
         }
@@ -499,6 +489,17 @@ extension RendezvousServer {
         out += request[4..<20]
         out += [0x00, 0x01, 0x00, UInt8(mapped.count)] + mapped
         return out
+    }
+}
+
+extension Dictionary where Value == [Connection] {
+    /// Takes the oldest connection under `key` that matches off its list, in place (the list is
+    /// not copied), and drops the key when its list empties.
+    fileprivate mutating func removeFirst(under key: Key, where matches: (Connection) -> Bool) -> Connection? {
+        guard let index = self[key]?.firstIndex(where: matches) else { return nil }
+        let removed = self[key]!.remove(at: index)
+        if self[key]!.isEmpty { self[key] = nil }
+        return removed
     }
 }
 
