@@ -63,8 +63,7 @@ public struct SignalingClient: Sendable {
     /// match on it compare text; anything else is sent as given.
     static func canonicalIP(_ text: String) -> String {
         guard !text.isEmpty else { return text }
-        let bare = text.hasPrefix("[") && text.hasSuffix("]") ? String(text.dropFirst().dropLast()) : text
-        return SocketAddress(ip: bare, port: 0)?.ip ?? text
+        return SocketAddress(ip: text, port: 0)?.ip ?? text
     }
 
     /// As receiver: asks for a waiting initiator, long-polling up to `wait` when the server supports it.

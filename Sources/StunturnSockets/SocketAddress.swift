@@ -16,7 +16,13 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var family: Family { addressBytes.count == 4 ? .ipv4 : .ipv6 }
 
+    /// An IPv4 or IPv6 literal; an IPv6 one may come bracketed (`[2001:db8::1]`), as in URLs and
+    /// `[v6]:port`.
     public init?(ip: String, port: UInt16) {
+        if ip.hasPrefix("[") && ip.hasSuffix("]") && ip.count > 2 {
+            self.init(ip: String(ip.dropFirst().dropLast()), port: port)
+            return
+        }
         var v4 = in_addr()
         if inet_pton(AF_INET, ip, &v4) == 1 {
             self.init(bytes: withUnsafeBytes(of: &v4) { Array($0) }, port: port)

@@ -206,7 +206,7 @@ struct Forward: AsyncParsableCommand {
         do { _ = try Endpoint(parsing: server) } catch { throw ValidationError("--server: \(error)") }
         if let expose { do { _ = try Endpoint(parsing: expose) } catch { throw ValidationError("--expose: \(error)") } }
         if let listen { do { _ = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen: \(error)") } }
-        if let peerIP, SocketAddress(ip: Self.unbracketed(peerIP), port: 0) == nil {
+        if let peerIP, SocketAddress(ip: peerIP, port: 0) == nil {
             throw ValidationError("--peer-ip: expected an IP address such as 203.0.113.7 or 2001:db8::1, got '\(peerIP)'")
         }
         guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
@@ -222,11 +222,6 @@ struct Forward: AsyncParsableCommand {
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
     }
 
-    /// `[2001:db8::1]` as `2001:db8::1`: the brackets are accepted, as in the config file.
-    static func unbracketed(_ ip: String) -> String {
-        ip.hasPrefix("[") && ip.hasSuffix("]") ? String(ip.dropFirst().dropLast()) : ip
-    }
-
     func run() async throws {
         try await guarded {
             try logging.bootstrap(default: stdio ? "warning" : "info")
@@ -237,7 +232,7 @@ struct Forward: AsyncParsableCommand {
             else { mode = .listen(Endpoint(host: "127.0.0.1", port: 1)) }
             let forward = ForwardConfig(
                 name: stdio ? "stdio" : (expose != nil ? "expose" : "listen"), mode: mode, key: key,
-                transport: udp ? .udp : .tcp, server: try Endpoint(parsing: server), peerIP: peerIP.map(Self.unbracketed), tries: tries,
+                transport: udp ? .udp : .tcp, server: try Endpoint(parsing: server), peerIP: peerIP, tries: tries,
                 punchTimeout: .milliseconds(Int64(punchTimeout * 1000)), signalTimeout: .milliseconds(Int64(signalTimeout * 1000)),
                 idleTimeout: idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil, plaintextInsecure: plaintextInsecure)
             if stdio {
