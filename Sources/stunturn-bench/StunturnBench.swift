@@ -6,7 +6,7 @@ struct StunturnBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stunturn-bench",
         abstract: "Load generators for stunturn's benchmarks (scripts/bench.sh runs them).",
-        subcommands: [Signaling.self]
+        subcommands: [Signaling.self, Records.self]
     )
 }
 
@@ -176,7 +176,7 @@ struct Signaling: ParsableCommand {
     }
 }
 
-private func format(_ x: Double) -> String {
+func format(_ x: Double) -> String {
     String((x * 1000).rounded() / 1000)
 }
 

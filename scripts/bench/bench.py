@@ -214,12 +214,25 @@ Ciphers aes128-gcm@openssh.com
 # ---------------------------------------------------------------- throughput
 
 def iperf(port, seconds):
+    """Rate in Gbit/s, bytes carried, and the CPU seconds the iperf3 client used."""
+    before = os.times()
     out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"],
                          capture_output=True, text=True, timeout=seconds + 30)
+    after = os.times()
+    client_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     data = json.loads(out.stdout)
     if "error" in data:
         raise RuntimeError(data["error"])
-    return data["end"]["sum_received"]["bits_per_second"] / 1e9, data["end"]["sum_received"]["bytes"]
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9, data["end"]["sum_received"]["bytes"], client_cpu
+
+
+def record_layer(bench, quick):
+    """The cipher alone: CPU seconds per GB to seal and to open tunnel records in memory."""
+    out = subprocess.run([bench, "records", "--megabytes", "512" if quick else "2048", "--rounds", "3" if quick else "5"],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip() or f"stunturn-bench records exited {out.returncode}")
+    return json.loads(out.stdout)
 
 
 def tree_cpu(pid):
@@ -237,9 +250,11 @@ def tree_cpu(pid):
     return total + sum(tree_cpu(c) for c in children)
 
 
-def bench_throughput(env, rounds, seconds):
+def bench_throughput(env, rounds, seconds, quick=False):
+    # First, on a quiet machine: what the cipher alone costs per byte.
+    cipher = record_layer(env.bench, quick)
     iport = free_port()
-    PROCS.start(["iperf3", "-s", "-B", HOST, "-p", str(iport)], log=env.logfile("iperf3"))
+    iperf_server = PROCS.start(["iperf3", "-s", "-B", HOST, "-p", str(iport)], log=env.logfile("iperf3"))
     wait_port(iport)
     server = env.server()
     # The relay processes of each path, whose CPU time per GB carried is reported beside the rate.
@@ -257,6 +272,8 @@ def bench_throughput(env, rounds, seconds):
     targets = {"direct": iport, "socat x2": front, "ssh -L aes128-gcm": ssh, "stunturn": enc, "stunturn plaintext": pt}
     runs = {name: [] for name in targets}
     cpu_per_gb = {name: [] for name in targets}
+    # iperf3's own two ends: the rest of what the two cores spend per byte.
+    ends_per_gb = {name: [] for name in targets}
     for r in range(rounds):
         # Rotate the order each round so no configuration always runs first.
         names = list(targets)
@@ -265,21 +282,36 @@ def bench_throughput(env, rounds, seconds):
             for attempt in range(3):
                 try:
                     c0 = sum(tree_cpu(p) for p in relays[name])
-                    rate, carried = iperf(targets[name], seconds)
+                    s0 = tree_cpu(iperf_server.pid)
+                    rate, carried, client_cpu = iperf(targets[name], seconds)
                     time.sleep(0.3)  # let forked relays (socat) exit and be reaped into their parent's total
                     runs[name].append(rate)
                     cpu_per_gb[name].append((sum(tree_cpu(p) for p in relays[name]) - c0) / (carried / 1e9))
+                    ends_per_gb[name].append((tree_cpu(iperf_server.pid) - s0 + client_cpu) / (carried / 1e9))
                     break
                 except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
                     log(f"  iperf3 via {name} failed ({e}); retrying")
                     time.sleep(1)
         log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {runs[n][-1]:.2f}" for n in targets if runs[n]))
     med = {n: median(v) for n, v in runs.items()}
+    relay_cpu = {n: median(v) for n, v in cpu_per_gb.items() if n != "direct"}
+    ends_cpu = {n: median(v) for n, v in ends_per_gb.items()}
+    # If an encrypted relay pair cost exactly what the socat chain costs plus one seal and one open
+    # per byte (an engine with no overhead of its own), and the cores stayed as busy, its rate
+    # relative to socat would be the ratio of the two paths' CPU time per byte.
+    socat_total = relay_cpu["socat x2"] + ends_cpu["socat x2"]
+    floor = cipher["seal_and_open_cpu_s_per_gb"]
     return {
         "unit": "Gbit/s", "seconds": seconds, "rounds": rounds, "runs": runs, "median": med,
         # CPU seconds the relay processes (not iperf3) spent per GB carried, median over rounds:
         # on two shared cores, what a relay costs per byte is what decides its throughput.
-        "relay_cpu_s_per_gb": {n: median(v) for n, v in cpu_per_gb.items() if n != "direct"},
+        "relay_cpu_s_per_gb": relay_cpu,
+        "iperf3_cpu_s_per_gb": ends_cpu,
+        "record_layer": cipher,
+        "encrypted_ceiling": {
+            "relay_cpu_s_per_gb": relay_cpu["socat x2"] + floor,
+            "ratio_to_socat": socat_total / (socat_total + floor),
+        },
         "ratios": {
             "stunturn / socat x2": med["stunturn"] / med["socat x2"],
             "stunturn / ssh -L": med["stunturn"] / med["ssh -L aes128-gcm"],
@@ -482,6 +514,12 @@ def table(res):
                      "≥ 1.0x socat, ≥ 1.0x ssh"))
         rows.append(("Throughput, stunturn --plaintext-insecure", f"{m['stunturn plaintext']:.2f} Gbit/s",
                      f"{r['plaintext / socat x2']:.2f}x socat; {c('stunturn plaintext')}", "stretch ≥ 1.3x socat"))
+        rec, ceiling = t.get("record_layer"), t.get("encrypted_ceiling")
+        if rec and ceiling:
+            rows.append(("Cipher alone (AES-256-GCM records, in memory)",
+                         f"seal {rec['seal_cpu_s_per_gb']:.3f} + open {rec['open_cpu_s_per_gb']:.3f} CPU-s/GB",
+                         f"socat's relays plus the cipher: {ceiling['relay_cpu_s_per_gb']:.2f} CPU-s/GB, "
+                         f"at most {ceiling['ratio_to_socat']:.2f}x socat", ""))
     l = res.get("latency")
     if l:
         for name, label in (("direct", "Setup latency, direct to echo (reference)"),
@@ -574,7 +612,7 @@ def main():
 
     q = a.quick
     plan = {
-        "throughput": lambda env: bench_throughput(env, rounds=3 if q else 5, seconds=3 if q else 6),
+        "throughput": lambda env: bench_throughput(env, rounds=3 if q else 5, seconds=3 if q else 6, quick=q),
         "latency": lambda env: bench_latency(env, count=20 if q else 50),
         "signaling": lambda env: bench_signaling(env, count=10000, pairs=5000 if q else 20000, rounds=2 if q else 5),
         "footprint": lambda env: bench_footprint(env, connections=300 if q else 1000),
