@@ -71,10 +71,12 @@ public struct RelayReport: Sendable, CustomStringConvertible {
     }
 }
 
-/// Splices pairs of non-blocking descriptors with DispatchSources: no thread per connection, no
-/// busy loop. Each side is drained until it would block (per-event overhead, not copying, is what
-/// costs); a side stops being read while the other side's send buffer is full, so memory per
-/// connection is bounded by one chunk; end-of-file on one side becomes a shutdown of the other.
+/// Splices pairs of non-blocking descriptors on Dispatch queues: no thread per connection, no busy
+/// loop. Each worker watches its connections' descriptors in one epoll set (a `DescriptorPoller`,
+/// which says why not a DispatchSource per descriptor). Each side is drained until it would block
+/// (per-event overhead, not copying, is what costs); a side stops being read while the other
+/// side's send buffer is full, so memory per connection is bounded by one chunk; end-of-file on
+/// one side becomes a shutdown of the other.
 public final class RelayEngine: @unchecked Sendable {
     /// Read size: large reads keep syscalls per byte low on fast paths.
     public static let defaultChunkSize = 256 * 1024
@@ -105,17 +107,31 @@ public final class RelayEngine: @unchecked Sendable {
 }
 
 /// A serial queue with scratch buffers that every connection on it shares, so an idle
-/// connection holds no buffer at all.
+/// connection holds no buffer at all, and one epoll set for all their descriptors.
 final class RelayWorker {
     let queue: DispatchQueue
     let inScratch: UnsafeMutableRawBufferPointer
     /// Where transforms write; grown (never shrunk) when a transform asks for more.
     private(set) var outScratch: UnsafeMutableRawBufferPointer
+    /// Made on first use, on the queue.
+    private var poller: DescriptorPoller?
+    /// The connection each watched descriptor belongs to; it holds the connection until it ends.
+    var connections: [Int32: RelayConnection] = [:]
 
     init(index: Int, chunkSize: Int) {
         queue = DispatchQueue(label: "stunturn.relay.\(index)")
         inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize + chunkSize / 16 + 70_000, alignment: 64)
+    }
+
+    /// The worker's epoll set; on the queue.
+    func descriptorPoller() throws -> DescriptorPoller {
+        if let poller { return poller }
+        let made = try DescriptorPoller(queue: queue) { [unowned self] fd, events in
+            self.connections[fd]?.ready(fd, events)
+        }
+        poller = made
+        return made
     }
 
     func outScratch(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
@@ -139,9 +155,9 @@ public final class RelayConnection: @unchecked Sendable {
         /// The stage bytes pass through on the way, run `forward` (A to B) or backward.
         let transform: RelayTransform?
         let isForward: Bool
-        var readSource: DispatchSourceRead?
-        var writeSource: DispatchSourceWrite?
-        var readSuspended = false
+        /// Whether the source is read when it is readable, and the destination written when it
+        /// is writable.
+        var reading = false
         var writeArmed = false
         var pending: [UInt8] = []
         var pendingOffset = 0
@@ -181,6 +197,12 @@ public final class RelayConnection: @unchecked Sendable {
     private let bToA: Direction
     private let idleTimeout: Duration?
     private var onFinish: (@Sendable (RelayReport) -> Void)?
+    /// What each descriptor is watched for now; a report disarms it until it is watched again.
+    private var armed: [Int32: DescriptorPoller.Events] = [:]
+    /// Descriptors epoll cannot watch (regular files): always ready.
+    private var alwaysReady = Set<Int32>()
+    /// True while a poller report is handled: interest changes are applied once, at its end.
+    private var handlingReport = false
     private var idleTimer: DispatchSourceTimer?
     private var lastActivity = ContinuousClock.now
     private let started = ContinuousClock.now
@@ -218,16 +240,18 @@ public final class RelayConnection: @unchecked Sendable {
 
     // MARK: on the worker's queue
 
-    /// Sources hold the connection strongly until it finishes; closeDescriptors breaks the cycle.
+    /// The worker's table holds the connection strongly until it finishes.
     func start() {
-        for direction in [aToB, bToA] {
-            let source = DispatchSource.makeReadSource(fileDescriptor: direction.srcFD, queue: worker.queue)
-            source.setEventHandler { [self] in self.readable(direction) }
-            source.setCancelHandler { [self] in self.sourceEnded() }
-            direction.readSource = source
-            liveSources += 1
-            source.resume()
+        do {
+            _ = try worker.descriptorPoller()
+        } catch {
+            finish("\(error)", clean: false, abort: true)
+            return
         }
+        for fd in descriptors { worker.connections[fd] = self }
+        aToB.reading = true
+        bToA.reading = true
+        for fd in descriptors { updateInterest(fd) }
         if let idleTimeout {
             let timer = DispatchSource.makeTimerSource(queue: worker.queue)
             let period = max(Duration.milliseconds(100), idleTimeout / 4)
@@ -244,8 +268,53 @@ public final class RelayConnection: @unchecked Sendable {
         }
     }
 
+    /// Both sides' descriptors, each once.
+    private var descriptors: [Int32] {
+        var fds: [Int32] = []
+        for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !fds.contains(fd) { fds.append(fd) }
+        return fds
+    }
+
+    /// The poller found `fd` ready: read and write what is wanted, then watch it again.
+    func ready(_ fd: Int32, _ events: DescriptorPoller.Events) {
+        guard !finished else { return }
+        armed[fd] = []
+        handlingReport = true
+        if events.contains(.readable) {
+            if aToB.srcFD == fd { readable(aToB) }
+            if bToA.srcFD == fd { readable(bToA) }
+        }
+        if events.contains(.writable) {
+            if aToB.dstFD == fd && aToB.writeArmed { writable(aToB) }
+            if bToA.dstFD == fd && bToA.writeArmed { writable(bToA) }
+        }
+        handlingReport = false
+        guard !finished else { return }
+        for fd in descriptors { updateInterest(fd) }
+    }
+
+    /// Watches `fd` for what the directions want of it now. A descriptor nobody wants is left
+    /// as it is: if a report comes, it is ignored and the descriptor stays unwatched.
+    private func updateInterest(_ fd: Int32) {
+        guard !finished, !handlingReport else { return }
+        var wanted = DescriptorPoller.Events()
+        if (aToB.srcFD == fd && aToB.reading) || (bToA.srcFD == fd && bToA.reading) { wanted.insert(.readable) }
+        if (aToB.dstFD == fd && aToB.writeArmed) || (bToA.dstFD == fd && bToA.writeArmed) { wanted.insert(.writable) }
+        guard !wanted.isEmpty, armed[fd] != wanted else { return }
+        do {
+            let watched = try alwaysReady.contains(fd) ? false : worker.descriptorPoller().watch(fd, for: wanted)
+            if !watched {
+                alwaysReady.insert(fd)
+                worker.queue.async { [self, wanted] in ready(fd, wanted) }
+            }
+            armed[fd] = wanted
+        } catch {
+            finish("\(fd == a.readFD || fd == a.writeFD ? a.name : b.name): \(error)", clean: false, abort: true)
+        }
+    }
+
     private func readable(_ d: Direction) {
-        guard !finished, !d.sawEOF, !d.hasPending else { return }
+        guard !finished, d.reading, !d.sawEOF, !d.hasPending else { return }
         #if os(Linux)
         if let pipe = d.pipe {
             readableSpliced(d, pipe)
@@ -370,7 +439,7 @@ public final class RelayConnection: @unchecked Sendable {
     #endif
 
     private func writable(_ d: Direction) {
-        guard !finished else { return }
+        guard !finished, d.writeArmed else { return }
         #if os(Linux)
         if let pipe = d.pipe {
             guard drainPipe(d, pipe) else { return }
@@ -408,43 +477,39 @@ public final class RelayConnection: @unchecked Sendable {
     private func endDirectionIfDrained(_ d: Direction) {
         guard d.sawEOF, !d.hasPending, !d.shutDown else { return }
         d.shutDown = true
+        if !d.dstIsSocket, let poller = try? worker.descriptorPoller() {
+            // A pipe ends by pointing its descriptor at /dev/null: another file from now on.
+            poller.forget(d.dstFD)
+            armed[d.dstFD] = nil
+        }
         SystemIO.shutdownWrite(d.dstFD, isSocket: d.dstIsSocket)
         if aToB.shutDown && bToA.shutDown { finish("both sides closed", clean: true) }
     }
 
     private func suspendRead(_ d: Direction) {
-        guard !d.readSuspended, let source = d.readSource else { return }
-        d.readSuspended = true
-        source.suspend()
+        guard d.reading else { return }
+        d.reading = false
+        updateInterest(d.srcFD)
     }
 
     private func resumeRead(_ d: Direction) {
-        guard d.readSuspended, let source = d.readSource else { return }
-        d.readSuspended = false
-        source.resume()
-        // Data that arrived while paused may not raise a new event: look now.
+        guard !d.reading else { return }
+        d.reading = true
+        updateInterest(d.srcFD)
+        // Data that arrived while paused: look now rather than wait for the report.
         worker.queue.async { [self] in readable(d) }
     }
 
     private func armWrite(_ d: Direction) {
-        if d.writeSource == nil {
-            let source = DispatchSource.makeWriteSource(fileDescriptor: d.dstFD, queue: worker.queue)
-            source.setEventHandler { [self] in self.writable(d) }
-            source.setCancelHandler { [self] in self.sourceEnded() }
-            d.writeSource = source
-            liveSources += 1
-            d.writeArmed = true
-            source.resume()
-        } else if !d.writeArmed {
-            d.writeArmed = true
-            d.writeSource?.resume()
-        }
+        guard !d.writeArmed else { return }
+        d.writeArmed = true
+        updateInterest(d.dstFD)
     }
 
     private func disarmWrite(_ d: Direction) {
-        guard d.writeArmed, let source = d.writeSource else { return }
+        guard d.writeArmed else { return }
         d.writeArmed = false
-        source.suspend()
+        updateInterest(d.dstFD)
     }
 
     /// Ends the relay. `abort`: the connection broke (a side reset or failed, a stream cut short
@@ -457,15 +522,17 @@ public final class RelayConnection: @unchecked Sendable {
         endedCleanly = clean
         abortive = abort
         for d in [aToB, bToA] {
-            // A suspended source must be resumed before cancelling, or its cancel handler never runs.
-            if d.readSuspended { d.readSuspended = false; d.readSource?.resume() }
-            d.readSource?.cancel()
-            if let w = d.writeSource {
-                if !d.writeArmed { d.writeArmed = true; w.resume() }
-                w.cancel()
-            }
+            d.reading = false
+            d.writeArmed = false
             d.pending = []
         }
+        // Out of the epoll set before they are closed; reports already taken find no connection.
+        let poller = try? worker.descriptorPoller()
+        for fd in descriptors where worker.connections[fd] === self {
+            poller?.forget(fd)
+            worker.connections[fd] = nil
+        }
+        armed = [:]
         idleTimer?.cancel()
         if liveSources == 0 { closeDescriptors() }
     }
@@ -475,7 +542,7 @@ public final class RelayConnection: @unchecked Sendable {
         if liveSources == 0 && finished { closeDescriptors() }
     }
 
-    /// Runs once every source has let go of the descriptors, so none is closed under Dispatch.
+    /// Runs once the idle timer (if any) has let go of the connection.
     private func closeDescriptors() {
         var closed = Set<Int32>()
         for d in [aToB, bToA] {
@@ -496,10 +563,6 @@ public final class RelayConnection: @unchecked Sendable {
         let callback = onFinish
         onFinish = nil
         idleTimer = nil
-        for d in [aToB, bToA] {
-            d.readSource = nil
-            d.writeSource = nil
-        }
         callback?(report)
     }
 }

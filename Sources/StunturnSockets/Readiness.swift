@@ -9,31 +9,86 @@ import Darwin
 /// become readable or writable, with a deadline, that honour task cancellation.
 enum Readiness {
     enum Interest { case read, write }
-    enum Outcome { case ready, timedOut, cancelled }
+    enum Outcome { case ready, timedOut, cancelled, failed(SocketError) }
 
     /// One serial queue serialises every waiter's bookkeeping, so no lock is needed.
     static let queue = DispatchQueue(label: "stunturn.readiness")
 
     private final class Waiter {
-        var source: DispatchSourceProtocol?
+        let fd: Int32
+        let interest: DescriptorPoller.Events
         var timer: DispatchWorkItem?
         var outcome: Outcome?
         var continuation: CheckedContinuation<Outcome, Never>?
 
-        /// Records the first outcome and tears the source down; the continuation resumes in the
-        /// cancel handler, once Dispatch has let go of the descriptor.
-        func finish(_ result: Outcome) {
-            guard outcome == nil else { return }
-            outcome = result
-            // Drop the deadline at once: long deadlines would otherwise pile up pending timers.
-            timer?.cancel()
-            timer = nil
-            source?.cancel()
+        init(fd: Int32, interest: DescriptorPoller.Events) {
+            self.fd = fd
+            self.interest = interest
         }
     }
 
+    /// Every waiting descriptor sits in one epoll set (see DescriptorPoller for why not a
+    /// DispatchSource per wait). Only touched on `queue`.
+    private final class Waiters: @unchecked Sendable {
+        private var poller: DescriptorPoller?
+        private var byDescriptor: [Int32: [Waiter]] = [:]
+
+        func add(_ waiter: Waiter) {
+            byDescriptor[waiter.fd, default: []].append(waiter)
+            rearm(waiter.fd)
+        }
+
+        /// Records the first outcome, stops watching for this waiter and resumes it.
+        func finish(_ waiter: Waiter, _ result: Outcome) {
+            guard waiter.outcome == nil else { return }
+            waiter.outcome = result
+            // Drop the deadline at once: long deadlines would otherwise pile up pending timers.
+            waiter.timer?.cancel()
+            waiter.timer = nil
+            if var list = byDescriptor[waiter.fd] {
+                list.removeAll { $0 === waiter }
+                byDescriptor[waiter.fd] = list.isEmpty ? nil : list
+                rearm(waiter.fd)
+            }
+            waiter.continuation?.resume(returning: result)
+            waiter.continuation = nil
+        }
+
+        /// Watches `fd` for what its waiters still wait for, or forgets it when none is left.
+        private func rearm(_ fd: Int32) {
+            guard let list = byDescriptor[fd] else {
+                poller?.forget(fd)
+                return
+            }
+            let interest = list.reduce(into: DescriptorPoller.Events()) { $0.formUnion($1.interest) }
+            do {
+                if poller == nil {
+                    poller = try DescriptorPoller(queue: Readiness.queue) { [unowned self] fd, events in
+                        self.ready(fd, events)
+                    }
+                }
+                // A descriptor epoll cannot watch never blocks.
+                if try !poller!.watch(fd, for: interest) { ready(fd, [.readable, .writable]) }
+            } catch let error as SocketError {
+                for waiter in list { finish(waiter, .failed(error)) }
+            } catch {
+                preconditionFailure("unexpected \(error)")
+            }
+        }
+
+        private func ready(_ fd: Int32, _ events: DescriptorPoller.Events) {
+            guard let list = byDescriptor[fd] else { return }
+            let done = list.filter { !$0.interest.isDisjoint(with: events) }
+            // One-shot: re-armed for the others even when nobody was ready.
+            if done.isEmpty { rearm(fd) }
+            for waiter in done { finish(waiter, .ready) }
+        }
+    }
+
+    private static let waiters = Waiters()
+
     static func wait(fd: Int32, for interest: Interest, deadline: ContinuousClock.Instant?) async -> Outcome {
-        let waiter = Waiter()
+        let waiter = Waiter(fd: fd, interest: interest == .read ? .readable : .writable)
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
                 queue.async {
@@ -44,27 +99,17 @@ enum Readiness {
                         return
                     }
                     waiter.continuation = continuation
-                    let source: DispatchSourceProtocol = interest == .read
-                        ? DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-                        : DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
-                    waiter.source = source
-                    source.setEventHandler { waiter.finish(.ready) }
-                    source.setCancelHandler {
-                        waiter.source = nil
-                        waiter.continuation?.resume(returning: waiter.outcome ?? .cancelled)
-                        waiter.continuation = nil
-                    }
-                    source.resume()
                     if let deadline {
                         let remaining = ContinuousClock.now.duration(to: deadline)
-                        let timer = DispatchWorkItem { waiter.finish(.timedOut) }
+                        let timer = DispatchWorkItem { waiters.finish(waiter, .timedOut) }
                         waiter.timer = timer
                         queue.asyncAfter(deadline: .now() + remaining.dispatchInterval, execute: timer)
                     }
+                    waiters.add(waiter)
                 }
             }
         } onCancel: {
-            queue.async { waiter.finish(.cancelled) }
+            queue.async { waiters.finish(waiter, .cancelled) }
         }
     }
 }
@@ -102,6 +147,7 @@ extension Socket {
         case .ready: return
         case .timedOut: throw SocketError(call: call, subject: subject ?? peerDescription, reason: "timed out")
         case .cancelled: throw SocketError.cancelled(call, subject ?? peerDescription)
+        case .failed(let error): throw error
         }
     }
 

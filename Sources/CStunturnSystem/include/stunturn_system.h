@@ -21,8 +21,8 @@ int stunturn_has_splice(void);
 /// `address` points to a sockaddr_storage of `*length` bytes.
 int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length);
 
-/// epoll, for the signaling server's readiness group and the benchmarks' load generator (Swift's
-/// Glibc module has no sys/epoll.h).
+/// epoll, for the readiness group, the descriptor poller and the benchmarks' load generator
+/// (Swift's Glibc module has no sys/epoll.h).
 /// Readiness bits: 1 readable, 4 writable, as EPOLLIN and EPOLLOUT.
 int stunturn_epoll_create(void);
 /// Adds (`modify` 0) or changes (`modify` 1) the events watched for `fd`. A closed descriptor
@@ -31,5 +31,12 @@ int stunturn_epoll_watch(int epoll, int fd, unsigned events, int modify);
 /// Waits up to `timeout_ms`; fills `fds` with up to `max` ready descriptors (readable, writable,
 /// hung up or failed: callers find out which by trying).
 int stunturn_epoll_wait(int epoll, int *fds, int max, int timeout_ms);
+
+/// Adds (`op` 0), changes (1) or removes (2) `fd` in the set with `events` (EPOLLIN 1, EPOLLOUT 4,
+/// EPOLLONESHOT 1 << 30); returns 0 or -1 with errno set.
+int stunturn_epoll_control(int epoll, int op, int fd, unsigned events);
+/// As stunturn_epoll_wait, with each descriptor's ready bits in `events` (EPOLLIN 1, EPOLLOUT 4,
+/// EPOLLERR 8, EPOLLHUP 16).
+int stunturn_epoll_wait_events(int epoll, int *fds, unsigned *events, int max, int timeout_ms);
 
 #endif
