@@ -14,12 +14,20 @@ public protocol RelayTransform: AnyObject {
     func forward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int
     func backward(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws -> Int
 
+    /// The most bytes `forwardEnd` may write.
+    var forwardEndCapacity: Int { get }
+    /// Side A ended: writes what B must receive before its end (such as the tunnel's close record)
+    /// and returns how many bytes that is. The relay sends them, then half-closes B.
+    func forwardEnd(into output: UnsafeMutableRawBufferPointer) throws -> Int
+
     /// Side B ended; throws when that is not a proper end (a stream cut short), and the relay
     /// then resets side A instead of passing the end on as an orderly one.
     func backwardEnd() throws
 }
 
 extension RelayTransform {
+    public var forwardEndCapacity: Int { 0 }
+    public func forwardEnd(into output: UnsafeMutableRawBufferPointer) throws -> Int { 0 }
     public func backwardEnd() throws {}
 }
 
@@ -355,13 +363,8 @@ public final class RelayConnection: @unchecked Sendable {
             case .endOfFile:
                 d.sawEOF = true
                 suspendRead(d)
-                if !d.isForward, let transform = d.transform {
-                    do {
-                        try transform.backwardEnd()
-                    } catch {
-                        finish("\(d.srcName): \(error)", clean: false, abort: true)
-                        return
-                    }
+                if let transform = d.transform {
+                    guard endTransform(transform, on: d) else { return }
                 }
                 endDirectionIfDrained(d)
                 return
@@ -374,6 +377,24 @@ public final class RelayConnection: @unchecked Sendable {
         // Cap reached with data possibly left: continue after the other work queued here, rather
         // than rely on the source firing again for data that was already there.
         worker.queue.async { [self] in readable(d) }
+    }
+
+    /// Tells the transform that the direction's source ended: forward, its last bytes go out before
+    /// the half-close (held like any others when the destination is full); backward, it judges
+    /// whether the end is a proper one. False when the relay must not half-close now.
+    private func endTransform(_ transform: RelayTransform, on d: Direction) -> Bool {
+        do {
+            guard d.isForward else {
+                try transform.backwardEnd()
+                return true
+            }
+            let output = worker.outScratch(atLeast: transform.forwardEndCapacity)
+            let produced = try transform.forwardEnd(into: output)
+            return send(UnsafeRawBufferPointer(rebasing: output[0..<produced]), on: d)
+        } catch {
+            finish("\(d.srcName): \(error)", clean: false, abort: true)
+            return false
+        }
     }
 
     /// Writes `data` to the direction's destination; what the kernel does not take is kept and the

@@ -61,7 +61,8 @@ func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     return Array(out.prefix(count))
 }
 
-/// A stage that, like the tunnel, refuses an end of B's stream that did not come after "END".
+/// A stage that, like the tunnel, ends A's stream towards B with "END" and refuses an end of B's
+/// stream that did not come after "END".
 final class EndMarkTransform: RelayTransform {
     private var backwardTail: [UInt8] = []
     func forwardCapacity(forInputCount inputCount: Int) -> Int { inputCount }
@@ -74,6 +75,11 @@ final class EndMarkTransform: RelayTransform {
         backwardTail = Array((backwardTail + Array(input)).suffix(3))
         output.copyMemory(from: input)
         return input.count
+    }
+    var forwardEndCapacity: Int { 3 }
+    func forwardEnd(into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        output.copyBytes(from: Array("END".utf8))
+        return 3
     }
     struct CutShort: Error, CustomStringConvertible { var description: String { "stream cut short" } }
     func backwardEnd() throws {
@@ -176,11 +182,25 @@ final class EndMarkTransform: RelayTransform {
         }
     }
 
+    @Test func theTransformsEndGoesOutBeforeTheHalfClose() async throws {
+        let (client, server, box, _) = try await relayed(transform: EndMarkTransform())
+        try await client.writeAll(Array("data".utf8), until: .now + .seconds(5))
+        client.shutdownWrite()
+        #expect(try await readAll(server) == Array("dataEND".utf8))
+        // The other way, an end after the mark is an orderly one.
+        try await server.writeAll(Array("replyEND".utf8), until: .now + .seconds(5))
+        server.shutdownWrite()
+        #expect(try await readAll(client) == Array("replyEND".utf8))
+        let report = try await box.wait()
+        #expect(report.clean, "\(report.reason)")
+        #expect(report.bytesAToB == 4)
+    }
+
     @Test func anEndTheTransformRefusesResetsTheOtherSide() async throws {
         let (client, server, box, _) = try await relayed(transform: EndMarkTransform())
         try await client.writeAll(Array("data".utf8), until: .now + .seconds(5))
         client.shutdownWrite()
-        #expect(try await readAll(server) == Array("data".utf8))
+        #expect(try await readAll(server) == Array("dataEND".utf8))
         // B ends without the mark: A is reset, not handed an orderly end.
         try await server.writeAll(Array("partial".utf8), until: .now + .seconds(5))
         server.shutdownWrite()
