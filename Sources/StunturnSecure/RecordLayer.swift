@@ -10,8 +10,10 @@ import CCryptoBoringSSL
 /// Encrypts a byte stream into length-prefixed Noise transport records.
 ///
 /// Each record is a 2-byte big-endian length followed by that many bytes of AEAD ciphertext and
-/// tag, sealed with the next counter nonce and empty associated data. Not thread-safe: use each
-/// instance from one thread at a time.
+/// tag, sealed with the next counter nonce and empty associated data. The stream ends with a close
+/// record: no plaintext, sealed with `RecordSealer.closeAssociatedData` instead, so a peer can
+/// tell an end the sender meant from a connection cut between two records. Not thread-safe: use
+/// each instance from one thread at a time.
 public final class RecordSealer: @unchecked Sendable {
     /// The most plaintext a record may carry: Noise's 65535-byte message limit minus the tag.
     /// Openers accept records up to this size.
@@ -23,9 +25,16 @@ public final class RecordSealer: @unchecked Sendable {
     public static let defaultRecordPayload = 32 * 1024
     /// Bytes a record adds to its plaintext: the length prefix and the tag.
     public static let overhead = 2 + NoiseCipher.tagLength
+    /// The close record's associated data. Only its tag tells it from an empty data record (a
+    /// keepalive), and only a holder of the key can make that tag.
+    public static let closeAssociatedData = Array("stunturn close".utf8)
+    /// The close record's size on the wire: a length prefix and a tag.
+    public static let closeRecordLength = overhead
 
     /// The most plaintext this sealer puts in one record.
     public let recordPayload: Int
+    /// True once the close record is sealed; nothing may be sealed after it.
+    public private(set) var isClosed = false
     private var cipherState: NoiseCipherState
     private let aead: RecordAEAD?
 
@@ -59,30 +68,62 @@ public final class RecordSealer: @unchecked Sendable {
     /// can serve as a keepalive. The cipher reads the plaintext and writes the records in one
     /// pass: no copy in between.
     public func seal(_ plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        precondition(!self.isClosed, "no record may follow the close record")
         precondition(out.count >= self.sealedLength(ofPlaintextCount: plaintext.count), "record output buffer too small")
-        let noAssociatedData = UnsafeRawBufferPointer(start: nil, count: 0)
         var offset = 0
         var written = 0
-        var fallback: [UInt8] = []
         repeat {
             let end = min(offset + self.recordPayload, plaintext.count)
-            let length = end - offset + NoiseCipher.tagLength
-            out[written] = UInt8(truncatingIfNeeded: length >> 8)
-            out[written + 1] = UInt8(truncatingIfNeeded: length)
-            let chunk = UnsafeRawBufferPointer(rebasing: plaintext[offset..<end])
-            if let aead = self.aead {
-                guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
-                try aead.seal(chunk, nonce: self.cipherState.nonce, into: out.baseAddress!.advanced(by: written + 2))
-                self.cipherState.nonce &+= 1
-            } else {
-                fallback.removeAll(keepingCapacity: true)
-                try self.cipherState.encrypt(associatedData: noAssociatedData, plaintext: chunk, appendingTo: &fallback)
-                UnsafeMutableRawBufferPointer(rebasing: out[(written + 2)...]).copyBytes(from: fallback)
-            }
-            written += 2 + length
+            written += try self.sealRecord(UnsafeRawBufferPointer(rebasing: plaintext[offset..<end]), associatedData: [],
+                                           into: UnsafeMutableRawBufferPointer(rebasing: out[written...]))
             offset = end
         } while offset < plaintext.count
         return written
+    }
+
+    /// Writes the close record into `out` (at least `closeRecordLength` bytes) and returns its
+    /// length. It ends the stream: the peer's opener takes the end that follows as an orderly one,
+    /// and this sealer seals nothing more.
+    public func sealClose(into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        precondition(!self.isClosed, "the close record is sealed once")
+        precondition(out.count >= Self.closeRecordLength, "record output buffer too small")
+        let written = try self.sealRecord(UnsafeRawBufferPointer(start: nil, count: 0),
+                                          associatedData: Self.closeAssociatedData, into: out)
+        self.isClosed = true
+        return written
+    }
+
+    /// Appends the close record to `out`.
+    public func sealClose(appendingTo out: inout [UInt8]) throws {
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: Self.closeRecordLength))
+        do {
+            _ = try out.withUnsafeMutableBytes { try self.sealClose(into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
+        } catch {
+            out.removeSubrange(start...)
+            throw error
+        }
+    }
+
+    /// Seals one record of at most `recordPayload` bytes at the start of `out`; returns its length.
+    /// The cipher reads the plaintext and writes the record in one pass.
+    @inline(__always)
+    private func sealRecord(_ chunk: UnsafeRawBufferPointer, associatedData: [UInt8], into out: UnsafeMutableRawBufferPointer) throws -> Int {
+        let length = chunk.count + NoiseCipher.tagLength
+        out[0] = UInt8(truncatingIfNeeded: length >> 8)
+        out[1] = UInt8(truncatingIfNeeded: length)
+        try associatedData.withUnsafeBytes { associatedData in
+            if let aead = self.aead {
+                guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
+                try aead.seal(chunk, associatedData: associatedData, nonce: self.cipherState.nonce, into: out.baseAddress!.advanced(by: 2))
+                self.cipherState.nonce &+= 1
+            } else {
+                var sealed: [UInt8] = []
+                try self.cipherState.encrypt(associatedData: associatedData, plaintext: chunk, appendingTo: &sealed)
+                UnsafeMutableRawBufferPointer(rebasing: out[2...]).copyBytes(from: sealed)
+            }
+        }
+        return 2 + length
     }
 
     /// Appends `plaintext` to `out` as one or more records.
@@ -107,11 +148,14 @@ public final class RecordSealer: @unchecked Sendable {
 /// Decrypts a stream of records written by a `RecordSealer`, however the stream is chunked.
 ///
 /// A record that fails authentication (tampered, reordered, replayed or cut short) fails the
-/// opener for good: every later call throws the same error. When the stream ends, `finish()` says
-/// whether it ended between records. Not thread-safe: use each instance from one thread at a time.
+/// opener for good: every later call throws the same error, and so do bytes after the close
+/// record. When the stream ends, `finish()` says whether it ended where the sender ended it, right
+/// after the close record. Not thread-safe: use each instance from one thread at a time.
 public final class RecordOpener: @unchecked Sendable {
     private var cipherState: NoiseCipherState
     private let aead: RecordAEAD?
+    /// True once the close record has arrived; the stream must end there.
+    public private(set) var isClosed = false
     /// The start of a record that has not fully arrived yet; its capacity is reused.
     private var pending: [UInt8] = []
     private var failure: TunnelSecurityError?
@@ -191,13 +235,18 @@ public final class RecordOpener: @unchecked Sendable {
         try wire.withUnsafeBytes { try self.open($0, appendingTo: &out) }
     }
 
-    /// Call when the wire stream has ended: throws `streamTruncated` when it ended inside a record
-    /// (or the error that failed the opener earlier).
+    /// Call when the wire stream has ended: throws `streamTruncated` when it ended inside a record,
+    /// `closeRecordMissing` when it ended between records but before the close record (or the
+    /// error that failed the opener earlier).
     public func finish() throws {
         if let failure = self.failure { throw failure }
         guard self.pending.isEmpty else {
             self.failure = .streamTruncated
             throw TunnelSecurityError.streamTruncated
+        }
+        guard self.isClosed else {
+            self.failure = .closeRecordMissing
+            throw TunnelSecurityError.closeRecordMissing
         }
     }
 
@@ -205,6 +254,7 @@ public final class RecordOpener: @unchecked Sendable {
         var offset = 0
         var written = 0
         defer { self.openedByLastCall = written }
+        if self.isClosed && !wire.isEmpty { throw TunnelSecurityError.dataAfterClose }
 
         // Complete a record left over from earlier calls, copying only the bytes it still needs.
         if !self.pending.isEmpty {
@@ -224,6 +274,7 @@ public final class RecordOpener: @unchecked Sendable {
                 try self.decrypt(UnsafeRawBufferPointer(rebasing: record[2...]), into: out.baseAddress!)
             }
             self.pending.removeAll(keepingCapacity: true)
+            if self.isClosed && offset < wire.count { throw TunnelSecurityError.dataAfterClose }
         }
 
         while wire.count - offset >= 2 {
@@ -233,6 +284,7 @@ public final class RecordOpener: @unchecked Sendable {
             written += try self.decrypt(UnsafeRawBufferPointer(rebasing: wire[(offset + 2)..<recordEnd]),
                                         into: out.baseAddress!.advanced(by: written))
             offset = recordEnd
+            if self.isClosed && offset < wire.count { throw TunnelSecurityError.dataAfterClose }
         }
 
         if offset < wire.count {
@@ -248,28 +300,39 @@ public final class RecordOpener: @unchecked Sendable {
         return length
     }
 
-    /// Decrypts one record's ciphertext and tag to `out`; returns the plaintext length.
+    /// Decrypts one record's ciphertext and tag to `out`; returns the plaintext length. A record
+    /// with no plaintext whose tag fails as a data record may be the close record: it is checked
+    /// again with the close record's associated data.
     @inline(__always)
     private func decrypt(_ ciphertext: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Int {
-        let count = ciphertext.count - NoiseCipher.tagLength
-        if let aead = self.aead {
-            guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
-            try aead.open(ciphertext, nonce: self.cipherState.nonce, into: out)
-            self.cipherState.nonce &+= 1
-            return count
-        }
-        var plaintext: [UInt8] = []
         do {
-            try self.cipherState.decrypt(
-                associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
-                ciphertext: ciphertext,
-                appendingTo: &plaintext
-            )
-        } catch let error as TunnelSecurityError where error == .decryptionFailed {
-            throw TunnelSecurityError.recordAuthenticationFailed
+            return try self.decrypt(ciphertext, associatedData: [], into: out)
+        } catch let error as TunnelSecurityError where error == .recordAuthenticationFailed && ciphertext.count == NoiseCipher.tagLength {
+            _ = try self.decrypt(ciphertext, associatedData: RecordSealer.closeAssociatedData, into: out)
+            self.isClosed = true
+            return 0
         }
-        plaintext.withUnsafeBytes { out.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        return plaintext.count
+    }
+
+    @inline(__always)
+    private func decrypt(_ ciphertext: UnsafeRawBufferPointer, associatedData: [UInt8], into out: UnsafeMutableRawPointer) throws -> Int {
+        let count = ciphertext.count - NoiseCipher.tagLength
+        guard self.cipherState.nonce != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
+        return try associatedData.withUnsafeBytes { associatedData in
+            if let aead = self.aead {
+                try aead.open(ciphertext, associatedData: associatedData, nonce: self.cipherState.nonce, into: out)
+                self.cipherState.nonce &+= 1
+                return count
+            }
+            var plaintext: [UInt8] = []
+            do {
+                try self.cipherState.decrypt(associatedData: associatedData, ciphertext: ciphertext, appendingTo: &plaintext)
+            } catch let error as TunnelSecurityError where error == .decryptionFailed {
+                throw TunnelSecurityError.recordAuthenticationFailed
+            }
+            plaintext.withUnsafeBytes { out.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            return plaintext.count
+        }
     }
 }
 
@@ -322,7 +385,8 @@ final class RecordAEAD {
     }
 
     /// Writes the ciphertext and tag of `plaintext` to `out` (`plaintext.count` + 16 bytes).
-    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
+    func seal(_ plaintext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer, nonce: UInt64,
+              into out: UnsafeMutableRawPointer) throws {
         let count = plaintext.count
         let body = out.assumingMemoryBound(to: UInt8.self)
         let input = plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(body)
@@ -330,27 +394,32 @@ final class RecordAEAD {
             var tagLength = 0
             return CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
                 self.context, body, body + count, &tagLength, NoiseCipher.tagLength,
-                nonce, 12, input, count, nil, 0, nil, 0)
+                nonce, 12, input, count, nil, 0,
+                associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), associatedData.count)
         }
         guard ok == 1 else { throw TunnelSecurityError.messageTooLong }
     }
 
     /// Writes the plaintext of `ciphertext` (which ends with the tag) to `out`.
-    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {
+    func open(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer, nonce: UInt64,
+              into out: UnsafeMutableRawPointer) throws {
         guard ciphertext.count >= NoiseCipher.tagLength else { throw TunnelSecurityError.recordAuthenticationFailed }
         let count = ciphertext.count - NoiseCipher.tagLength
         let input = ciphertext.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let ok = self.withNonce(nonce) { nonce in
             CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
                 self.context, out.assumingMemoryBound(to: UInt8.self), nonce, 12, input, count,
-                input + count, NoiseCipher.tagLength, nil, 0)
+                input + count, NoiseCipher.tagLength,
+                associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), associatedData.count)
         }
         guard ok == 1 else { throw TunnelSecurityError.recordAuthenticationFailed }
     }
 
     #else
     init?(_ state: NoiseCipherState) { return nil }
-    func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
-    func open(_ ciphertext: UnsafeRawBufferPointer, nonce: UInt64, into out: UnsafeMutableRawPointer) throws {}
+    func seal(_ plaintext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer, nonce: UInt64,
+              into out: UnsafeMutableRawPointer) throws {}
+    func open(_ ciphertext: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer, nonce: UInt64,
+              into out: UnsafeMutableRawPointer) throws {}
     #endif
 }

@@ -16,6 +16,8 @@ public struct TunnelSecurityError: Error, Hashable, Sendable, CustomStringConver
         case datagramAuthenticationFailed
         case datagramReplayed
         case streamTruncated
+        case closeRecordMissing
+        case dataAfterClose
     }
 
     private let code: Code
@@ -55,6 +57,10 @@ public struct TunnelSecurityError: Error, Hashable, Sendable, CustomStringConver
 
     /// The tunnel's byte stream ended inside a record: cut short on the way.
     public static let streamTruncated = TunnelSecurityError(.streamTruncated)
+    /// The tunnel's byte stream ended between records but before the close record: cut on the way.
+    public static let closeRecordMissing = TunnelSecurityError(.closeRecordMissing)
+    /// Bytes followed the close record, which ends the stream.
+    public static let dataAfterClose = TunnelSecurityError(.dataAfterClose)
 
     public var description: String {
         switch self.code {
@@ -88,6 +94,10 @@ public struct TunnelSecurityError: Error, Hashable, Sendable, CustomStringConver
             return "a datagram was already received or is older than the replay window"
         case .streamTruncated:
             return "the tunnel ended inside a record: the stream was cut short"
+        case .closeRecordMissing:
+            return "the tunnel ended without the peer's close record: the stream was cut short"
+        case .dataAfterClose:
+            return "the tunnel carried bytes after the peer's close record"
         }
     }
 }

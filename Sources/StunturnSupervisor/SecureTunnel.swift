@@ -47,7 +47,15 @@ final class SealingTransform: RelayTransform {
         try session.opener.open(input, into: output)
     }
 
-    /// The tunnel ended: an orderly end only between records.
+    var forwardEndCapacity: Int { RecordSealer.closeRecordLength }
+
+    /// The local side ended: the close record goes out before the tunnel's half-close, so the peer
+    /// can tell this end from a connection cut between two records.
+    func forwardEnd(into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        try session.sealer.sealClose(into: output)
+    }
+
+    /// The tunnel ended: an orderly end only right after the peer's close record.
     func backwardEnd() throws {
         try session.opener.finish()
     }

@@ -123,14 +123,119 @@ struct RecordLayerTests {
             // And stays failed: nothing is accepted after a truncated end.
             #expect(throws: TunnelSecurityError.streamTruncated) { try responder.opener.open(Array(full[cut...]), appendingTo: &out) }
         }
-        // Between records the end is an orderly one.
+        // After the close record the end is an orderly one.
         let (initiator, responder) = try establishedSessions()
         var full: [UInt8] = []
         try initiator.sealer.seal([UInt8](repeating: 2, count: 300), appendingTo: &full)
+        try initiator.sealer.sealClose(appendingTo: &full)
         var out: [UInt8] = []
         try responder.opener.open(full, appendingTo: &out)
         try responder.opener.finish()
         #expect(out == [UInt8](repeating: 2, count: 300))
+    }
+
+    @Test(arguments: [1, 7, 1000])
+    func theCloseRecordEndsTheStreamInOrder(maxChunk: Int) throws {
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([UInt8](repeating: 4, count: 500), appendingTo: &wire)
+        try initiator.sealer.seal([], appendingTo: &wire)  // a keepalive is not a close
+        let beforeClose = wire.count
+        try initiator.sealer.sealClose(appendingTo: &wire)
+        #expect(wire.count - beforeClose == RecordSealer.closeRecordLength)
+        #expect(initiator.sealer.isClosed)
+        let received = try Self.openInChunks(wire, responder.opener, maxChunk: maxChunk, seed: UInt64(maxChunk))
+        #expect(received == [UInt8](repeating: 4, count: 500))
+        #expect(responder.opener.isClosed)
+        try responder.opener.finish()
+    }
+
+    @Test func aStreamEndingBetweenRecordsWithoutTheCloseRecordIsTruncated() throws {
+        // The close record cut off, as when an attacker ends the connection between records.
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([UInt8](repeating: 5, count: 300), appendingTo: &wire)
+        try initiator.sealer.seal([], appendingTo: &wire)
+        var out: [UInt8] = []
+        try responder.opener.open(wire, appendingTo: &out)
+        #expect(out == [UInt8](repeating: 5, count: 300))
+        #expect(!responder.opener.isClosed)
+        #expect(throws: TunnelSecurityError.closeRecordMissing) { try responder.opener.finish() }
+        // An empty stream too: not even the close record arrived.
+        let (_, fresh) = try establishedSessions()
+        #expect(throws: TunnelSecurityError.closeRecordMissing) { try fresh.opener.finish() }
+    }
+
+    /// Data after the close record: in the same chunk, in a later chunk, or completing a record
+    /// that began in the close record's chunk.
+    @Test(arguments: [0, 1, 2])
+    func bytesAfterTheCloseRecordThrow(split: Int) throws {
+        let key = SymmetricKey(data: [UInt8](repeating: 0x44, count: 32))
+        let sealer = RecordSealer(key: key, cipher: .default)
+        var wire: [UInt8] = []
+        try sealer.seal([1, 2, 3], appendingTo: &wire)
+        try sealer.sealClose(appendingTo: &wire)
+        let closeEnd = wire.count
+        // A record that is genuine in every other way: same key, the nonce after the close record's.
+        let twin = RecordSealer(key: key, cipher: .default)
+        var twinWire: [UInt8] = []
+        try twin.seal([1, 2, 3], appendingTo: &twinWire)
+        try twin.seal([], appendingTo: &twinWire)
+        let twinPrefix = twinWire.count
+        try twin.seal([9], appendingTo: &twinWire)
+        wire += twinWire[twinPrefix...]
+        let opener = RecordOpener(key: key, cipher: .default)
+        var out: [UInt8] = []
+        switch split {
+        case 0:
+            #expect(throws: TunnelSecurityError.dataAfterClose) { try opener.open(wire, appendingTo: &out) }
+        case 1:
+            try opener.open(Array(wire[..<closeEnd]), appendingTo: &out)
+            #expect(throws: TunnelSecurityError.dataAfterClose) { try opener.open(Array(wire[closeEnd...]), appendingTo: &out) }
+        default:
+            try opener.open(Array(wire[..<(closeEnd - 3)]), appendingTo: &out)
+            #expect(throws: TunnelSecurityError.dataAfterClose) { try opener.open(Array(wire[(closeEnd - 3)...]), appendingTo: &out) }
+        }
+        // And the opener stays failed.
+        #expect(throws: TunnelSecurityError.dataAfterClose) { try opener.finish() }
+    }
+
+    @Test(arguments: [0, 1, 2, 9, 17])
+    func aTamperedCloseRecordFails(index: Int) throws {
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([UInt8](repeating: 6, count: 40), appendingTo: &wire)
+        let closeStart = wire.count
+        try initiator.sealer.sealClose(appendingTo: &wire)
+        wire[closeStart + index] ^= 0x01
+        var out: [UInt8] = []
+        // A changed length leaves the record incomplete; a changed tag fails authentication.
+        if index < 2 {
+            try responder.opener.open(wire, appendingTo: &out)
+            #expect(throws: TunnelSecurityError.streamTruncated) { try responder.opener.finish() }
+        } else {
+            #expect(throws: TunnelSecurityError.recordAuthenticationFailed) { try responder.opener.open(wire, appendingTo: &out) }
+        }
+        #expect(!responder.opener.isClosed)
+        #expect(out == [UInt8](repeating: 6, count: 40))
+    }
+
+    @Test func aCloseRecordIsBoundToItsPlaceInTheStream() throws {
+        // Moved ahead of the last data record, it fails: the nonce does not match.
+        let (initiator, responder) = try establishedSessions()
+        var wire: [UInt8] = []
+        try initiator.sealer.seal([1], appendingTo: &wire)
+        let dataLength = wire.count
+        try initiator.sealer.sealClose(appendingTo: &wire)
+        let moved = Array(wire[dataLength...] + wire[..<dataLength])
+        var out: [UInt8] = []
+        #expect(throws: TunnelSecurityError.recordAuthenticationFailed) { try responder.opener.open(moved, appendingTo: &out) }
+        // An empty data record does not pass for a close record.
+        let (initiator2, responder2) = try establishedSessions()
+        var keepalive: [UInt8] = []
+        try initiator2.sealer.seal([], appendingTo: &keepalive)
+        try responder2.opener.open(keepalive, appendingTo: &out)
+        #expect(!responder2.opener.isClosed)
     }
 
     /// Three records of 100 bytes, each 2 + 100 + 16 = 118 bytes on the wire.
