@@ -73,6 +73,9 @@ public struct RelayReport: Sendable, CustomStringConvertible {
     public var reason: String
     /// True when it ended by an orderly close of both sides.
     public var clean: Bool
+    /// True when the connection broke (a side reset or failed, a stream cut short or failing
+    /// authentication) and the relay reset both sides rather than end them in order.
+    public var reset: Bool = false
 
     public var description: String {
         "\(reason); \(bytesAToB) bytes out, \(bytesBToA) bytes in, \(formatDuration(duration))"
@@ -580,7 +583,7 @@ public final class RelayConnection: @unchecked Sendable {
             SystemIO.close(fd)
         }
         let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.delivered, duration: ContinuousClock.now - started,
-                                 reason: endReason, clean: endedCleanly)
+                                 reason: endReason, clean: endedCleanly, reset: abortive)
         let callback = onFinish
         onFinish = nil
         idleTimer = nil

@@ -71,7 +71,7 @@ struct ExposeForward: Sendable {
                                              RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
                                              transform: session.map(SealingTransform.init))
             stats.finished(out: report.bytesAToB, in: report.bytesBToA)
-            log.info("connection closed: \(report)", metadata: ["peer": "\(peer)"])
+            log.log(level: report.reset ? .warning : .info, "connection closed: \(report)", metadata: ["peer": "\(peer)"])
         } catch {
             stats.failedBeforeRelay()
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
@@ -144,7 +144,8 @@ func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoin
         let report = await context.carry(local(), RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
                                          transform: session.map(SealingTransform.init))
         stats.finished(out: report.bytesAToB, in: report.bytesBToA)
-        log.info("\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
+        // A broken connection is worth a warning: the application saw a reset, and this says why.
+        log.log(level: report.reset ? .warning : .info, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
         return report
     } catch {
         stats.failedBeforeRelay()

@@ -77,6 +77,41 @@ import Testing
         }
     }
 
+    @Test func aTunnelCutBetweenRecordsResetsTheLocalConnection() async throws {
+        let rig = try TunnelRig()
+        try await rig.startAll()
+        do {
+            // An orderly end first: the answer, then end-of-file, and the agent logs a clean close.
+            let orderly = try await connectWithRetry(rig.listenAddress)
+            try await orderly.writeAll(Array("Shello".utf8), until: .now + .seconds(20))
+            orderly.shutdownWrite()
+            let answer = String(decoding: try await readToEnd(orderly, timeout: .seconds(20)), as: UTF8.self)
+            #expect(answer == "5 \(sha256(Array("hello".utf8)))", "\(rig.logs)")
+            orderly.close()
+            #expect(try await rig.listen!.waitForLog("closed: both sides closed"), "\(rig.logs)")
+
+            // Now the peer agent dies with the tunnel between two records: its kernel ends the
+            // TCP stream in order (a FIN, as an attacker could inject), but no close record came.
+            let cut = try await connectWithRetry(rig.listenAddress)
+            try await cut.writeAll(Array("Eping".utf8), until: .now + .seconds(20))
+            #expect(try await cut.readExactly(4, until: .now + .seconds(20)) == Array("ping".utf8), "\(rig.logs)")
+            _ = try await rig.expose!.stop(SIGKILL)
+            var failure: SocketError?
+            do {
+                while try await !cut.readSome(until: .now + .seconds(20)).isEmpty {}
+            } catch let error as SocketError {
+                failure = error
+            }
+            // The application learns the stream may be incomplete, and the log says why.
+            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
+            #expect(try await rig.listen!.waitForLog("without the peer's close record"), "\(rig.logs)")
+            cut.close()
+        } catch {
+            Issue.record("\(error)\n\(rig.logs)")
+        }
+        try await rig.stopAll()
+    }
+
     @Test func connectionsSurviveASignalingServerRestartAndNewOnesRecover() async throws {
         let rig = try TunnelRig()
         try await rig.startAll()

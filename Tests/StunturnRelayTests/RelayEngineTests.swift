@@ -192,7 +192,7 @@ final class EndMarkTransform: RelayTransform {
         server.shutdownWrite()
         #expect(try await readAll(client) == Array("replyEND".utf8))
         let report = try await box.wait()
-        #expect(report.clean, "\(report.reason)")
+        #expect(report.clean && !report.reset, "\(report.reason)")
         #expect(report.bytesAToB == 4)
     }
 
@@ -218,6 +218,7 @@ final class EndMarkTransform: RelayTransform {
         #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure)) after \(received.count) bytes")
         let report = try await box.wait()
         #expect(!report.clean)
+        #expect(report.reset)
         #expect(report.reason.contains("stream cut short"))
     }
 
