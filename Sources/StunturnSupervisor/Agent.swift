@@ -47,11 +47,11 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Carries one connection over stdin/stdout (for ssh's ProxyCommand); returns when it ends.
-    public static func runStdio(_ forward: ForwardConfig, logger: Logger, relay: RelayEngine = .shared) async throws -> Bool {
+    /// Carries one connection over stdin/stdout (for ssh's ProxyCommand); returns when it ends,
+    /// with the relay's report, or nil when no tunnel could be set up (the log says why).
+    public static func runStdio(_ forward: ForwardConfig, logger: Logger, relay: RelayEngine = .shared) async throws -> RelayReport? {
         let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: ForwardStatistics())
         let endpoint = try RelayEndpoint.standardIO()
-        let report = await carryToPeer(context: context, local: endpoint, description: "stdio") {}
-        return report != nil
+        return await carryToPeer(context: context, local: endpoint, description: "stdio") {}
     }
 }

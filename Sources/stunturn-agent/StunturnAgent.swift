@@ -159,7 +159,13 @@ struct Check: AsyncParsableCommand {
 struct Forward: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one forward from the command line, without a config file.",
-        discussion: "With --stdio, one connection is carried over stdin/stdout, for ssh's ProxyCommand:\n  ssh -o ProxyCommand=\"stunturn-agent forward --stdio --key KEY --server HOST:PORT\" host")
+        discussion: """
+            With --stdio, one connection is carried over stdin/stdout, for ssh's ProxyCommand:
+              ssh -o ProxyCommand="stunturn-agent forward --stdio --key KEY --server HOST:PORT" host
+            It exits 0 when the connection ended in order, and 1 when no tunnel could be set up or \
+            the tunnel broke (reset, failed authentication, or ended without the peer's close \
+            record, so what was received may be incomplete); a warning on stderr says why.
+            """)
 
     @Option(name: .long, help: "Make this local service (HOST:PORT) reachable to the peer.")
     var expose: String?
@@ -236,8 +242,9 @@ struct Forward: AsyncParsableCommand {
                 punchTimeout: .milliseconds(Int64(punchTimeout * 1000)), signalTimeout: .milliseconds(Int64(signalTimeout * 1000)),
                 idleTimeout: idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil, plaintextInsecure: plaintextInsecure)
             if stdio {
-                let carried = try await Agent.runStdio(forward, logger: logger)
-                if !carried { throw ExitCode(1) }
+                // stdin and stdout cannot be reset as a socket can, so a broken tunnel (the stream
+                // may be incomplete) shows in the exit status; the warning logged says why.
+                guard let report = try await Agent.runStdio(forward, logger: logger), !report.reset else { throw ExitCode(1) }
                 return
             }
             let agent = Agent(config: AgentConfig(forwards: [forward]), logger: logger)

@@ -293,6 +293,31 @@ import Testing
         #expect(status == 0, "\(stdio.log)\n\(rig.logs)")
     }
 
+    @Test func stdioExitsWithAnErrorWhenTheTunnelIsCutBetweenRecords() async throws {
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        try await rig.startExpose()
+        let stdio = try AgentProcess("stdio", ["forward", "--stdio", "--key", rig.key, "--server", rig.serverArgument], stdin: true)
+        stdio.stdinHandle.write(Data("Eping".utf8))
+        let reply = await offPool { () -> Data in
+            var data = Data()
+            while data.count < 4 {
+                let chunk = stdio.stdoutHandle.availableData
+                if chunk.isEmpty { break }
+                data += chunk
+            }
+            return data
+        }
+        #expect(String(decoding: reply, as: UTF8.self) == "ping", "\(stdio.log)\n\(rig.logs)")
+        // The peer dies between records: its kernel ends the stream with a plain FIN, no close
+        // record. stdout cannot be reset, so the exit status says the stream may be incomplete.
+        _ = try await rig.expose!.stop(SIGKILL)
+        let status = try await stdio.waitForExit(timeout: .seconds(20))
+        #expect(status == 1, "\(stdio.log)\n\(rig.logs)")
+        #expect(stdio.log.contains("without the peer's close record"), "\(stdio.log)")
+        try? stdio.stdinHandle.close()
+    }
+
     @Test func theAccessKeyNeverReachesTheSignalingServer() async throws {
         // A recording proxy stands between the agents and the real server.
         let rig = try TunnelRig()
