@@ -73,9 +73,13 @@ public struct RelayReport: Sendable, CustomStringConvertible {
     public var reason: String
     /// True when it ended by an orderly close of both sides.
     public var clean: Bool
-    /// True when the connection broke (a side reset or failed, a stream cut short or failing
-    /// authentication) and the relay reset both sides rather than end them in order.
+    /// True when the relay reset both sides rather than end them in order: the connection broke
+    /// (a side reset or failed, a stream cut short or failing authentication), or the relay's
+    /// owner or the idle time-out ended it, so neither side mistakes the end for a complete stream.
     public var reset: Bool = false
+    /// True when the end was the relay's own decision (idle time-out, or a close by the owner),
+    /// not a failure of either side.
+    public var endedByRelay: Bool = false
 
     public var description: String {
         "\(reason); \(bytesAToB) bytes out, \(bytesBToA) bytes in, \(formatDuration(duration))"
@@ -169,6 +173,8 @@ public final class RelayConnection: @unchecked Sendable {
         /// Whether the source is read when it is readable, and the destination written when it
         /// is writable.
         var reading = false
+        /// A look at the source is queued on the worker.
+        var readScheduled = false
         var writeArmed = false
         var pending: [UInt8] = []
         var pendingOffset = 0
@@ -212,6 +218,8 @@ public final class RelayConnection: @unchecked Sendable {
     private var armed: [Int32: DescriptorPoller.Events] = [:]
     /// Descriptors epoll cannot watch (regular files): always ready.
     private var alwaysReady = Set<Int32>()
+    /// Always-ready descriptors with a report queued on the worker.
+    private var reportQueued = Set<Int32>()
     /// True while a poller report is handled: interest changes are applied once, at its end.
     private var handlingReport = false
     private var idleTimer: DispatchSourceTimer?
@@ -222,6 +230,7 @@ public final class RelayConnection: @unchecked Sendable {
     private var endReason = ""
     private var endedCleanly = false
     private var abortive = false
+    private var endedByRelay = false
 
     init(worker: RelayWorker, a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?,
          onFinish: @escaping @Sendable (RelayReport) -> Void) {
@@ -239,9 +248,10 @@ public final class RelayConnection: @unchecked Sendable {
         #endif
     }
 
-    /// Ends the relay now, closing both sides.
+    /// Ends the relay now, resetting both sides: the streams stop wherever they are, and the
+    /// applications must not take that for an orderly end.
     public func close(reason: String = "closed by the agent") {
-        worker.queue.async { self.finish(reason, clean: false) }
+        worker.queue.async { self.finish(reason, clean: false, abort: true, byRelay: true) }
     }
 
     /// Bytes carried so far in each direction.
@@ -263,13 +273,14 @@ public final class RelayConnection: @unchecked Sendable {
         aToB.reading = true
         bToA.reading = true
         for fd in descriptors { updateInterest(fd) }
+        guard !finished else { return }
         if let idleTimeout {
             let timer = DispatchSource.makeTimerSource(queue: worker.queue)
             let period = max(Duration.milliseconds(100), idleTimeout / 4)
             timer.schedule(deadline: .now() + period.dispatchInterval, repeating: period.dispatchInterval, leeway: .milliseconds(50))
             timer.setEventHandler { [self] in
                 if ContinuousClock.now - self.lastActivity >= idleTimeout {
-                    self.finish("idle for \(formatDuration(idleTimeout))", clean: false)
+                    self.finish("idle for \(formatDuration(idleTimeout))", clean: false, abort: true, byRelay: true)
                 }
             }
             timer.setCancelHandler { [self] in self.sourceEnded() }
@@ -316,7 +327,13 @@ public final class RelayConnection: @unchecked Sendable {
             let watched = try alwaysReady.contains(fd) ? false : worker.descriptorPoller().watch(fd, for: wanted)
             if !watched {
                 alwaysReady.insert(fd)
-                worker.queue.async { [self, wanted] in ready(fd, wanted) }
+                // One report in flight per descriptor, however often the interest changes.
+                if reportQueued.insert(fd).inserted {
+                    worker.queue.async { [self] in
+                        reportQueued.remove(fd)
+                        if let wanted = armed[fd], !wanted.isEmpty { ready(fd, wanted) }
+                    }
+                }
             }
             armed[fd] = wanted
         } catch {
@@ -379,7 +396,7 @@ public final class RelayConnection: @unchecked Sendable {
         }
         // Cap reached with data possibly left: continue after the other work queued here, rather
         // than rely on the source firing again for data that was already there.
-        worker.queue.async { [self] in readable(d) }
+        scheduleRead(d)
     }
 
     /// Tells the transform that the direction's source ended: forward, its last bytes go out before
@@ -510,6 +527,17 @@ public final class RelayConnection: @unchecked Sendable {
         if aToB.shutDown && bToA.shutDown { finish("both sides closed", clean: true) }
     }
 
+    /// Looks at the direction's source again after the work already queued, once however often
+    /// asked before it runs.
+    private func scheduleRead(_ d: Direction) {
+        guard !d.readScheduled else { return }
+        d.readScheduled = true
+        worker.queue.async { [self] in
+            d.readScheduled = false
+            readable(d)
+        }
+    }
+
     private func suspendRead(_ d: Direction) {
         guard d.reading else { return }
         d.reading = false
@@ -521,7 +549,7 @@ public final class RelayConnection: @unchecked Sendable {
         d.reading = true
         updateInterest(d.srcFD)
         // Data that arrived while paused: look now rather than wait for the report.
-        worker.queue.async { [self] in readable(d) }
+        scheduleRead(d)
     }
 
     private func armWrite(_ d: Direction) {
@@ -537,14 +565,16 @@ public final class RelayConnection: @unchecked Sendable {
     }
 
     /// Ends the relay. `abort`: the connection broke (a side reset or failed, a stream cut short
-    /// or failing authentication), so the bytes carried may not be whole: both sides are reset
-    /// rather than closed in order, and the other side's application learns it too.
-    private func finish(_ reason: String, clean: Bool, abort: Bool = false) {
+    /// or failing authentication) or the relay ends it on its own (`byRelay`: idle time-out, a
+    /// close by the owner), so the bytes carried may not be whole: both sides are reset rather than
+    /// closed in order, and the other side's application learns it too.
+    private func finish(_ reason: String, clean: Bool, abort: Bool = false, byRelay: Bool = false) {
         guard !finished else { return }
         finished = true
         endReason = reason
         endedCleanly = clean
         abortive = abort
+        endedByRelay = byRelay
         for d in [aToB, bToA] {
             d.reading = false
             d.writeArmed = false
@@ -583,7 +613,7 @@ public final class RelayConnection: @unchecked Sendable {
             SystemIO.close(fd)
         }
         let report = RelayReport(bytesAToB: aToB.bytes, bytesBToA: bToA.delivered, duration: ContinuousClock.now - started,
-                                 reason: endReason, clean: endedCleanly, reset: abortive)
+                                 reason: endReason, clean: endedCleanly, reset: abortive, endedByRelay: endedByRelay)
         let callback = onFinish
         onFinish = nil
         idleTimer = nil

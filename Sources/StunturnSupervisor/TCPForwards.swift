@@ -145,7 +145,8 @@ func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoin
                                          transform: session.map(SealingTransform.init))
         stats.finished(out: report.bytesAToB, in: report.bytesBToA)
         // A broken connection is worth a warning: the application saw a reset, and this says why.
-        log.log(level: report.reset ? .warning : .info, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
+        // An idle time-out or a shutdown resets too, but is the agent's own doing.
+        log.log(level: report.reset && !report.endedByRelay ? .warning : .info, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
         return report
     } catch {
         stats.failedBeforeRelay()

@@ -242,6 +242,7 @@ struct Forward: AsyncParsableCommand {
                 punchTimeout: .milliseconds(Int64(punchTimeout * 1000)), signalTimeout: .milliseconds(Int64(signalTimeout * 1000)),
                 idleTimeout: idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil, plaintextInsecure: plaintextInsecure)
             if stdio {
+                TerminationSignal.ignoreHangUp()
                 // stdin and stdout cannot be reset as a socket can, so a broken tunnel (the stream
                 // may be incomplete) shows in the exit status; the warning logged says why.
                 guard let report = try await Agent.runStdio(forward, logger: logger), !report.reset else { throw ExitCode(1) }

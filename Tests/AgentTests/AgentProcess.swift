@@ -46,15 +46,17 @@ final class AgentProcess: @unchecked Sendable {
 
     /// Waits until the log contains `text`; records an issue with the log when it never does.
     @discardableResult
-    func waitForLog(_ text: String, timeout: Duration = .seconds(20)) async throws -> Bool {
+    /// Waits until `text` appears in the log (`count` times).
+    func waitForLog(_ text: String, count: Int = 1, timeout: Duration = .seconds(20)) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
+        func logged() -> Bool { log.components(separatedBy: text).count - 1 >= count }
         while ContinuousClock.now < deadline {
-            if log.contains(text) { return true }
+            if logged() { return true }
             if !process.isRunning { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        if log.contains(text) { return true }
-        Issue.record("\(name): '\(text)' not logged within \(timeout). Log:\n\(log)")
+        if logged() { return true }
+        Issue.record("\(name): '\(text)' not logged \(count) time(s) within \(timeout). Log:\n\(log)")
         return false
     }
 

@@ -106,6 +106,10 @@ struct SSHTests {
         #expect(status2 == 0, "ssh with ProxyCommand failed: \(errors2)\nexpose log:\n\(expose.log)")
         #expect(output2.trimmingCharacters(in: .whitespacesAndNewlines) == "through-proxycommand")
         #expect(expose.log.contains("tunnel up"))
+        // ssh hangs up its ProxyCommand (SIGHUP) as it exits; the proxy still ends the tunnel in
+        // order, so the exposing agent sees two complete sessions and nothing broken.
+        #expect(try await expose.waitForLog("closed: both sides closed", count: 2), "expose log:\n\(expose.log)")
+        #expect(!expose.log.contains("close record"), "expose log:\n\(expose.log)")
         for p in [listen, expose, server] { try await p.stop() }
     }
 }

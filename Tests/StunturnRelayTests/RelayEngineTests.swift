@@ -269,11 +269,30 @@ final class EndMarkTransform: RelayTransform {
         #expect(report.clean, "\(report.reason)")
     }
 
-    @Test func idleConnectionsAreClosed() async throws {
-        let (client, _, box, _) = try await relayed(idle: .milliseconds(300))
+    @Test func idleConnectionsAreReset() async throws {
+        let (client, server, box, _) = try await relayed(idle: .milliseconds(300))
         let report = try await box.wait(timeout: .seconds(5))
         #expect(report.reason.contains("idle"))
-        #expect(try await client.readSome(until: .now + .seconds(2)).isEmpty)
+        #expect(report.reset && report.endedByRelay && !report.clean)
+        // Both applications learn that the relay cut the stream, rather than see an orderly end.
+        for side in [client, server] {
+            let failure = await readUntilFailure(side)
+            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))")
+        }
+    }
+
+    @Test func closeByTheOwnerResetsBothSides() async throws {
+        let (client, server, box, connection) = try await relayed()
+        try await client.writeAll(Array("held".utf8), until: .now + .seconds(5))
+        #expect(try await server.readExactly(4, until: .now + .seconds(5)) == Array("held".utf8))
+        connection.close(reason: "agent shutting down")
+        let report = try await box.wait(timeout: .seconds(5))
+        #expect(report.reason == "agent shutting down")
+        #expect(report.reset && report.endedByRelay)
+        for side in [client, server] {
+            let failure = await readUntilFailure(side)
+            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))")
+        }
     }
 
     @Test func resetOnOneSideEndsTheRelayWithAReason() async throws {
@@ -284,12 +303,7 @@ final class EndMarkTransform: RelayTransform {
         #expect(!report.clean)
         #expect(report.reason.contains("b"))
         // The reset is passed on: the other side does not see an orderly end.
-        var failure: SocketError?
-        do {
-            while try await !client.readSome(until: .now + .seconds(5)).isEmpty {}
-        } catch let error as SocketError {
-            failure = error
-        }
+        let failure = await readUntilFailure(client)
         #expect(failure?.code == ECONNRESET, "\(String(describing: failure))")
     }
 }
@@ -303,4 +317,16 @@ func readAll(_ socket: Socket, limit: Int = .max) async throws -> [UInt8] {
         out += chunk
     }
     return out
+}
+
+/// Reads until the stream ends; the error that ended it, or nil for an orderly end.
+func readUntilFailure(_ socket: Socket, timeout: Duration = .seconds(5)) async -> SocketError? {
+    do {
+        while try await !socket.readSome(until: .now + timeout).isEmpty {}
+    } catch let error as SocketError {
+        return error
+    } catch {
+        Issue.record("unexpected \(error)")
+    }
+    return nil
 }
