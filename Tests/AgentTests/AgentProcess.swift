@@ -20,15 +20,16 @@ final class AgentProcess: @unchecked Sendable {
     private let stdinPipe = Pipe()
     private let stdoutPipe = Pipe()
 
-    init(_ name: String, _ arguments: [String], stdin: Bool = false) throws {
+    /// `input`/`output`: files for the process's stdin and stdout instead of pipes.
+    init(_ name: String, _ arguments: [String], stdin: Bool = false, input: FileHandle? = nil, output: FileHandle? = nil) throws {
         self.name = name
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-\(name)-\(UUID().uuidString).log")
         FileManager.default.createFile(atPath: logURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: agentBinary)
         process.arguments = arguments
         process.standardError = try FileHandle(forWritingTo: logURL)
-        process.standardOutput = stdoutPipe
-        process.standardInput = stdin ? stdinPipe : FileHandle.nullDevice
+        process.standardOutput = output ?? stdoutPipe
+        process.standardInput = input ?? (stdin ? stdinPipe : FileHandle.nullDevice)
         try process.run()
     }
 

@@ -293,6 +293,29 @@ import Testing
         #expect(status == 0, "\(stdio.log)\n\(rig.logs)")
     }
 
+    @Test func stdioCarriesRegularFilesBothWays() async throws {
+        // Regular files cannot be watched by epoll (EPERM): they are always ready, and the relay
+        // must still read the whole input, write the whole answer and end in order.
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        try await rig.startExpose()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-stdio-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var generator = SystemRandomNumberGenerator()
+        let payload = (0..<(2 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let inputURL = directory.appendingPathComponent("in"), outputURL = directory.appendingPathComponent("out")
+        try Data([UInt8(ascii: "E")] + payload).write(to: inputURL)
+        FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+        let stdio = try AgentProcess("stdio", ["forward", "--stdio", "--key", rig.key, "--server", rig.serverArgument],
+                                     input: try FileHandle(forReadingFrom: inputURL), output: try FileHandle(forWritingTo: outputURL))
+        let status = try await stdio.waitForExit(timeout: .seconds(60))
+        #expect(status == 0, "\(stdio.log)\n\(rig.logs)")
+        let echoed = try Data(contentsOf: outputURL)
+        #expect(echoed.count == payload.count, "\(stdio.log)")
+        #expect(sha256(Array(echoed)) == sha256(payload))
+    }
+
     @Test func stdioExitsWithAnErrorWhenTheTunnelIsCutBetweenRecords() async throws {
         let rig = try TunnelRig()
         try await rig.startServer()
