@@ -272,7 +272,9 @@ import Testing
         try await listen.waitForLog("dropped: a tunnel datagram carries at most 65482")
     }
 
-    @Test func stdioCarriesOneConnection() async throws {
+    /// A server, an exposing agent and `forward --stdio` with a pipe on stdin that has sent an
+    /// echo request for "ping"; returns what came back on stdout (stdin stays open).
+    private func stdioPing() async throws -> (TunnelRig, AgentProcess, String) {
         let rig = try TunnelRig()
         try await rig.startServer()
         try await rig.startExpose()
@@ -287,7 +289,12 @@ import Testing
             }
             return data
         }
-        #expect(String(decoding: reply, as: UTF8.self) == "ping")
+        return (rig, stdio, String(decoding: reply, as: UTF8.self))
+    }
+
+    @Test func stdioCarriesOneConnection() async throws {
+        let (rig, stdio, reply) = try await stdioPing()
+        #expect(reply == "ping", "\(stdio.log)\n\(rig.logs)")
         try stdio.stdinHandle.close()
         let status = try await stdio.waitForExit(timeout: .seconds(20))
         #expect(status == 0, "\(stdio.log)\n\(rig.logs)")
@@ -317,21 +324,8 @@ import Testing
     }
 
     @Test func stdioExitsWithAnErrorWhenTheTunnelIsCutBetweenRecords() async throws {
-        let rig = try TunnelRig()
-        try await rig.startServer()
-        try await rig.startExpose()
-        let stdio = try AgentProcess("stdio", ["forward", "--stdio", "--key", rig.key, "--server", rig.serverArgument], stdin: true)
-        stdio.stdinHandle.write(Data("Eping".utf8))
-        let reply = await offPool { () -> Data in
-            var data = Data()
-            while data.count < 4 {
-                let chunk = stdio.stdoutHandle.availableData
-                if chunk.isEmpty { break }
-                data += chunk
-            }
-            return data
-        }
-        #expect(String(decoding: reply, as: UTF8.self) == "ping", "\(stdio.log)\n\(rig.logs)")
+        let (rig, stdio, reply) = try await stdioPing()
+        #expect(reply == "ping", "\(stdio.log)\n\(rig.logs)")
         // The peer dies between records: its kernel ends the stream with a plain FIN, no close
         // record. stdout cannot be reset, so the exit status says the stream may be incomplete.
         _ = try await rig.expose!.stop(SIGKILL)
