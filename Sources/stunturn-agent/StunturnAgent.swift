@@ -197,7 +197,7 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds a listen side waits at the server for the exposing peer (the server may end the wait sooner: its --initiator-timeout, 30 s by default).")
     var signalTimeout: Double = 30
 
-    @Option(name: .long, help: "Close relayed connections idle this many seconds (0: never).")
+    @Option(name: .long, help: "Reset relayed connections idle this many seconds, at both ends (0: never).")
     var idleTimeout: Double = 0
 
     @Flag(name: .long, help: "Turn tunnel encryption OFF (for measuring its overhead only).")
