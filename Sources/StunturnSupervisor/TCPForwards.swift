@@ -71,12 +71,18 @@ struct ExposeForward: Sendable {
                                              RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
                                              transform: session.map(SealingTransform.init))
             stats.finished(out: report.bytesAToB, in: report.bytesBToA)
-            log.log(level: report.reset ? .warning : .info, "connection closed: \(report)", metadata: ["peer": "\(peer)"])
+            log.log(level: report.logLevel, "connection closed: \(report)", metadata: ["peer": "\(peer)"])
         } catch {
             stats.failedBeforeRelay()
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
         }
     }
+}
+
+extension RelayReport {
+    /// A broken connection is worth a warning: the application saw a reset, and the line says why.
+    /// An idle time-out or a shutdown resets too, but is the agent's own doing.
+    var logLevel: Logger.Level { reset && !endedByRelay ? .warning : .info }
 }
 
 /// A failure already worded for the log.
@@ -144,9 +150,7 @@ func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoin
         let report = await context.carry(local(), RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
                                          transform: session.map(SealingTransform.init))
         stats.finished(out: report.bytesAToB, in: report.bytesBToA)
-        // A broken connection is worth a warning: the application saw a reset, and this says why.
-        // An idle time-out or a shutdown resets too, but is the agent's own doing.
-        log.log(level: report.reset && !report.endedByRelay ? .warning : .info, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
+        log.log(level: report.logLevel, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
         return report
     } catch {
         stats.failedBeforeRelay()

@@ -240,6 +240,18 @@ func echo(_ address: SocketAddress, _ text: String, timeout: Duration = .seconds
 }
 
 /// Reads until end-of-file.
+/// Reads until the stream ends; the error that ended it, or nil for an orderly end.
+func readUntilFailure(_ socket: Socket, timeout: Duration = .seconds(20)) async -> SocketError? {
+    do {
+        while try await !socket.readSome(until: .now + timeout).isEmpty {}
+    } catch let error as SocketError {
+        return error
+    } catch {
+        Issue.record("unexpected \(error)")
+    }
+    return nil
+}
+
 func readToEnd(_ socket: Socket, timeout: Duration = .seconds(60)) async throws -> [UInt8] {
     var out: [UInt8] = []
     let deadline = ContinuousClock.now + timeout

@@ -96,16 +96,37 @@ import Testing
             try await cut.writeAll(Array("Eping".utf8), until: .now + .seconds(20))
             #expect(try await cut.readExactly(4, until: .now + .seconds(20)) == Array("ping".utf8), "\(rig.logs)")
             _ = try await rig.expose!.stop(SIGKILL)
-            var failure: SocketError?
-            do {
-                while try await !cut.readSome(until: .now + .seconds(20)).isEmpty {}
-            } catch let error as SocketError {
-                failure = error
-            }
+            let failure = await readUntilFailure(cut)
             // The application learns the stream may be incomplete, and the log says why.
             #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
             #expect(try await rig.listen!.waitForLog("without the peer's close record"), "\(rig.logs)")
             cut.close()
+        } catch {
+            Issue.record("\(error)\n\(rig.logs)")
+        }
+        try await rig.stopAll()
+    }
+
+    @Test func anIdleConnectionIsResetAtBothEndsAndLoggedAsRoutine() async throws {
+        let rig = try TunnelRig(extra: ["--idle-timeout", "2"])
+        try await rig.startAll()
+        do {
+            let client = try await connectWithRetry(rig.listenAddress)
+            try await client.writeAll(Array("Eping".utf8), until: .now + .seconds(20))
+            #expect(try await client.readExactly(4, until: .now + .seconds(20)) == Array("ping".utf8), "\(rig.logs)")
+            // Then nothing: the agents cut the connection, and the client learns it was cut.
+            let failure = await readUntilFailure(client, timeout: .seconds(20))
+            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
+            client.close()
+            // Whichever agent's timer fired first logs the time-out; it is the agent's own doing,
+            // not a failure: info, not a warning. (Its peer sees the tunnel reset.)
+            let deadline = ContinuousClock.now + .seconds(20)
+            var lines: [Substring] = []
+            while lines.isEmpty && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                lines = (rig.listen!.log + rig.expose!.log).split(separator: "\n").filter { $0.contains("closed: idle for") }
+            }
+            #expect(!lines.isEmpty && lines.allSatisfy { $0.contains(" info ") }, "\(rig.logs)")
         } catch {
             Issue.record("\(error)\n\(rig.logs)")
         }
