@@ -37,19 +37,6 @@ int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length) {
 
 int stunturn_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
-int stunturn_epoll_watch(int epoll, int fd, unsigned events, int modify) {
-    struct epoll_event event = { .events = events, .data = { .fd = fd } };
-    return epoll_ctl(epoll, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event);
-}
-
-int stunturn_epoll_wait(int epoll, int *fds, int max, int timeout_ms) {
-    struct epoll_event ready[256];
-    if (max > 256) max = 256;
-    int n = epoll_wait(epoll, ready, max, timeout_ms);
-    for (int i = 0; i < n; i++) fds[i] = ready[i].data.fd;
-    return n;
-}
-
 int stunturn_epoll_control(int epoll, int op, int fd, unsigned events) {
     static const int ops[] = { EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL };
     if (op < 0 || op > 2) { errno = EINVAL; return -1; }
@@ -57,13 +44,13 @@ int stunturn_epoll_control(int epoll, int op, int fd, unsigned events) {
     return epoll_ctl(epoll, ops[op], fd, &event);
 }
 
-int stunturn_epoll_wait_events(int epoll, int *fds, unsigned *events, int max, int timeout_ms) {
+int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int timeout_ms) {
     struct epoll_event ready[256];
     if (max > 256) max = 256;
     int n = epoll_wait(epoll, ready, max, timeout_ms);
     for (int i = 0; i < n; i++) {
         fds[i] = ready[i].data.fd;
-        events[i] = ready[i].events;
+        if (events) events[i] = ready[i].events;
     }
     return n;
 }

@@ -90,7 +90,7 @@ public final class DescriptorPoller: @unchecked Sendable {
     private func drain() {
         let count = readyFDs.withUnsafeMutableBufferPointer { fds in
             readyEvents.withUnsafeMutableBufferPointer { events in
-                stunturn_epoll_wait_events(epoll, fds.baseAddress, events.baseAddress, Int32(fds.count), 0)
+                stunturn_epoll_wait(epoll, fds.baseAddress, events.baseAddress, Int32(fds.count), 0)
             }
         }
         guard count > 0 else { return }

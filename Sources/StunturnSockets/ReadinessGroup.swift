@@ -46,7 +46,7 @@ public final class ReadinessGroup: @unchecked Sendable {
     public func watch(_ fd: Int32) throws {
         #if canImport(Glibc)
         if epoll >= 0 {
-            guard stunturn_epoll_watch(epoll, fd, ReadinessGroup.readable, 0) == 0 else {
+            guard stunturn_epoll_control(epoll, 0, fd, ReadinessGroup.readable) == 0 else {
                 throw SocketError(call: "epoll_ctl", subject: "descriptor \(fd)", errno: errno)
             }
             return
@@ -86,7 +86,7 @@ public final class ReadinessGroup: @unchecked Sendable {
     /// turn; level-triggered epoll keeps the set readable while anything is left.
     private func drain() {
         #if canImport(Glibc)
-        let count = readyFDs.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, $0.baseAddress, Int32($0.count), 0) }
+        let count = readyFDs.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, $0.baseAddress, nil, Int32($0.count), 0) }
         guard count > 0 else { return }
         for i in 0..<Int(count) { handler(readyFDs[i]) }
         #endif

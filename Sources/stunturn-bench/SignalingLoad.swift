@@ -80,7 +80,7 @@ final class SignalingLoad {
         }
         clients[Int(fd)] = Client(role: role, pair: pair, connecting: rc != 0, replyBytes: 0, replyIsError: false, inUse: true)
         if rc == 0 { sendHello(fd) }
-        stunturn_epoll_watch(epoll, fd, rc == 0 ? SignalingLoad.readable : SignalingLoad.writable, 0)
+        stunturn_epoll_control(epoll, 0, fd, rc == 0 ? SignalingLoad.readable : SignalingLoad.writable)
         open += 1
         return true
     }
@@ -94,7 +94,7 @@ final class SignalingLoad {
     /// Waits up to `timeoutMs` and handles what is ready; `finished` gets each client whose reply
     /// ended (server closed), with whether the reply carried an error.
     func poll(timeoutMs: Int32, finished: (Role, Int, _ gotReply: Bool, _ error: Bool) -> Void) {
-        let n = readyFDs.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, $0.baseAddress, Int32($0.count), timeoutMs) }
+        let n = readyFDs.withUnsafeMutableBufferPointer { stunturn_epoll_wait(epoll, $0.baseAddress, nil, Int32($0.count), timeoutMs) }
         guard n > 0 else { return }
         for i in 0..<Int(n) {
             let fd = readyFDs[i]
@@ -110,7 +110,7 @@ final class SignalingLoad {
                 }
                 clients[index].connecting = false
                 sendHello(fd)
-                stunturn_epoll_watch(epoll, fd, SignalingLoad.readable, 1)
+                stunturn_epoll_control(epoll, 1, fd, SignalingLoad.readable)
                 continue
             }
             while true {

@@ -25,18 +25,13 @@ int stunturn_accept_nonblocking(int fd, void *address, unsigned int *length);
 /// (Swift's Glibc module has no sys/epoll.h).
 /// Readiness bits: 1 readable, 4 writable, as EPOLLIN and EPOLLOUT.
 int stunturn_epoll_create(void);
-/// Adds (`modify` 0) or changes (`modify` 1) the events watched for `fd`. A closed descriptor
-/// leaves the set by itself.
-int stunturn_epoll_watch(int epoll, int fd, unsigned events, int modify);
-/// Waits up to `timeout_ms`; fills `fds` with up to `max` ready descriptors (readable, writable,
-/// hung up or failed: callers find out which by trying).
-int stunturn_epoll_wait(int epoll, int *fds, int max, int timeout_ms);
-
 /// Adds (`op` 0), changes (1) or removes (2) `fd` in the set with `events` (EPOLLIN 1, EPOLLOUT 4,
-/// EPOLLONESHOT 1 << 30); returns 0 or -1 with errno set.
+/// EPOLLONESHOT 1 << 30); returns 0 or -1 with errno set. A closed descriptor leaves the set by
+/// itself (unless another descriptor still refers to the same open file).
 int stunturn_epoll_control(int epoll, int op, int fd, unsigned events);
-/// As stunturn_epoll_wait, with each descriptor's ready bits in `events` (EPOLLIN 1, EPOLLOUT 4,
-/// EPOLLERR 8, EPOLLHUP 16).
-int stunturn_epoll_wait_events(int epoll, int *fds, unsigned *events, int max, int timeout_ms);
+/// Waits up to `timeout_ms`; fills `fds` with up to `max` ready descriptors and, when `events` is
+/// not NULL, each one's ready bits (EPOLLIN 1, EPOLLOUT 4, EPOLLERR 8, EPOLLHUP 16). Callers that
+/// pass NULL find out what is ready by trying.
+int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int timeout_ms);
 
 #endif
