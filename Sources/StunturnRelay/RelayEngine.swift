@@ -212,6 +212,8 @@ public final class RelayConnection: @unchecked Sendable {
     private let b: RelayEndpoint
     private let aToB: Direction
     private let bToA: Direction
+    /// Both sides' descriptors, each once.
+    private let descriptors: [Int32]
     private let idleTimeout: Duration?
     private var onFinish: (@Sendable (RelayReport) -> Void)?
     /// What each descriptor is watched for now; a report disarms it until it is watched again.
@@ -226,7 +228,6 @@ public final class RelayConnection: @unchecked Sendable {
     private var lastActivity = ContinuousClock.now
     private let started = ContinuousClock.now
     private var finished = false
-    private var liveSources = 0
     private var endReason = ""
     private var endedCleanly = false
     private var abortive = false
@@ -239,6 +240,9 @@ public final class RelayConnection: @unchecked Sendable {
         self.b = b
         self.idleTimeout = idleTimeout
         self.onFinish = onFinish
+        var fds: [Int32] = []
+        for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !fds.contains(fd) { fds.append(fd) }
+        descriptors = fds
         aToB = Direction(src: a, dst: b, transform: transform, isForward: true)
         bToA = Direction(src: b, dst: a, transform: transform, isForward: false)
         #if os(Linux)
@@ -283,18 +287,11 @@ public final class RelayConnection: @unchecked Sendable {
                     self.finish("idle for \(formatDuration(idleTimeout))", clean: false, abort: true, byRelay: true)
                 }
             }
-            timer.setCancelHandler { [self] in self.sourceEnded() }
+            // Cancelled only by finish; the descriptors are closed once the timer has let go.
+            timer.setCancelHandler { [self] in self.closeDescriptors() }
             idleTimer = timer
-            liveSources += 1
             timer.resume()
         }
-    }
-
-    /// Both sides' descriptors, each once.
-    private var descriptors: [Int32] {
-        var fds: [Int32] = []
-        for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !fds.contains(fd) { fds.append(fd) }
-        return fds
     }
 
     /// The poller found `fd` ready: read and write what is wanted, then watch it again.
@@ -587,18 +584,11 @@ public final class RelayConnection: @unchecked Sendable {
             worker.connections[fd] = nil
         }
         armed = [:]
-        idleTimer?.cancel()
-        if liveSources == 0 { closeDescriptors() }
-    }
-
-    private func sourceEnded() {
-        liveSources -= 1
-        if liveSources == 0 && finished { closeDescriptors() }
+        if let idleTimer { idleTimer.cancel() } else { closeDescriptors() }
     }
 
     /// Runs once the idle timer (if any) has let go of the connection.
     private func closeDescriptors() {
-        var closed = Set<Int32>()
         for d in [aToB, bToA] {
             if let pipe = d.pipe {
                 SystemIO.close(pipe.read)
@@ -606,9 +596,7 @@ public final class RelayConnection: @unchecked Sendable {
                 d.pipe = nil
             }
         }
-        for fd in [a.readFD, a.writeFD, b.readFD, b.writeFD] where !closed.contains(fd) {
-            closed.insert(fd)
-            guard fd > 2 else { continue }
+        for fd in descriptors where fd > 2 {
             if abortive { try? SystemIO.resetOnClose(fd) }
             SystemIO.close(fd)
         }
