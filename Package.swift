@@ -1,11 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// Linux only: the socket layer is built on epoll, splice(2) and Glibc. A kqueue poller beside the
+// epoll one (`DescriptorPoller`, `ReadinessGroup`) is where another platform would start.
 // Modules follow the data path: config → supervisor → signaling → punch → secure channel → relay.
 // Only StunturnSockets imports Glibc (and stunturn-bench, the benchmarks' load generator).
 let package = Package(
     name: "stunturn",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "stunturn-agent", targets: ["stunturn-agent"]),
         .library(name: "Stunturn", targets: ["Stunturn"]),
@@ -13,24 +14,32 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // Pinned to one minor version: the record layer's fast path uses the BoringSSL that
+        // swift-crypto builds (CCryptoBoringSSL), which is not public API; a test checks it against
+        // the public AES.GCM on every record.
+        .package(url: "https://github.com/apple/swift-crypto", .upToNextMinor(from: "3.12.3")),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(name: "CStunturnSystem"),
         .target(name: "StunturnSockets", dependencies: ["CStunturnSystem"]),
         .target(name: "StunturnConfig", dependencies: [.product(name: "Yams", package: "Yams")]),
-        .target(name: "StunturnSignaling", dependencies: ["StunturnSockets", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")]),
-        .target(name: "StunturnPunch", dependencies: ["StunturnSockets", "StunturnSignaling"]),
+        .target(name: "StunturnSignaling", dependencies: ["StunturnSockets", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "StunturnServer", dependencies: ["StunturnSignaling", "StunturnSockets", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "StunturnPunch", dependencies: ["StunturnSockets"]),
         .target(name: "StunturnSecure", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "StunturnRelay", dependencies: ["StunturnSockets", .product(name: "Logging", package: "swift-log")]),
         .target(name: "StunturnSupervisor", dependencies: [
-            "StunturnConfig", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnRelay", "StunturnSockets",
+            "Stunturn", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnRelay", "StunturnSockets",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .target(name: "Stunturn", dependencies: ["StunturnSockets", "StunturnSignaling", "StunturnPunch", "StunturnSecure"]),
         .executableTarget(name: "stunturn-agent", dependencies: [
-            "StunturnSupervisor", "StunturnConfig", "StunturnSignaling", "StunturnSecure", "StunturnSockets",
+            "StunturnSupervisor", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnSecure", "StunturnSockets",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -41,14 +50,17 @@ let package = Package(
         ]),
         .executableTarget(name: "punch-exchange", dependencies: ["Stunturn"], path: "examples/punch-exchange"),
 
+        .target(name: "StunturnTestSupport", dependencies: ["StunturnSockets"], path: "Tests/StunturnTestSupport"),
         .testTarget(name: "StunturnSocketsTests", dependencies: ["StunturnSockets"]),
-        .testTarget(name: "StunturnSignalingTests", dependencies: ["StunturnSignaling", "StunturnSockets"]),
-        .testTarget(name: "StunturnPunchTests", dependencies: ["StunturnPunch", "StunturnSignaling", "StunturnSockets"]),
+        .testTarget(name: "StunturnSignalingTests", dependencies: ["StunturnSignaling", "StunturnServer", "StunturnSockets"]),
+        .testTarget(name: "StunturnServerTests", dependencies: ["StunturnServer", "StunturnSignaling", "StunturnSockets", "StunturnTestSupport"]),
+        .testTarget(name: "StunturnPunchTests", dependencies: ["Stunturn", "StunturnServer", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnConfigTests", dependencies: ["StunturnConfig"]),
         .testTarget(name: "StunturnSecureTests", dependencies: ["StunturnSecure"]),
-        .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnSockets"]),
-        .testTarget(name: "AgentTests", dependencies: ["StunturnSockets", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnSockets", "StunturnTestSupport"]),
+        .testTarget(name: "StunturnSupervisorTests", dependencies: ["StunturnSupervisor", "StunturnConfig", "StunturnSecure", "StunturnSockets", "StunturnTestSupport"]),
+        .testTarget(name: "AgentTests", dependencies: ["StunturnSockets", "StunturnTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "NATLabTests"),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

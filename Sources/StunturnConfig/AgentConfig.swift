@@ -11,12 +11,20 @@ public struct AgentConfig: Sendable {
     public var serve: Endpoint?
     /// One of `AgentConfig.logLevels`, lowercased.
     public var logLevel: String
+    /// On SIGTERM/SIGINT, how long open connections may go on before the rest are reset (0: at once).
+    public var drainTimeout: Duration
     public var forwards: [ForwardConfig]
 
-    public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel, forwards: [ForwardConfig]) {
+    /// Long enough for a page load or a short command to finish, short enough for a service
+    /// manager's stop time-out (systemd's default is 90 s).
+    public static let defaultDrainTimeout: Duration = .seconds(10)
+
+    public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel,
+                drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig]) {
         self.server = server
         self.serve = serve
         self.logLevel = logLevel
+        self.drainTimeout = drainTimeout
         self.forwards = forwards
     }
 
@@ -60,6 +68,7 @@ public struct AgentConfig: Sendable {
         if let server { lines.append("signaling server: \(server)") }
         if let serve { lines.append("in-agent signaling server: listening on \(serve)") }
         lines.append("log level: \(logLevel)")
+        lines.append("drain timeout: \(DurationText.format(drainTimeout)) (on SIGTERM/SIGINT, then open connections are reset)")
         lines.append(forwards.count == 1 ? "1 forward:" : "\(forwards.count) forwards:")
         for forward in forwards {
             let what: String

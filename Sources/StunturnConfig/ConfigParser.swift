@@ -3,7 +3,7 @@ import Yams
 
 /// Walks the composed YAML tree, collecting every problem with its line instead of stopping at the first.
 struct ConfigParser {
-    static let topLevelKeys = ["server", "serve", "log_level", "forwards"]
+    static let topLevelKeys = ["server", "serve", "log_level", "drain_timeout", "forwards"]
     static let forwardKeys = [
         "name", "expose", "listen", "key", "protocol", "server", "peer_ip", "tries",
         "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "plaintext_insecure",
@@ -55,6 +55,7 @@ struct ConfigParser {
         var serveNode: Node?
         var serveGiven = false
         var logLevel = AgentConfig.defaultLogLevel
+        var drainTimeout = AgentConfig.defaultDrainTimeout
         var forwardsNode: Node?
 
         for (keyNode, value) in mapping {
@@ -69,6 +70,8 @@ struct ConfigParser {
                 serve = localEndpoint(value, path: "serve")
             case "log_level":
                 logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
+            case "drain_timeout":
+                drainTimeout = duration(value, path: "drain_timeout", allowZero: true) ?? drainTimeout
             case "forwards":
                 forwardsNode = value
             default:
@@ -101,7 +104,7 @@ struct ConfigParser {
         reportPortClashes(drafts, serve: serve, serveNode: serveNode)
 
         guard problems.isEmpty else { return nil }
-        return AgentConfig(server: server, serve: serve, logLevel: logLevel, forwards: forwards)
+        return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards)
     }
 
     // MARK: - Forwards

@@ -28,11 +28,50 @@ public struct PunchOptions: Sendable {
     }
 }
 
+/// Which side of a punch this is: the initiator keeps the first connection and marks it with the
+/// tag; the receiver keeps the connection the tag arrives on.
+public enum PunchRole: String, Sendable {
+    case initiator, receiver
+}
+
 /// A failed punch: which peer, how long it was tried, and the last cause seen.
 public struct PunchError: Error, CustomStringConvertible, Sendable {
+    /// Why the punch failed, for code that decides what to do next.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable { case timedOut, cancelled, noSocket }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// No path came up within the punch time-out.
+        public static let timedOut = Code(.timedOut)
+        /// The punching task was cancelled.
+        public static let cancelled = Code(.cancelled)
+        /// A UDP punch was asked for without a UDP socket.
+        public static let noSocket = Code(.noSocket)
+
+        public var description: String {
+            switch base {
+            case .timedOut: "timed out"
+            case .cancelled: "cancelled"
+            case .noSocket: "no UDP socket"
+            }
+        }
+    }
+
+    public let code: Code
     public let peer: SocketAddress
     public let transport: String
     public let message: String
+    /// The last error seen on the way, such as a refused connect.
+    public let underlying: (any Error)?
+
+    public init(_ code: Code, peer: SocketAddress, transport: String, message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.peer = peer
+        self.transport = transport
+        self.message = message
+        self.underlying = underlying
+    }
 
     public var description: String { "\(transport) hole punch to \(peer): \(message)" }
 }

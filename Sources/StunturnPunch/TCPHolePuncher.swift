@@ -1,5 +1,5 @@
-import StunturnSignaling
 import StunturnSockets
+import Synchronization
 
 /// Punches a TCP hole: listens on the local port and dials the peer from that same port at once,
 /// so that the two SYNs cross (simultaneous open) or one side's listener takes the other's SYN.
@@ -12,29 +12,21 @@ public enum TCPHolePuncher {
         case candidate(Socket, SocketAddress, fromListener: Bool)
         case verified(Socket)
         case rejected(SocketAddress, String)
-        case dialerFinished(String)
-        case listenerFinished(String)
+        case dialerFinished
+        case listenerFinished(any Error)
         case deadline
     }
 
-    /// Punches from a rendezvous' local address to its peer.
-    public static func punch(_ rendezvous: PeerRendezvous, tag: [UInt8] = defaultPunchTag,
-                             options: PunchOptions = PunchOptions()) async throws -> Socket {
-        // Hold the signaling connection's port until the punch sockets share it.
-        defer { rendezvous.signalingSocket?.close() }
-        return try await punch(local: rendezvous.localAddress, peer: rendezvous.peerAddress, role: rendezvous.role,
-                        tag: tag, options: options)
-    }
-
-    public static func punch(local: SocketAddress, peer: SocketAddress, role: SignalRole,
+    public static func punch(local: SocketAddress, peer: SocketAddress, role: PunchRole,
                              tag: [UInt8] = defaultPunchTag, options: PunchOptions = PunchOptions()) async throws -> Socket {
         let socket = try await punchOnce(local: local, peer: peer, role: role, tag: tag, options: options)
         // A tunnel can sit quiet for hours: probes notice a peer that vanished and keep NAT state.
+        // Without them (a system that refuses the options) the tunnel still works.
         try? socket.setKeepAlive()
         return socket
     }
 
-    private static func punchOnce(local: SocketAddress, peer: SocketAddress, role: SignalRole,
+    private static func punchOnce(local: SocketAddress, peer: SocketAddress, role: PunchRole,
                                   tag: [UInt8], options: PunchOptions) async throws -> Socket {
         let deadline = ContinuousClock.now + options.timeout
         let listener = try Socket(.stream, family: local.family)
@@ -43,11 +35,12 @@ public enum TCPHolePuncher {
         try listener.listen(backlog: 16)
         defer { listener.close() }
 
-        let lastError = LastError("no answer")
+        let lastError = LastError()
         return try await withThrowingTaskGroup(of: Event.self) { group in
             group.addTask { await dial(from: local, to: peer, options: options, deadline: deadline, lastError: lastError) }
             group.addTask { await acceptOne(listener, peer: peer, deadline: deadline, options: options) }
             group.addTask {
+                // Cancelled once the punch is decided either way.
                 try? await Task.sleep(until: deadline, clock: .continuous)
                 return .deadline
             }
@@ -63,7 +56,7 @@ public enum TCPHolePuncher {
                             try await socket.writeAll(tag, until: deadline)
                             return socket
                         } catch {
-                            lastError.set("\(error)")
+                            lastError.set(error)
                         }
                     } else {
                         group.addTask { await verify(socket, from: from, tag: tag, deadline: deadline) }
@@ -72,17 +65,19 @@ public enum TCPHolePuncher {
                     return socket
                 case .rejected(let from, let reason):
                     options.onRejected?(from, reason)
-                case .dialerFinished(let reason):
-                    lastError.set(reason)
-                case .listenerFinished(let reason):
+                case .dialerFinished:
+                    break
+                case .listenerFinished(let error):
                     // The listener only ever times out with the punch; the dialer's error says more.
-                    if !reason.hasSuffix("timed out") { lastError.set(reason) }
+                    if (error as? SocketError)?.code != .timedOut { lastError.set(error) }
                 case .deadline:
-                    throw PunchError(peer: peer, transport: "tcp",
-                                     message: "no connection within \(formatDuration(options.timeout)) (last error: \(lastError.value))")
+                    let last = lastError.value
+                    throw PunchError(.timedOut, peer: peer, transport: "tcp",
+                                     message: "no connection within \(formatDuration(options.timeout)) (last error: \(last.map { "\($0)" } ?? "no answer"))",
+                                     underlying: last)
                 }
             }
-            throw PunchError(peer: peer, transport: "tcp", message: "cancelled")
+            throw PunchError(.cancelled, peer: peer, transport: "tcp", message: "cancelled")
         }
     }
 
@@ -98,11 +93,12 @@ public enum TCPHolePuncher {
                 try await socket.connect(to: peer, until: min(deadline, .now + options.attemptTimeout))
                 return .candidate(socket, peer, fromListener: false)
             } catch {
-                lastError.set("\(error)")
+                lastError.set(error)
             }
+            // Cancellation ends the loop at its next check.
             try? await Task.sleep(for: options.retryInterval)
         }
-        return .dialerFinished(lastError.value)
+        return .dialerFinished
     }
 
     /// Accepts the next connection from the peer's IP; others are rejected and closed.
@@ -115,10 +111,10 @@ public enum TCPHolePuncher {
                 socket.close()
                 options.onRejected?(from, "connected to the punched port from an address other than the peer's (\(peer.ip))")
             } catch {
-                return .listenerFinished("\(error)")
+                return .listenerFinished(error)
             }
         }
-        return .listenerFinished("cancelled")
+        return .listenerFinished(CancellationError())
     }
 
     /// Receiver side: a candidate is the peer's when the tag arrives on it.
@@ -136,10 +132,8 @@ public enum TCPHolePuncher {
 }
 
 /// The most recent failure seen by any of the punch's tasks, for the final error message.
-final class LastError: @unchecked Sendable {
-    private var text: String
-    private let lock = Lock()
-    init(_ text: String) { self.text = text }
-    func set(_ value: String) { lock.withLock { text = value } }
-    var value: String { lock.withLock { text } }
+final class LastError: Sendable {
+    private let error = Mutex<(any Error)?>(nil)
+    func set(_ value: any Error) { error.withLock { $0 = value } }
+    var value: (any Error)? { error.withLock { $0 } }
 }

@@ -1,4 +1,3 @@
-import StunturnSignaling
 import StunturnSockets
 
 /// Punches a UDP hole: both sides send probes to each other's public address until each has
@@ -11,15 +10,8 @@ public enum UDPHolePuncher {
     static let probeKind: UInt8 = 1
     static let ackKind: UInt8 = 2
 
-    /// Punches with a rendezvous' UDP socket; returns the address the peer's datagrams come from.
-    public static func punch(_ rendezvous: PeerRendezvous, tag: [UInt8] = defaultPunchTag,
-                             options: PunchOptions = PunchOptions()) async throws -> SocketAddress {
-        guard let socket = rendezvous.udpSocket else {
-            throw PunchError(peer: rendezvous.peerAddress, transport: "udp", message: "the rendezvous has no UDP socket")
-        }
-        return try await punch(socket: socket, peer: rendezvous.peerAddress, tag: tag, options: options)
-    }
-
+    /// Punches from `socket` to the peer's public address; returns the address the peer's
+    /// datagrams come from.
     public static func punch(socket: Socket, peer: SocketAddress, tag: [UInt8] = defaultPunchTag,
                              options: PunchOptions = PunchOptions()) async throws -> SocketAddress {
         let deadline = ContinuousClock.now + options.timeout
@@ -29,19 +21,25 @@ public enum UDPHolePuncher {
         var sawProbe = false
         var sawAck = false
         var sent = 0
-        var lastError = "no answer"
+        var lastError: (any Error)?
         var opening = options.openingTTL != nil
         while ContinuousClock.now < deadline {
-            if opening, let ttl = options.openingTTL, let normal = try? socket.hopLimit() {
+            if opening, let ttl = options.openingTTL {
                 // Short-lived probes open our NAT's mapping without alarming the peer's router.
-                try? socket.setHopLimit(ttl)
-                for _ in 0..<2 { _ = try? probe.withUnsafeBytes { try socket.send($0, to: target) } }
-                try? socket.setHopLimit(normal)
+                // They are an optimisation: when they fail, the full probes still punch.
+                do {
+                    let normal = try socket.hopLimit()
+                    try socket.setHopLimit(ttl)
+                    defer { try? socket.setHopLimit(normal) }
+                    for _ in 0..<2 { _ = try probe.withUnsafeBytes { try socket.send($0, to: target) } }
+                } catch let error as SocketError {
+                    lastError = error
+                }
             } else if sent < max(1, options.tries) {
                 do {
                     try await socket.send(probe, to: target, until: deadline)
-                } catch {
-                    lastError = "\(error)"
+                } catch let error as SocketError {
+                    lastError = error
                 }
                 sent += 1
             }
@@ -52,11 +50,15 @@ public enum UDPHolePuncher {
                 let from: SocketAddress
                 do {
                     (datagram, from) = try await socket.receive(maxLength: 512, until: nextProbe)
-                } catch let error as SocketError where error.description.hasSuffix("timed out") {
+                } catch let error as SocketError where error.code == .timedOut {
                     break
-                } catch {
-                    lastError = "\(error)"
-                    try? await Task.sleep(for: .milliseconds(5))
+                } catch let error as SocketError where error.code == .cancelled {
+                    throw PunchError(.cancelled, peer: peer, transport: "udp", message: "cancelled")
+                } catch let error as SocketError {
+                    // An ICMP error from an earlier probe (port unreachable) fails one receive; the
+                    // next datagram may still be the peer's. Pause so a failing socket cannot spin.
+                    lastError = error
+                    try await Task.sleep(for: .milliseconds(5))
                     continue
                 }
                 guard datagram.count == magic.count + 1 + tag.count, Array(datagram[0..<4]) == magic,
@@ -68,21 +70,27 @@ public enum UDPHolePuncher {
                 if from.addressBytes == peer.addressBytes { target = from }
                 if datagram[4] == probeKind {
                     sawProbe = true
-                    try? await socket.send(ack, to: from, until: deadline)
+                    do {
+                        try await socket.send(ack, to: from, until: deadline)
+                    } catch let error as SocketError {
+                        lastError = error
+                    }
                 } else if datagram[4] == ackKind {
                     sawAck = true
                 }
                 if sawProbe && sawAck {
                     // Extra acks make it unlikely that the peer misses the last one on a lossy path.
+                    // Best effort: the path is proven both ways already.
                     for _ in 0..<2 { try? await socket.send(ack, to: target, until: deadline) }
                     return target
                 }
             }
-            if Task.isCancelled { throw PunchError(peer: peer, transport: "udp", message: "cancelled") }
+            if Task.isCancelled { throw PunchError(.cancelled, peer: peer, transport: "udp", message: "cancelled") }
         }
         let state = sawProbe ? "heard the peer but got no acknowledgement" : sawAck ? "acknowledged but never heard the peer" : "heard nothing from the peer"
-        throw PunchError(peer: peer, transport: "udp",
-                         message: "no two-way path within \(formatDuration(options.timeout)) after \(sent) probes: \(state) (last error: \(lastError))")
+        throw PunchError(.timedOut, peer: peer, transport: "udp",
+                         message: "no two-way path within \(formatDuration(options.timeout)) after \(sent) probes: \(state) (last error: \(lastError.map { "\($0)" } ?? "no answer"))",
+                         underlying: lastError)
     }
 
     /// True when `datagram` is a punch probe or ack; a probe carrying `tag` is answered with an ack.
@@ -90,6 +98,7 @@ public enum UDPHolePuncher {
     public static func answerProbe(_ datagram: [UInt8], from: SocketAddress, socket: Socket, tag: [UInt8] = defaultPunchTag) -> Bool {
         guard datagram.count >= 5, Array(datagram[0..<4]) == magic else { return false }
         if datagram[4] == probeKind, Array(datagram[5...]) == tag {
+            // Best effort: the peer probes again if this ack is lost.
             _ = try? message(ackKind, tag).withUnsafeBytes { try socket.send($0, to: from) }
         }
         return true

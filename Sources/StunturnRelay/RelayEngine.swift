@@ -1,5 +1,6 @@
 import Dispatch
 import StunturnSockets
+import Synchronization
 
 /// A stage between the two sides of a relay, such as the tunnel's encryption.
 ///
@@ -32,7 +33,7 @@ extension RelayTransform {
 }
 
 /// One side of a relay: a socket, or a pair of descriptors such as stdin/stdout.
-public struct RelayEndpoint {
+public struct RelayEndpoint: Sendable {
     public let readFD: Int32
     public let writeFD: Int32
     public let isSocket: Bool
@@ -92,32 +93,57 @@ public struct RelayReport: Sendable, CustomStringConvertible {
 /// (per-event overhead, not copying, is what costs); a side stops being read while the other
 /// side's send buffer is full, so memory per connection is bounded by one chunk; end-of-file on
 /// one side becomes a shutdown of the other.
-public final class RelayEngine: @unchecked Sendable {
+public final class RelayEngine: Sendable {
     /// Read size: large reads keep syscalls per byte low on fast paths.
     public static let defaultChunkSize = 256 * 1024
 
     public static let shared = RelayEngine()
 
-    private let workers: [RelayWorker]
-    private let counterLock = Lock()
-    private var nextWorker = 0
+    /// Each worker lives on its own queue.
+    private let workers: [QueueBound<RelayWorker>]
+    private let nextWorker = Atomic<Int>(0)
 
     public init(workers count: Int = 2, chunkSize: Int = RelayEngine.defaultChunkSize) {
         SystemIO.ignoreSIGPIPE()
-        workers = (0..<max(1, count)).map { RelayWorker(index: $0, chunkSize: chunkSize) }
+        workers = (0..<max(1, count)).map { index in
+            let queue = DispatchQueue(label: "stunturn.relay.\(index)")
+            return QueueBound(RelayWorker(queue: queue, chunkSize: chunkSize), on: queue)
+        }
     }
 
     /// Starts relaying between `a` and `b`; `onFinish` runs once, after both descriptors are closed.
+    /// The relay owns `transform` from now on: it is used on the relay's queue only.
     @discardableResult
     public func relay(_ a: RelayEndpoint, _ b: RelayEndpoint, transform: RelayTransform? = nil,
                       idleTimeout: Duration? = nil, onFinish: @escaping @Sendable (RelayReport) -> Void) -> RelayConnection {
-        let worker = counterLock.withLock { () -> RelayWorker in
-            defer { nextWorker = (nextWorker + 1) % workers.count }
-            return workers[nextWorker]
+        let index = nextWorker.wrappingAdd(1, ordering: .relaxed).oldValue % workers.count
+        let worker = workers[index]
+        let splice = QueueBound(RelaySplice(a: a, b: b, transform: transform, idleTimeout: idleTimeout, onFinish: onFinish),
+                                on: worker.queue)
+        worker.queue.async { splice.value.start(on: worker.value) }
+        return RelayConnection(splice)
+    }
+}
+
+/// A handle on one relayed connection, to end it from outside.
+public final class RelayConnection: Sendable {
+    private let splice: QueueBound<RelaySplice>
+
+    init(_ splice: QueueBound<RelaySplice>) { self.splice = splice }
+
+    /// Ends the relay now, resetting both sides: the streams stop wherever they are, and the
+    /// applications must not take that for an orderly end.
+    public func close(reason: String = "closed by the agent") {
+        splice.async { $0.close(reason: reason) }
+    }
+
+    /// Bytes carried so far in each direction.
+    public var byteCounts: (aToB: UInt64, bToA: UInt64) {
+        get async {
+            await withCheckedContinuation { continuation in
+                splice.async { continuation.resume(returning: $0.byteCounts) }
+            }
         }
-        let connection = RelayConnection(worker: worker, a: a, b: b, transform: transform, idleTimeout: idleTimeout, onFinish: onFinish)
-        worker.queue.async { connection.start() }
-        return connection
     }
 }
 
@@ -131,10 +157,10 @@ final class RelayWorker {
     /// Made on first use, on the queue.
     private var poller: DescriptorPoller?
     /// The connection each watched descriptor belongs to; it holds the connection until it ends.
-    var connections: [Int32: RelayConnection] = [:]
+    var connections: [Int32: RelaySplice] = [:]
 
-    init(index: Int, chunkSize: Int) {
-        queue = DispatchQueue(label: "stunturn.relay.\(index)")
+    init(queue: DispatchQueue, chunkSize: Int) {
+        self.queue = queue
         inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize + chunkSize / 16 + 70_000, alignment: 64)
     }
@@ -158,8 +184,8 @@ final class RelayWorker {
     }
 }
 
-/// One relayed connection; `close` ends it from outside.
-public final class RelayConnection: @unchecked Sendable {
+/// One relayed connection, on its worker's queue from `start` on.
+final class RelaySplice {
     /// One direction of the relay.
     final class Direction {
         let srcFD: Int32
@@ -207,7 +233,8 @@ public final class RelayConnection: @unchecked Sendable {
     /// Bounded drain per event, so one busy connection cannot starve the others on its queue.
     private static let maxReadsPerEvent = 32
 
-    private let worker: RelayWorker
+    /// Set by `start`, on the worker's queue.
+    private var worker: RelayWorker!
     private let a: RelayEndpoint
     private let b: RelayEndpoint
     private let aToB: Direction
@@ -233,9 +260,8 @@ public final class RelayConnection: @unchecked Sendable {
     private var abortive = false
     private var endedByRelay = false
 
-    init(worker: RelayWorker, a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?,
+    init(a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?,
          onFinish: @escaping @Sendable (RelayReport) -> Void) {
-        self.worker = worker
         self.a = a
         self.b = b
         self.idleTimeout = idleTimeout
@@ -247,26 +273,26 @@ public final class RelayConnection: @unchecked Sendable {
         bToA = Direction(src: b, dst: a, transform: transform, isForward: false)
         #if os(Linux)
         if transform == nil && a.isSocket && b.isSocket && SystemIO.hasSplice {
-            for d in [aToB, bToA] { d.pipe = try? SystemIO.makePipe(size: RelayConnection.pipeSize) }
+            // Without a pipe (out of descriptors) the direction copies through user space instead.
+            for d in [aToB, bToA] { d.pipe = try? SystemIO.makePipe(size: RelaySplice.pipeSize) }
         }
         #endif
     }
 
-    /// Ends the relay now, resetting both sides: the streams stop wherever they are, and the
-    /// applications must not take that for an orderly end.
-    public func close(reason: String = "closed by the agent") {
-        worker.queue.async { self.finish(reason, clean: false, abort: true, byRelay: true) }
-    }
-
-    /// Bytes carried so far in each direction.
-    public var byteCounts: (aToB: UInt64, bToA: UInt64) {
-        worker.queue.sync { (aToB.bytes, bToA.bytes) }
-    }
-
     // MARK: on the worker's queue
 
-    /// The worker's table holds the connection strongly until it finishes.
-    func start() {
+    /// Ends the relay, resetting both sides (see `RelayConnection.close`).
+    func close(reason: String) {
+        finish(reason, clean: false, abort: true, byRelay: true)
+    }
+
+    var byteCounts: (aToB: UInt64, bToA: UInt64) { (aToB.bytes, bToA.bytes) }
+
+    /// Runs the connection on `worker`, whose table holds it strongly until it finishes.
+    func start(on worker: RelayWorker) {
+        // A close that came first has already finished the relay, and closed the descriptors.
+        guard !finished else { return }
+        self.worker = worker
         do {
             _ = try worker.descriptorPoller()
         } catch {
@@ -326,9 +352,9 @@ public final class RelayConnection: @unchecked Sendable {
                 alwaysReady.insert(fd)
                 // One report in flight per descriptor, however often the interest changes.
                 if reportQueued.insert(fd).inserted {
-                    worker.queue.async { [self] in
-                        reportQueued.remove(fd)
-                        if let wanted = armed[fd], !wanted.isEmpty { ready(fd, wanted) }
+                    QueueBound(self, on: worker.queue).async { splice in
+                        splice.reportQueued.remove(fd)
+                        if let wanted = splice.armed[fd], !wanted.isEmpty { splice.ready(fd, wanted) }
                     }
                 }
             }
@@ -366,7 +392,7 @@ public final class RelayConnection: @unchecked Sendable {
     /// Reads from the direction's source until it would block, handing each chunk to `deliver`
     /// (false: stop, the destination is full or the relay ended). End-of-file half-closes.
     private func drainSource(_ d: Direction, read: () throws -> ReadResult, deliver: (Int) -> Bool) {
-        for _ in 0..<RelayConnection.maxReadsPerEvent {
+        for _ in 0..<RelaySplice.maxReadsPerEvent {
             let result: ReadResult
             do {
                 result = try read()
@@ -529,9 +555,11 @@ public final class RelayConnection: @unchecked Sendable {
     private func scheduleRead(_ d: Direction) {
         guard !d.readScheduled else { return }
         d.readScheduled = true
-        worker.queue.async { [self] in
+        let forward = d.isForward
+        QueueBound(self, on: worker.queue).async { splice in
+            let d = forward ? splice.aToB : splice.bToA
             d.readScheduled = false
-            readable(d)
+            splice.readable(d)
         }
     }
 
@@ -597,6 +625,7 @@ public final class RelayConnection: @unchecked Sendable {
             }
         }
         for fd in descriptors where fd > 2 {
+            // Fails only on descriptors that are not sockets (stdio), which have no reset to send.
             if abortive { try? SystemIO.resetOnClose(fd) }
             SystemIO.close(fd)
         }

@@ -1,16 +1,18 @@
-import Crypto
+@preconcurrency import Crypto  // SymmetricKey is immutable but not yet marked Sendable in swift-crypto 3.12
+import Synchronization
 
 /// Protects datagrams for a UDP path: each is an 8-byte big-endian counter, then AEAD ciphertext
 /// and tag sealed with that counter as nonce.
 ///
-/// Not thread-safe: use each instance from one thread at a time.
-public final class DatagramSealer: @unchecked Sendable {
+/// Safe to share: each datagram takes the next counter atomically, so no two datagrams ever
+/// share a nonce, whichever threads seal them.
+public final class DatagramSealer: Sendable {
     /// Bytes a datagram adds to its plaintext: the counter and the tag.
     public static let overhead = 8 + NoiseCipher.tagLength
 
     private let cipher: NoiseCipher
     private let key: SymmetricKey
-    private var counter: UInt64 = 0
+    private let counter = Atomic<UInt64>(0)
 
     /// Creates a sealer from a 32-byte key that no other sealer or record layer uses.
     public init(key: SymmetricKey, cipher: NoiseCipher) {
@@ -21,17 +23,28 @@ public final class DatagramSealer: @unchecked Sendable {
 
     /// Appends one protected datagram carrying `plaintext` to `out`.
     public func seal(_ plaintext: UnsafeRawBufferPointer, appendingTo out: inout [UInt8]) throws {
-        guard self.counter != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
+        let nonce = try self.takeNonce()
         out.reserveAdditionalCapacity(plaintext.count + Self.overhead)
-        withUnsafeBytes(of: self.counter.bigEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: nonce.bigEndian) { out.append(contentsOf: $0) }
         try self.cipher.seal(
             key: self.key,
-            nonce: self.counter,
+            nonce: nonce,
             associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
             plaintext: plaintext,
             appendingTo: &out
         )
-        self.counter += 1
+    }
+
+    /// The next counter, taken for good: a datagram whose sealing fails leaves a gap, never a reuse.
+    private func takeNonce() throws -> UInt64 {
+        var current = self.counter.load(ordering: .relaxed)
+        while true {
+            guard current != NoiseCipherState.reservedNonce else { throw TunnelSecurityError.nonceExhausted }
+            let (exchanged, original) = self.counter.compareExchange(
+                expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return current }
+            current = original
+        }
     }
 
     /// Returns one protected datagram carrying `plaintext`.
@@ -46,11 +59,12 @@ public final class DatagramSealer: @unchecked Sendable {
 /// have fallen behind the replay window; reordering within the window is accepted.
 ///
 /// A rejected datagram does not affect later ones, since UDP paths carry stray and forged
-/// packets. Not thread-safe: use each instance from one thread at a time.
-public final class DatagramOpener: @unchecked Sendable {
+/// packets. Safe to share: the replay check, the decryption and the record of the counter happen
+/// under one lock, so a datagram delivered twice at once is accepted once.
+public final class DatagramOpener: Sendable {
     private let cipher: NoiseCipher
     private let key: SymmetricKey
-    private var replayWindow = ReplayWindow()
+    private let replayWindow = Mutex(ReplayWindow())
 
     /// Creates an opener for the peer sealer's key.
     public init(key: SymmetricKey, cipher: NoiseCipher) {
@@ -65,21 +79,23 @@ public final class DatagramOpener: @unchecked Sendable {
         let counter = datagram.loadUnaligned(as: UInt64.self).bigEndian
         // Checked before decrypting to save the work, but recorded only after the datagram
         // authenticates, so forgeries cannot burn counters the real peer has yet to send.
-        guard counter != NoiseCipherState.reservedNonce, self.replayWindow.mayAccept(counter) else {
-            throw TunnelSecurityError.datagramReplayed
+        try self.replayWindow.withLock { window in
+            guard counter != NoiseCipherState.reservedNonce, window.mayAccept(counter) else {
+                throw TunnelSecurityError.datagramReplayed
+            }
+            do {
+                try self.cipher.open(
+                    key: self.key,
+                    nonce: counter,
+                    associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
+                    ciphertext: UnsafeRawBufferPointer(rebasing: datagram[8...]),
+                    appendingTo: &out
+                )
+            } catch {
+                throw TunnelSecurityError.datagramAuthenticationFailed
+            }
+            window.record(counter)
         }
-        do {
-            try self.cipher.open(
-                key: self.key,
-                nonce: counter,
-                associatedData: UnsafeRawBufferPointer(start: nil, count: 0),
-                ciphertext: UnsafeRawBufferPointer(rebasing: datagram[8...]),
-                appendingTo: &out
-            )
-        } catch {
-            throw TunnelSecurityError.datagramAuthenticationFailed
-        }
-        self.replayWindow.record(counter)
     }
 
     /// Authenticates `datagram` and returns its plaintext.

@@ -12,9 +12,9 @@ import CCryptoBoringSSL
 /// Each record is a 2-byte big-endian length followed by that many bytes of AEAD ciphertext and
 /// tag, sealed with the next counter nonce and empty associated data. The stream ends with a close
 /// record: no plaintext, sealed with `RecordSealer.closeAssociatedData` instead, so a peer can
-/// tell an end the sender meant from a connection cut between two records. Not thread-safe: use
-/// each instance from one thread at a time.
-public final class RecordSealer: @unchecked Sendable {
+/// tell an end the sender meant from a connection cut between two records. Not `Sendable`: a
+/// sealer belongs to one task or relay queue at a time, so its nonce counter is never shared.
+public final class RecordSealer {
     /// The most plaintext a record may carry: Noise's 65535-byte message limit minus the tag.
     /// Openers accept records up to this size.
     public static let maxPayload = NoiseHandshakeState.maxMessageLength - NoiseCipher.tagLength
@@ -150,8 +150,8 @@ public final class RecordSealer: @unchecked Sendable {
 /// A record that fails authentication (tampered, reordered, replayed or cut short) fails the
 /// opener for good: every later call throws the same error, and so do bytes after the close
 /// record. When the stream ends, `finish()` says whether it ended where the sender ended it, right
-/// after the close record. Not thread-safe: use each instance from one thread at a time.
-public final class RecordOpener: @unchecked Sendable {
+/// after the close record. Not `Sendable`: an opener belongs to one task or relay queue at a time.
+public final class RecordOpener {
     private var cipherState: NoiseCipherState
     private let aead: RecordAEAD?
     /// True once the close record has arrived; the stream must end there.

@@ -91,7 +91,7 @@ public final class TunnelHandshake {
 
 /// The keys of an established tunnel: a record layer for TCP streams and datagram protection for
 /// UDP paths.
-public final class TunnelSession: @unchecked Sendable {
+public final class TunnelSession {
     /// Seals the stream this side sends.
     public let sealer: RecordSealer
     /// Opens the stream this side receives.

@@ -166,7 +166,7 @@ public struct STUNMessage: Equatable, Sendable {
 
     // MARK: addresses
 
-    static func encodeAddress(_ address: SocketAddress, xor: Bool, transactionID: [UInt8]) -> [UInt8] {
+    public static func encodeAddress(_ address: SocketAddress, xor: Bool, transactionID: [UInt8]) -> [UInt8] {
         var out: [UInt8] = [0, address.family == .ipv4 ? 0x01 : 0x02]
         let cookie = bigEndian(magicCookie)
         appendU16(xor ? address.port ^ UInt16(magicCookie >> 16) : address.port, to: &out)

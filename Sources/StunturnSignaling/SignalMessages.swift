@@ -262,7 +262,7 @@ enum JSONWriter {
 
 /// Finds where the first JSON object in a byte stream ends, so a hello can be read without a newline.
 public enum JSONObjectScanner {
-    public enum Result: Equatable {
+    public enum Result: Equatable, Sendable {
         /// The object ends just before this index.
         case complete(end: Int)
         case incomplete
@@ -301,20 +301,64 @@ public enum JSONObjectScanner {
     }
 }
 
-/// A signaling failure: the server's own error, a malformed message, or a transport problem.
+/// A signaling failure: the server's own error, a malformed message, or a transport problem,
+/// with the error that caused it.
 public struct SignalingError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case server, malformed, transport }
-    public let kind: Kind
-    public let message: String
+    /// What went wrong, for code that decides what to do next.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable { case server, noInitiator, malformed, transport, timedOut }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
 
-    public static func server(_ message: String) -> SignalingError { SignalingError(kind: .server, message: message) }
-    public static func malformed(_ message: String) -> SignalingError { SignalingError(kind: .malformed, message: message) }
-    public static func transport(_ message: String) -> SignalingError { SignalingError(kind: .transport, message: message) }
+        /// The server refused the request and said why.
+        public static let server = Code(.server)
+        /// A receiver asked for an initiator and none was waiting (the server's normal answer to a poll).
+        public static let noInitiator = Code(.noInitiator)
+        /// A message could not be decoded.
+        public static let malformed = Code(.malformed)
+        /// The server could not be reached, or the connection to it failed.
+        public static let transport = Code(.transport)
+        /// The server did not answer in time.
+        public static let timedOut = Code(.timedOut)
+
+        public var description: String {
+            switch base {
+            case .server: "refused by the server"
+            case .noInitiator: "no initiator waiting"
+            case .malformed: "malformed message"
+            case .transport: "transport failure"
+            case .timedOut: "timed out"
+            }
+        }
+    }
+
+    public let code: Code
+    /// The message, worded for people: operation, subject and cause.
+    public let message: String
+    /// The error underneath, such as the socket error of a failed connect.
+    public let underlying: (any Error)?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+    }
+
+    /// The server's own error text; its "no initiator" answer gets its own code.
+    public static func server(_ message: String) -> SignalingError {
+        SignalingError(message == ServerErrorText.noInitiator ? .noInitiator : .server, message)
+    }
+    public static func malformed(_ message: String, underlying: (any Error)? = nil) -> SignalingError {
+        SignalingError(.malformed, message, underlying: underlying)
+    }
+    public static func transport(_ message: String, underlying: (any Error)? = nil) -> SignalingError {
+        SignalingError(.transport, message, underlying: underlying)
+    }
 
     public var description: String {
-        switch kind {
-        case .server: return "signaling server: \(message)"
-        case .malformed, .transport: return message
+        switch code {
+        case .server, .noInitiator: return "signaling server: \(message)"
+        default: return message
         }
     }
 

@@ -82,7 +82,7 @@ public struct SignalingClient: Sendable {
         do {
             // The server answers a long-poll by its deadline; allow for its coarse timer and the network.
             return try await exchange(hello, timeout: (wait ?? .zero) + .seconds(10), udpSocket: socket)
-        } catch let error as SignalingError where error.kind == .server && error.message == ServerErrorText.noInitiator {
+        } catch let error as SignalingError where error.code == .noInitiator {
             return nil
         }
     }
@@ -100,7 +100,7 @@ public struct SignalingClient: Sendable {
         do {
             return try await SocketAddress.resolveAsync(server)[0]
         } catch let error as SocketError {
-            throw SignalingError.transport("signaling server \(server): \(error)")
+            throw SignalingError.transport("signaling server \(server): \(error)", underlying: error)
         }
     }
 
@@ -126,7 +126,8 @@ public struct SignalingClient: Sendable {
             do {
                 peer = try SocketAddress(parsing: reply.peerAddress)
             } catch {
-                throw SignalingError.malformed("signaling server \(server) sent an unusable peer address '\(reply.peerAddress)': \(error)")
+                throw SignalingError.malformed("signaling server \(server) sent an unusable peer address '\(reply.peerAddress)': \(error)",
+                                               underlying: error)
             }
             let transport = TransportKind(rawValue: reply.transport) ?? (udpSocket != nil ? .udp : .tcp)
             let localForPunch = transport == .udp ? (try udpSocket?.localAddress() ?? local) : local
@@ -138,10 +139,11 @@ public struct SignalingClient: Sendable {
                                   localAddress: localForPunch, udpSocket: transport == .udp ? udpSocket : nil,
                                   signalingSocket: keepOpen ? socket : nil)
         } catch let error as SocketError {
-            if error.isTimeout || error.description.hasSuffix("timed out") {
-                throw SignalingError.transport("signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))")
+            if error.code == .timedOut {
+                throw SignalingError(.timedOut, "signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))",
+                                     underlying: error)
             }
-            throw SignalingError.transport("signaling server \(server): \(error)")
+            throw SignalingError.transport("signaling server \(server): \(error)", underlying: error)
         }
     }
 
@@ -182,19 +184,19 @@ public enum STUNClient {
                 let from: SocketAddress
                 do {
                     (datagram, from) = try await socket.receive(maxLength: 2048, until: retry)
-                } catch let error as SocketError where error.description.hasSuffix("timed out") {
+                } catch let error as SocketError where error.code == .timedOut {
                     break
                 }
                 guard from == server || from.port == server.port else { continue }
                 if let mapped = parseResponse(datagram, transactionID: request.transactionID) { return mapped }
             }
         }
-        throw SocketError(call: "stun", subject: server.description, reason: "no response within \(formatDuration(timeout))")
+        throw SocketError(.timedOut, call: "stun", subject: server.description, reason: "no response within \(formatDuration(timeout))")
     }
 
     /// Discovers against `host:port` from a fresh socket.
     public static func discover(server: String, timeout: Duration = .seconds(5)) async throws -> SocketAddress {
-        let address = try SocketAddress.resolve(server)[0]
+        let address = try await SocketAddress.resolveAsync(server)[0]
         let socket = try Socket.udp(on: .any(address.family))
         defer { socket.close() }
         return try await discover(server: address, using: socket, timeout: timeout)

@@ -21,7 +21,7 @@ import Glibc
 /// set's, which never hangs up, and its source lives as long as the poller.
 ///
 /// Every method, and the handler, runs on the owner's queue.
-public final class DescriptorPoller: @unchecked Sendable {
+public final class DescriptorPoller {
     /// What a descriptor is watched for, or found ready for.
     public struct Events: OptionSet, Hashable, Sendable {
         public let rawValue: UInt32

@@ -1,9 +1,5 @@
 import Dispatch
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// The bridge from Dispatch to async/await for the control path: one-shot waits for a socket to
 /// become readable or writable, with a deadline, that honour task cancellation.
@@ -29,7 +25,7 @@ enum Readiness {
 
     /// Every waiting descriptor sits in one epoll set (see DescriptorPoller for why not a
     /// DispatchSource per wait). Only touched on `queue`.
-    private final class Waiters: @unchecked Sendable {
+    private final class Waiters {
         private var poller: DescriptorPoller?
         private var byDescriptor: [Int32: [Waiter]] = [:]
 
@@ -85,13 +81,14 @@ enum Readiness {
         }
     }
 
-    private static let waiters = Waiters()
+    private static let waiters = QueueBound(Waiters(), on: queue)
 
     static func wait(fd: Int32, for interest: Interest, deadline: ContinuousClock.Instant?) async -> Outcome {
-        let waiter = Waiter(fd: fd, interest: interest == .read ? .readable : .writable)
+        let waiter = QueueBound(Waiter(fd: fd, interest: interest == .read ? .readable : .writable), on: queue)
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
                 queue.async {
+                    let waiter = waiter.value
                     // A cancellation that arrived first has already recorded its outcome (the
                     // cancellation handler runs before this block when the task was cancelled on entry).
                     if let outcome = waiter.outcome {
@@ -101,15 +98,15 @@ enum Readiness {
                     waiter.continuation = continuation
                     if let deadline {
                         let remaining = ContinuousClock.now.duration(to: deadline)
-                        let timer = DispatchWorkItem { waiters.finish(waiter, .timedOut) }
+                        let timer = DispatchWorkItem { waiters.value.finish(waiter, .timedOut) }
                         waiter.timer = timer
                         queue.asyncAfter(deadline: .now() + remaining.dispatchInterval, execute: timer)
                     }
-                    waiters.add(waiter)
+                    waiters.value.add(waiter)
                 }
             }
         } onCancel: {
-            queue.async { waiters.finish(waiter, .cancelled) }
+            waiter.async { waiters.value.finish($0, .cancelled) }
         }
     }
 }
@@ -125,7 +122,7 @@ extension Duration {
 /// Why an async socket operation stopped early.
 extension SocketError {
     static func cancelled(_ call: String, _ subject: String) -> SocketError {
-        SocketError(call: call, subject: subject, reason: "cancelled")
+        SocketError(.cancelled, call: call, subject: subject, reason: "cancelled")
     }
 }
 
@@ -141,11 +138,11 @@ extension Socket {
 
     private func waitReady(_ interest: Readiness.Interest, _ deadline: ContinuousClock.Instant?, _ call: String, _ subject: String?) async throws {
         if let deadline, deadline <= .now {
-            throw SocketError(call: call, subject: subject ?? peerDescription, reason: "timed out")
+            throw SocketError(.timedOut, call: call, subject: subject ?? peerDescription, reason: "timed out")
         }
         switch await Readiness.wait(fd: fd, for: interest, deadline: deadline) {
         case .ready: return
-        case .timedOut: throw SocketError(call: call, subject: subject ?? peerDescription, reason: "timed out")
+        case .timedOut: throw SocketError(.timedOut, call: call, subject: subject ?? peerDescription, reason: "timed out")
         case .cancelled: throw SocketError.cancelled(call, subject ?? peerDescription)
         case .failed(let error): throw error
         }
@@ -174,7 +171,7 @@ extension Socket {
         if try connect(to: address) { return }
         do {
             try await waitWritable(until: deadline, call: "connect", subject: address.description)
-        } catch let error as SocketError where error.code == 0 && error.description.hasSuffix("timed out") {
+        } catch let error as SocketError where error.code == .timedOut {
             if let timeout { throw SocketError.timedOut("connect", address.description, after: timeout) }
             throw error
         }
@@ -210,7 +207,7 @@ extension Socket {
             let result = try buffer.withUnsafeMutableBytes { try read(into: UnsafeMutableRawBufferPointer(rebasing: $0[filled...])) }
             switch result {
             case .bytes(let n): filled += n
-            case .endOfFile: throw SocketError(call: "read", subject: peerDescription, reason: "connection closed after \(filled) of \(count) bytes")
+            case .endOfFile: throw SocketError(.endOfStream, call: "read", subject: peerDescription, reason: "connection closed after \(filled) of \(count) bytes")
             case .wouldBlock: try await waitReadable(until: deadline)
             }
         }

@@ -12,7 +12,7 @@ import Glibc
 /// thread when it is created and again when it is cancelled. Readiness is level-triggered, so a
 /// handler that stops reading early is called again. Where epoll is missing, each descriptor gets
 /// its own read source instead; callers see the same behaviour.
-public final class ReadinessGroup: @unchecked Sendable {
+public final class ReadinessGroup {
     /// Called on the queue with each descriptor that is readable (or has hung up or failed).
     public typealias Handler = (Int32) -> Void
 

@@ -1,34 +1,29 @@
-#if canImport(Glibc)
 import CStunturnSystem
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Synchronization
 
 /// A non-blocking TCP or UDP socket that owns its file descriptor.
-public final class Socket: @unchecked Sendable, CustomStringConvertible {
+///
+/// Any task may close it while another waits on it: the descriptor is an atomic, so the waiter
+/// sees -1 (and fails with "socket already closed"), never a torn or stale value.
+public final class Socket: Sendable, CustomStringConvertible {
     public enum Kind: Sendable { case stream, datagram }
 
-    public private(set) var fd: Int32
+    private let descriptor: Atomic<Int32>
+    /// The descriptor, or -1 once closed or detached.
+    public var fd: Int32 { descriptor.load(ordering: .acquiring) }
     public let kind: Kind
     public let family: SocketAddress.Family
 
     /// Opens a non-blocking, close-on-exec socket.
     public init(_ kind: Kind, family: SocketAddress.Family) throws {
         let domain = family == .ipv4 ? AF_INET : AF_INET6
-        #if canImport(Glibc)
         let type = Int32(kind == .stream ? SOCK_STREAM.rawValue : SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        #else
-        let type = kind == .stream ? SOCK_STREAM : SOCK_DGRAM
-        #endif
         let fd = socket(domain, type, 0)
         guard fd >= 0 else { throw SocketError(call: "socket", errno: errno) }
-        self.fd = fd
+        self.descriptor = Atomic(fd)
         self.kind = kind
         self.family = family
-        #if !canImport(Glibc)
-        try setNonBlocking()
-        #endif
         if kind == .stream { _ = try? setOption(Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
         // Never die of SIGPIPE when writing to a closed peer (MSG_NOSIGNAL covers send, this covers write).
         Socket.ignoreSIGPIPE
@@ -36,12 +31,12 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Takes ownership of an already open descriptor (one returned by accept).
     public init(adopting fd: Int32, kind: Kind, family: SocketAddress.Family) {
-        self.fd = fd
+        self.descriptor = Atomic(fd)
         self.kind = kind
         self.family = family
     }
 
-    deinit { if fd >= 0 { Glibc.close(fd) } }
+    deinit { close() }
 
     private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN); return () }()
 
@@ -55,16 +50,13 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Closes the descriptor now; later calls do nothing.
     public func close() {
-        guard fd >= 0 else { return }
-        Glibc.close(fd)
-        fd = -1
+        let fd = descriptor.exchange(-1, ordering: .acquiringAndReleasing)
+        if fd >= 0 { Glibc.close(fd) }
     }
 
-    /// Gives up ownership of the descriptor and returns it.
+    /// Gives up ownership of the descriptor and returns it (-1 when already closed).
     public func detach() -> Int32 {
-        let d = fd
-        fd = -1
-        return d
+        descriptor.exchange(-1, ordering: .acquiringAndReleasing)
     }
 
     // MARK: options
@@ -191,17 +183,13 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
 
     /// Accepts one connection, or nil when none is pending.
     public func accept() throws -> (Socket, SocketAddress)? {
-        try ensureOpen("accept")
+        let fd = try ensureOpen("accept")
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let newFD = try withUnsafeMutablePointer(to: &storage) { ptr in
             try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
                 try retryingSyscall("accept", (try? localAddress().description) ?? "fd \(fd)") {
-                    #if os(Linux)
                     stunturn_accept_nonblocking(fd, sa, &len)
-                    #else
-                    Darwin.accept(fd, sa, &len)
-                    #endif
                 }
             }
         }
@@ -210,10 +198,7 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress(sockaddr: $0) }
         } ?? SocketAddress.any(family)
         let socket = Socket(adopting: newFD, kind: .stream, family: family)
-        #if !os(Linux)
-        _ = fcntl(newFD, F_SETFD, FD_CLOEXEC)
-        try socket.setNonBlocking()
-        #endif
+        // Best effort: a connection without it still works, only small writes may wait.
         _ = try? socket.setOption(Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         return (socket, peer)
     }
@@ -221,8 +206,11 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
     /// A socket closed by one task while another still waits on it (a listener stopped during
     /// `accept(until:)`, say) fails that call with an error, not with a call on descriptor -1.
     @inline(__always)
-    private func ensureOpen(_ call: String) throws {
-        guard fd >= 0 else { throw SocketError(call: call, reason: "socket already closed") }
+    @discardableResult
+    private func ensureOpen(_ call: String) throws -> Int32 {
+        let fd = self.fd
+        guard fd >= 0 else { throw SocketError(.closed, call: call, reason: "socket already closed") }
+        return fd
     }
 
     /// Shuts down the sending direction: the peer reads end-of-file.
@@ -233,17 +221,19 @@ public final class Socket: @unchecked Sendable, CustomStringConvertible {
     // MARK: data
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> ReadResult {
-        try ensureOpen("read")
+        let fd = try ensureOpen("read")
         guard let n = try retryingSyscall("read", "fd \(fd)", { Glibc.read(fd, buffer.baseAddress, buffer.count) }) else {
             return .wouldBlock
         }
         return n == 0 ? .endOfFile : .bytes(n)
     }
 
-    /// Writes what the kernel takes now; nil when nothing could be written.
-    public func write(_ buffer: UnsafeRawBufferPointer) throws -> Int? {
-        try ensureOpen("send")
-        return try retryingSyscall("send", "fd \(fd)") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
+    /// Writes what the kernel takes now; nil when nothing could be written. `more` holds the bytes
+    /// back for more to come (MSG_MORE): a close right after sends them with the FIN in one segment.
+    public func write(_ buffer: UnsafeRawBufferPointer, more: Bool = false) throws -> Int? {
+        let fd = try ensureOpen("send")
+        let flags = Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0)
+        return try retryingSyscall("send", "fd \(fd)") { Glibc.send(fd, buffer.baseAddress, buffer.count, flags) }
     }
 
     /// Sends one datagram; false when the socket buffer is full.

@@ -1,9 +1,5 @@
 import Dispatch
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// An IPv4 or IPv6 address with a port; IPv4-mapped IPv6 addresses are stored as IPv4.
 public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
@@ -56,14 +52,14 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
     public init(parsing text: String) throws {
         let (host, port) = try SocketAddress.splitHostPort(text)
         guard let address = SocketAddress(ip: host, port: port) else {
-            throw SocketError(call: "parse address", subject: text, reason: "not an IP literal")
+            throw SocketError(.invalidAddress, call: "parse address", subject: text, reason: "not an IP literal")
         }
         self = address
     }
 
     /// Splits `host:port` / `[v6]:port`; IPv6 is never split on its colons.
     public static func splitHostPort(_ text: String) throws -> (host: String, port: UInt16) {
-        let bad = { (why: String) in SocketError(call: "parse address", subject: text, reason: why) }
+        let bad = { (why: String) in SocketError(.invalidAddress, call: "parse address", subject: text, reason: why) }
         var host: Substring
         var portText: Substring
         if text.hasPrefix("[") {
@@ -92,7 +88,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &result)
         guard rc == 0, let first = result else {
-            throw SocketError(call: "resolve", subject: text, reason: String(cString: gai_strerror(rc)))
+            throw SocketError(.resolutionFailed, call: "resolve", subject: text, reason: String(cString: gai_strerror(rc)))
         }
         defer { freeaddrinfo(first) }
         var addresses: [SocketAddress] = []
@@ -103,7 +99,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
             }
             cursor = info.pointee.ai_next
         }
-        guard !addresses.isEmpty else { throw SocketError(call: "resolve", subject: text, reason: "no addresses") }
+        guard !addresses.isEmpty else { throw SocketError(.resolutionFailed, call: "resolve", subject: text, reason: "no addresses") }
         return addresses.sorted { $0.family == .ipv4 && $1.family != .ipv4 }
     }
 
@@ -160,7 +156,8 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
         addressBytes.withUnsafeBytes { raw in
             _ = inet_ntop(af, raw.baseAddress, &buffer, socklen_t(buffer.count))
         }
-        return String(cString: buffer)
+        let end = buffer.firstIndex(of: 0) ?? buffer.endIndex
+        return String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public var description: String {

@@ -1,30 +1,69 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// A failed socket call, naming the call, its subject (usually an address) and the cause.
 public struct SocketError: Error, CustomStringConvertible, Sendable {
+    /// What went wrong, for code that decides what to do next; the description is for people.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable {
+            case system, timedOut, cancelled, closed, endOfStream, invalidAddress, resolutionFailed, failed
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// A system call failed; `errno` says why.
+        public static let system = Code(.system)
+        /// A deadline passed before the socket was ready.
+        public static let timedOut = Code(.timedOut)
+        /// The waiting task was cancelled.
+        public static let cancelled = Code(.cancelled)
+        /// The socket was closed (by this process) while still in use.
+        public static let closed = Code(.closed)
+        /// The peer ended the stream before the bytes that were expected.
+        public static let endOfStream = Code(.endOfStream)
+        /// Text that should have been an IP address or endpoint is not one.
+        public static let invalidAddress = Code(.invalidAddress)
+        /// A host name could not be resolved.
+        public static let resolutionFailed = Code(.resolutionFailed)
+        /// Anything else; the reason says what.
+        public static let failed = Code(.failed)
+
+        public var description: String {
+            switch base {
+            case .system: "system call failed"
+            case .timedOut: "timed out"
+            case .cancelled: "cancelled"
+            case .closed: "socket closed"
+            case .endOfStream: "stream ended early"
+            case .invalidAddress: "invalid address"
+            case .resolutionFailed: "name resolution failed"
+            case .failed: "failed"
+            }
+        }
+    }
+
     /// The system call or operation that failed, such as `connect`.
     public let call: String
     /// What the call acted on, usually `ip:port`; empty when there is none.
     public let subject: String
-    /// The errno value, or 0 for errors that did not come from the kernel (time-outs, parse errors).
-    public let code: Int32
+    /// What went wrong.
+    public let code: Code
+    /// The errno value for `.system` errors, 0 otherwise.
+    public let errno: Int32
     private let reason: String
 
     public init(call: String, subject: String = "", errno code: Int32) {
         self.call = call
         self.subject = subject
-        self.code = code
+        self.code = code == ETIMEDOUT ? .timedOut : .system
+        self.errno = code
         self.reason = SocketError.describe(errno: code)
     }
 
-    public init(call: String, subject: String = "", reason: String) {
+    public init(_ code: Code, call: String, subject: String = "", reason: String) {
         self.call = call
         self.subject = subject
-        self.code = 0
+        self.code = code
+        self.errno = 0
         self.reason = reason
     }
 
@@ -32,8 +71,8 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
         subject.isEmpty ? "\(call): \(reason)" : "\(call) \(subject): \(reason)"
     }
 
-    public var isTimeout: Bool { code == ETIMEDOUT || reason.hasPrefix("timed out") }
-    public var isConnectionRefused: Bool { code == ECONNREFUSED }
+    public var isTimeout: Bool { code == .timedOut }
+    public var isConnectionRefused: Bool { errno == ECONNREFUSED }
 
     /// strerror text with a lower-case first letter, as in `connection refused`.
     static func describe(errno code: Int32) -> String {
@@ -43,8 +82,8 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
         return first.lowercased() + message.dropFirst()
     }
 
-    static func timedOut(_ call: String, _ subject: String, after duration: Duration) -> SocketError {
-        SocketError(call: call, subject: subject, reason: "timed out after \(formatDuration(duration))")
+    public static func timedOut(_ call: String, _ subject: String, after duration: Duration) -> SocketError {
+        SocketError(.timedOut, call: call, subject: subject, reason: "timed out after \(formatDuration(duration))")
     }
 }
 

@@ -1,11 +1,18 @@
 import Logging
+import ServiceLifecycle
 import StunturnConfig
 import StunturnRelay
+import StunturnServer
 import StunturnSignaling
 import StunturnSockets
+import UnixSignals
 
-/// Runs a whole configuration: an optional in-agent signaling server and every forward, each
-/// recovering on its own, until the task is cancelled (SIGINT/SIGTERM in the agent).
+/// Runs a whole configuration as services in a `ServiceGroup`: the relayed connections, an
+/// optional in-agent signaling server, and every forward, each recovering on its own.
+///
+/// Shutdown is graceful first: the forwards stop accepting and polling at once, the connections
+/// already open go on for up to `drainTimeout`, then what is left is reset. A second SIGTERM or
+/// SIGINT resets everything at once.
 public final class Agent: Sendable {
     public let config: AgentConfig
     private let logger: Logger
@@ -21,37 +28,104 @@ public final class Agent: Sendable {
         self.statistics = stats
     }
 
-    /// Starts the in-agent server (if configured) before any forward, so forwards that use it find it up.
-    public func run() async throws {
-        var server: RendezvousServer?
+    /// The services in start order; the group shuts them down in reverse, so the forwards stop
+    /// taking work first and the connections drain last.
+    func services() throws -> (connections: ConnectionPool, all: [ServiceGroupConfiguration.ServiceConfiguration]) {
+        let pool = ConnectionPool(logger: logger)
+        var all: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: pool)]
         if let serve = config.serve {
-            let address = try SocketAddress.resolve(serve.description)[0]
-            let s = RendezvousServer(listen: address, logger: Logger(label: "stunturn.server"))
-            try s.start()
-            server = s
+            let address = try SocketAddress(parsing: serve.description)
+            let server = RendezvousServer(listen: address, logger: Logger(label: "stunturn.server"))
+            // Bound now, so that a taken port fails the start and forwards find the server up.
+            try server.start()
+            all.append(.init(service: SignalingServerService(server: server)))
         }
-        defer { server?.stop() }
-        await withDiscardingTaskGroup { group in
-            for forward in config.forwards {
-                let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: statistics[forward.name]!)
-                group.addTask { await Agent.run(context) }
-            }
+        for forward in config.forwards {
+            let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: statistics[forward.name]!,
+                                         connections: pool)
+            all.append(.init(service: ForwardService(context: context)))
         }
-        logger.info("all forwards stopped")
+        return (pool, all)
     }
 
-    static func run(_ context: ForwardContext) async {
-        switch context.config.mode {
-        case .expose(let target): await ExposeForward(context: context, target: target).run()
-        case .listen(let address): await ListenForward(context: context, address: address).run()
+    /// Runs until the task is cancelled, or, with `handlingSignals`, until SIGTERM/SIGINT and the
+    /// drain that follows.
+    public func run(handlingSignals: Bool = false) async throws {
+        let (pool, services) = try self.services()
+        var configuration = ServiceGroupConfiguration(services: services, logger: logger)
+        if handlingSignals { configuration.gracefulShutdownSignals = [.sigterm, .sigint] }
+        configuration.maximumGracefulShutdownDuration = config.drainTimeout
+        let group = ServiceGroup(configuration: configuration)
+        guard handlingSignals else {
+            try await group.run()
+            return
+        }
+        // ServiceGroup only ever acts on the first signal; a second one must not wait out the drain.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let logger = self.logger
+        let drain = config.drainTimeout
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                var count = 0
+                for await signal in signals {
+                    count += 1
+                    if count == 1 {
+                        let open = pool.openCount
+                        logger.notice("received \(signal); shutting down: no new connections, \(open) open connection(s) may finish within \(formatDuration(drain)) (a second signal resets them now)")
+                    } else {
+                        logger.notice("received \(signal) again; shutting down now, resetting \(pool.openCount) open connection(s)")
+                        return
+                    }
+                }
+            }
+            try await tasks.next()
+            tasks.cancelAll()
         }
     }
 
     /// Carries one connection over stdin/stdout (for ssh's ProxyCommand); returns when it ends,
     /// with the relay's report, or nil when no tunnel could be set up (the log says why).
     public static func runStdio(_ forward: ForwardConfig, logger: Logger, relay: RelayEngine = .shared) async throws -> RelayReport? {
-        let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: ForwardStatistics())
+        let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: ForwardStatistics(),
+                                     connections: nil)
         let endpoint = try RelayEndpoint.standardIO()
         return await carryToPeer(context: context, local: endpoint, description: "stdio") {}
+    }
+}
+
+/// One forward as a service: it takes connections (or polls for peers) until graceful shutdown,
+/// and hands each one to the connection pool, so it can stop at once while they drain.
+struct ForwardService: Service, CustomStringConvertible {
+    let context: ForwardContext
+
+    /// How the service group names it in its logs (never with the key).
+    var description: String { "forward \"\(context.config.name)\"" }
+
+    func run() async throws {
+        let context = self.context
+        await cancelWhenGracefulShutdown {
+            switch context.config.mode {
+            case .expose(let target): await ExposeForward(context: context, target: target).run()
+            case .listen(let address): await ListenForward(context: context, address: address).run()
+            }
+        }
+        if Task.isShuttingDownGracefully {
+            context.logger.info("stopped taking new connections")
+        }
+    }
+}
+
+/// The in-agent (or stand-alone) signaling server as a service: it stops on graceful shutdown,
+/// since tunnels that are up no longer need it.
+public struct SignalingServerService: Service, CustomStringConvertible {
+    public let server: RendezvousServer
+
+    public var description: String { "signaling server \(server.boundAddress)" }
+
+    public init(server: RendezvousServer) { self.server = server }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await server.run() }
     }
 }

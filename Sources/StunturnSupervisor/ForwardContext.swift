@@ -3,8 +3,11 @@ import StunturnConfig
 import StunturnPunch
 import StunturnRelay
 import StunturnSecure
+import Stunturn
+import StunturnServer
 import StunturnSignaling
 import StunturnSockets
+import Synchronization
 
 /// Everything one forward's sessions share.
 struct ForwardContext: Sendable {
@@ -13,8 +16,10 @@ struct ForwardContext: Sendable {
     let logger: Logger
     let relay: RelayEngine
     let statistics: ForwardStatistics
+    /// Where the forward's connections run; nil for `forward --stdio`, which carries one itself.
+    let connections: ConnectionPool?
 
-    init(config: ForwardConfig, logger: Logger, relay: RelayEngine, statistics: ForwardStatistics) {
+    init(config: ForwardConfig, logger: Logger, relay: RelayEngine, statistics: ForwardStatistics, connections: ConnectionPool?) {
         self.config = config
         self.keys = TunnelKeys(accessKey: config.key)
         var logger = logger
@@ -22,6 +27,13 @@ struct ForwardContext: Sendable {
         self.logger = logger
         self.relay = relay
         self.statistics = statistics
+        self.connections = connections
+    }
+
+    /// Hands one connection's work to the pool; false when the agent is shutting down.
+    func submit(_ work: @escaping @Sendable () async -> Void) -> Bool {
+        guard let connections else { return false }
+        return connections.submit(work)
     }
 
     var signaling: SignalingClient { SignalingClient(server: config.server.description) }
@@ -37,21 +49,22 @@ struct ForwardContext: Sendable {
     }
 
     /// The local endpoint (expose target or listen address) as a socket address.
-    func localAddress(_ endpoint: Endpoint) throws -> SocketAddress {
+    func localAddress(_ endpoint: Endpoint) async throws -> SocketAddress {
         let host = endpoint.host == "localhost" ? "127.0.0.1" : endpoint.host
-        return try SocketAddress.resolve(Endpoint(host: host, port: endpoint.port).description)[0]
+        return try await SocketAddress.resolveAsync(Endpoint(host: host, port: endpoint.port).description)[0]
     }
 
     /// Binds the forward's local socket, retrying with back-off while the address is unavailable
     /// (another program holds the port, the interface is not up yet); nil once cancelled.
-    func bindLocal(_ make: () throws -> Socket) async -> Socket? {
+    func bindLocal(_ make: () async throws -> Socket) async -> Socket? {
         var backoff = Backoff()
         while !Task.isCancelled {
             do {
-                return try make()
+                return try await make()
             } catch {
                 let delay = backoff.next()
                 logger.error("cannot listen: \(error) (forward \"\(config.name)\"); retrying in \(formatDuration(delay))")
+                // Cancellation ends the wait early; the loop then ends.
                 try? await Task.sleep(for: delay)
             }
         }
@@ -97,23 +110,25 @@ struct ForwardContext: Sendable {
 }
 
 /// Lets a cancellation that races the relay's start still close it.
-final class RelayHolder: @unchecked Sendable {
-    private let lock = Lock()
-    private var connection: RelayConnection?
-    private var cancelled = false
+final class RelayHolder: Sendable {
+    private struct State {
+        var connection: RelayConnection?
+        var cancelled = false
+    }
+    private let state = Mutex(State())
 
     func set(_ connection: RelayConnection) {
-        let closeNow = lock.withLock { () -> Bool in
-            self.connection = connection
-            return cancelled
+        let closeNow = state.withLock { state -> Bool in
+            state.connection = connection
+            return state.cancelled
         }
         if closeNow { connection.close(reason: "agent shutting down") }
     }
 
     func cancel() {
-        let connection = lock.withLock { () -> RelayConnection? in
-            cancelled = true
-            return self.connection
+        let connection = state.withLock { state -> RelayConnection? in
+            state.cancelled = true
+            return state.connection
         }
         connection?.close(reason: "agent shutting down")
     }

@@ -1,7 +1,7 @@
-import StunturnSockets
+import Synchronization
 
 /// Counters for one forward, shared by its sessions.
-public final class ForwardStatistics: @unchecked Sendable {
+public final class ForwardStatistics: Sendable {
     public struct Snapshot: Sendable, CustomStringConvertible {
         public var sessions = 0
         public var active = 0
@@ -13,20 +13,19 @@ public final class ForwardStatistics: @unchecked Sendable {
         }
     }
 
-    private let lock = Lock()
-    private var value = Snapshot()
+    private let value = Mutex(Snapshot())
 
     public init() {}
 
-    public var snapshot: Snapshot { lock.withLock { value } }
+    public var snapshot: Snapshot { value.withLock { $0 } }
 
-    func started() { lock.withLock { value.sessions += 1; value.active += 1 } }
-    func failedBeforeRelay() { lock.withLock { value.failed += 1; value.active -= 1 } }
+    func started() { value.withLock { $0.sessions += 1; $0.active += 1 } }
+    func failedBeforeRelay() { value.withLock { $0.failed += 1; $0.active -= 1 } }
     func finished(out: UInt64, in received: UInt64) {
-        lock.withLock {
-            value.active -= 1
-            value.bytesOut += out
-            value.bytesIn += received
+        value.withLock {
+            $0.active -= 1
+            $0.bytesOut += out
+            $0.bytesIn += received
         }
     }
 }

@@ -3,6 +3,8 @@ import StunturnConfig
 import StunturnPunch
 import StunturnRelay
 import StunturnSecure
+import Stunturn
+import StunturnServer
 import StunturnSignaling
 import StunturnSockets
 
@@ -34,7 +36,12 @@ struct ExposeForward: Sendable {
                         continue
                     }
                     log.debug("initiator found", metadata: ["peer": "\(rendezvous.peerAddress)"])
-                    group.addTask { await serve(rendezvous) }
+                    if rendezvous.transport == .udp {
+                        // Datagram sessions have no stream to finish: they stop with the forward.
+                        group.addTask { await UDPExposeSession(context: context, target: target, rendezvous: rendezvous).run() }
+                    } else if !context.submit({ await serve(rendezvous) }) {
+                        rendezvous.signalingSocket?.close()
+                    }
                 } catch {
                     if Task.isCancelled { break }
                     let delay = backoff.next()
@@ -46,10 +53,6 @@ struct ExposeForward: Sendable {
     }
 
     private func serve(_ rendezvous: PeerRendezvous) async {
-        if rendezvous.transport == .udp {
-            await UDPExposeSession(context: context, target: target, rendezvous: rendezvous).run()
-            return
-        }
         let log = context.logger
         let stats = context.statistics
         stats.started()
@@ -61,7 +64,7 @@ struct ExposeForward: Sendable {
             let session = try await context.secure(tunnel, as: .responder, consequence: "; nothing reached \(target)")
             let local: Socket
             do {
-                local = try await Socket.connect(to: try context.localAddress(target), timeout: context.config.connectTimeout)
+                local = try await Socket.connect(to: try await context.localAddress(target), timeout: context.config.connectTimeout)
             } catch {
                 throw SessionFailure("cannot reach the exposed service: \(error)")
             }
@@ -102,24 +105,25 @@ struct ListenForward: Sendable {
             return
         }
         let log = context.logger
-        guard let listener = await context.bindLocal({ try Socket.listener(on: try context.localAddress(address)) }) else { return }
+        guard let listener = await context.bindLocal({ try Socket.listener(on: try await context.localAddress(address)) }) else { return }
         defer { listener.close() }
         log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
         var backoff = Backoff()
-        await withDiscardingTaskGroup { group in
-            while !Task.isCancelled {
-                do {
-                    let (connection, from) = try await listener.accept(until: nil)
-                    backoff.reset()
-                    group.addTask { await carry(connection, from: from) }
-                } catch {
-                    if Task.isCancelled { break }
-                    // Out of descriptors, or one client's failed connection: pause, never spin,
-                    // and keep the listener (and the sessions it already carries).
-                    let delay = backoff.next()
-                    log.error("accept on \(address) failed: \(error); retrying in \(formatDuration(delay))")
-                    try? await Task.sleep(for: delay)
+        while !Task.isCancelled {
+            do {
+                let (connection, from) = try await listener.accept(until: nil)
+                backoff.reset()
+                if !context.submit({ await carry(connection, from: from) }) {
+                    log.info("connection from \(from) refused: the agent is shutting down")
+                    connection.close()
                 }
+            } catch {
+                    if Task.isCancelled { break }
+                // Out of descriptors, or one client's failed connection: pause, never spin,
+                // and keep the listener (and the sessions it already carries).
+                let delay = backoff.next()
+                log.error("accept on \(address) failed: \(error); retrying in \(formatDuration(delay))")
+                try? await Task.sleep(for: delay)
             }
         }
     }

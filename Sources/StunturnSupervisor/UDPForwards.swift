@@ -2,70 +2,30 @@ import Logging
 import StunturnConfig
 import StunturnPunch
 import StunturnSecure
+import Stunturn
+import StunturnServer
 import StunturnSignaling
 import StunturnSockets
-
-/// Datagram kinds on a punched UDP path (punch probes start with "STPU" and never collide).
-enum TunnelDatagram {
-    static let hello: UInt8 = 1
-    static let reply: UInt8 = 2
-    static let sealed: UInt8 = 3
-    static let plaintext: UInt8 = 4
-    /// Handshake retransmission: a lost hello or reply is sent again at this pace.
-    static let handshakeRetry: Duration = .milliseconds(250)
-    /// A UDP session has no close; without traffic for this long it ends.
-    static let defaultIdleTimeout: Duration = .seconds(120)
-    /// Datagrams a local client sends before its tunnel is up are kept, up to this many and
-    /// this many bytes (so a forward's sessions together hold at most 16 MiB while they wait).
-    static let maxQueuedBeforeTunnel = 64
-    static let maxQueuedBytesBeforeTunnel = 64 * 1024
-    /// The largest payload a tunnel datagram carries: a UDP datagram's 65,507 bytes less the
-    /// kind byte and, when encrypted, the sealing overhead. Larger ones are dropped with a log line.
-    static func maxPayload(encrypted: Bool) -> Int { 65_507 - 1 - (encrypted ? DatagramSealer.overhead : 0) }
-    /// Local clients (source addresses) with a tunnel at once, per listen forward: each costs a
-    /// signaling exchange, a punch and a socket, so a flood of spoofed sources must not multiply them.
-    static let maxSessionsPerForward = 256
-}
+import Synchronization
 
 /// When a UDP session last carried anything, and how much, shared by its two loops.
-final class ActivityClock: @unchecked Sendable {
-    private let lock = Lock()
-    private var last = ContinuousClock.now
-    private var bytes: (out: UInt64, in: UInt64) = (0, 0)
-    func touch() { lock.withLock { last = .now } }
+final class ActivityClock: Sendable {
+    private struct State {
+        var last = ContinuousClock.now
+        var out: UInt64 = 0
+        var received: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    func touch() { state.withLock { $0.last = .now } }
     func carried(out: Int = 0, in received: Int = 0) {
-        lock.withLock {
-            last = .now
-            bytes.out += UInt64(out)
-            bytes.in += UInt64(received)
+        state.withLock {
+            $0.last = .now
+            $0.out += UInt64(out)
+            $0.received += UInt64(received)
         }
     }
-    var lastActivity: ContinuousClock.Instant { lock.withLock { last } }
-    var totals: (out: UInt64, in: UInt64) { lock.withLock { bytes } }
-}
-
-/// Seals or passes through datagrams for one UDP tunnel.
-struct DatagramCodec: Sendable {
-    let session: TunnelSession?
-
-    func wrap(_ payload: [UInt8]) throws -> [UInt8] {
-        guard let session else { return [TunnelDatagram.plaintext] + payload }
-        var out: [UInt8] = [TunnelDatagram.sealed]
-        try payload.withUnsafeBytes { try session.datagramSealer.seal($0, appendingTo: &out) }
-        return out
-    }
-
-    /// The payload of a data datagram, nil for anything else; a forged or replayed one throws.
-    func unwrap(_ datagram: [UInt8]) throws -> [UInt8]? {
-        guard let kind = datagram.first else { return nil }
-        if let session, kind == TunnelDatagram.sealed {
-            var out: [UInt8] = []
-            try datagram.withUnsafeBytes { try session.datagramOpener.open(UnsafeRawBufferPointer(rebasing: $0[1...]), appendingTo: &out) }
-            return out
-        }
-        if session == nil, kind == TunnelDatagram.plaintext { return Array(datagram[1...]) }
-        return nil
-    }
+    var lastActivity: ContinuousClock.Instant { state.withLock { $0.last } }
+    var totals: (out: UInt64, in: UInt64) { state.withLock { ($0.out, $0.received) } }
 }
 
 /// Carries datagrams from `tunnel` (from `peer`) to `deliver` until idle; answers late punch
@@ -79,14 +39,21 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
         let from: SocketAddress
         do {
             (datagram, from) = try await tunnel.receive(maxLength: 65536, until: activity.lastActivity + idle)
+        } catch let error as SocketError where error.code == .timedOut {
+            // Traffic the other way may have moved the idle deadline meanwhile.
+            if ContinuousClock.now - activity.lastActivity < idle { continue }
+            return
         } catch {
-            if ContinuousClock.now - activity.lastActivity < idle && !Task.isCancelled { continue }
+            if !Task.isCancelled {
+                context.logger.warning("udp tunnel receive failed: \(error)", metadata: ["peer": "\(peer)"])
+            }
             return
         }
         if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
         guard from.addressBytes == peer.addressBytes else { continue }
         if datagram.first == TunnelDatagram.hello, let replyPacket {
-            _ = try? replyPacket.withUnsafeBytes { try tunnel.send($0, to: from) }
+            // The peer lost our reply: send it again. A full buffer drops it; the peer retries.
+            sendDatagram(replyPacket, on: tunnel, to: from, context: context)
             continue
         }
         do {
@@ -119,24 +86,32 @@ struct UDPExposeSession: Sendable {
             if context.encrypted {
                 (session, replyPacket) = try await respond(tunnel, peer: peer)
             }
-            let service = try context.localAddress(target)
+            let service = try await context.localAddress(target)
             let local = try Socket.udp(on: .any(service.family))
             defer { local.close() }
             log.info("udp tunnel up", metadata: ["peer": "\(peer)", "encrypted": "\(session != nil)"])
             let codec = DatagramCodec(session: session)
             let activity = ActivityClock()
+            let handshakeReply = replyPacket
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec,
-                                         replyPacket: replyPacket, activity: activity) { payload in
-                        _ = try? payload.withUnsafeBytes { try local.send($0, to: service) }
+                                         replyPacket: handshakeReply, activity: activity) { payload in
+                        sendDatagram(payload, on: local, to: service, context: context)
                     }
                 }
                 group.addTask {
                     let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
                     while !Task.isCancelled {
-                        guard let (payload, from) = try? await local.receive(maxLength: 65536, until: activity.lastActivity + idle) else {
-                            if ContinuousClock.now - activity.lastActivity < idle && !Task.isCancelled { continue }
+                        let payload: [UInt8]
+                        let from: SocketAddress
+                        do {
+                            (payload, from) = try await local.receive(maxLength: 65536, until: activity.lastActivity + idle)
+                        } catch let error as SocketError where error.code == .timedOut {
+                            if ContinuousClock.now - activity.lastActivity < idle { continue }
+                            return
+                        } catch {
+                            if !Task.isCancelled { log.warning("udp receive from \(target) failed: \(error)") }
                             return
                         }
                         // Only the exposed service's answers go into the tunnel.
@@ -147,9 +122,7 @@ struct UDPExposeSession: Sendable {
                             continue
                         }
                         activity.carried(out: payload.count)
-                        if let wrapped = try? codec.wrap(payload) {
-                            _ = try? wrapped.withUnsafeBytes { try tunnel.send($0, to: peer) }
-                        }
+                        sendWrapped(payload, codec: codec, on: tunnel, to: peer, context: context)
                     }
                 }
                 await group.next()
@@ -169,15 +142,18 @@ struct UDPExposeSession: Sendable {
         while true {
             let (datagram, from) = try await tunnel.receive(maxLength: 2048, until: deadline)
             if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
-            guard from.addressBytes == peer.addressBytes, datagram.first == TunnelDatagram.hello,
-                  datagram.count == 1 + TunnelHandshake.helloLength else { continue }
+            guard from.addressBytes == peer.addressBytes, let hello = TunnelDatagram.helloMessage(in: datagram) else { continue }
             let handshake = TunnelHandshake(role: .responder, keys: context.keys)
-            guard let (reply, session) = try? handshake.respond(toHello: Array(datagram[1...])) else {
+            let reply: [UInt8]
+            let session: TunnelSession
+            do {
+                (reply, session) = try handshake.respond(toHello: hello)
+            } catch {
                 // A forged or wrong-key hello: keep waiting for the real one until the deadline.
-                context.logger.warning("udp tunnel handshake failed", metadata: ["remote": "\(from)"])
+                context.logger.warning("udp tunnel handshake failed", metadata: ["remote": "\(from)", "error": "\(error)"])
                 continue
             }
-            let packet = [TunnelDatagram.reply] + reply
+            let packet = TunnelDatagram.replyPacket(reply)
             try await tunnel.send(packet, to: from, until: deadline)
             return (session, packet)
         }
@@ -191,7 +167,7 @@ struct UDPListenForward: Sendable {
 
     func run() async {
         let log = context.logger
-        guard let socket = await context.bindLocal({ try Socket.udp(on: try context.localAddress(address)) }) else { return }
+        guard let socket = await context.bindLocal({ try Socket.udp(on: try await context.localAddress(address)) }) else { return }
         defer { socket.close() }
         log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
         let table = UDPSessionTable()
@@ -228,12 +204,12 @@ struct UDPListenForward: Sendable {
     }
 }
 
-final class UDPSessionTable: @unchecked Sendable {
-    private let lock = Lock()
-    private var sessions: [SocketAddress: UDPListenSession] = [:]
+/// A listen forward's UDP sessions by local client, at most `limit` at once.
+final class UDPSessionTable: Sendable {
+    private let sessions = Mutex<[SocketAddress: UDPListenSession]>([:])
 
     func session(for client: SocketAddress, limit: Int, make: () -> UDPListenSession) -> (UDPListenSession, Bool)? {
-        lock.withLock {
+        sessions.withLock { sessions in
             if let existing = sessions[client] { return (existing, false) }
             guard sessions.count < limit else { return nil }
             let created = make()
@@ -242,18 +218,42 @@ final class UDPSessionTable: @unchecked Sendable {
         }
     }
 
-    func remove(_ client: SocketAddress) { lock.withLock { _ = sessions.removeValue(forKey: client) } }
+    func remove(_ client: SocketAddress) { sessions.withLock { _ = $0.removeValue(forKey: client) } }
+
+    var count: Int { sessions.withLock { $0.count } }
 }
 
 /// One local UDP client's tunnel.
-final class UDPListenSession: @unchecked Sendable {
+final class UDPListenSession: Sendable {
+    typealias Link = (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)
+
+    /// Datagrams from the client: kept (within caps) until the tunnel is up, then sent at once.
+    struct Outbox {
+        var queued: [[UInt8]] = []
+        var queuedBytes = 0
+        var link: Link?
+
+        /// Queues `datagram` while there is no link; false when the caps drop it.
+        mutating func queue(_ datagram: [UInt8]) -> Bool {
+            guard queued.count < TunnelDatagram.maxQueuedBeforeTunnel,
+                  queuedBytes + datagram.count <= TunnelDatagram.maxQueuedBytesBeforeTunnel else { return false }
+            queued.append(datagram)
+            queuedBytes += datagram.count
+            return true
+        }
+
+        /// Sets the link and hands back what was queued for it.
+        mutating func connect(_ link: Link) -> [[UInt8]] {
+            self.link = link
+            defer { queued = []; queuedBytes = 0 }
+            return queued
+        }
+    }
+
     let context: ForwardContext
     let listen: Socket
     let client: SocketAddress
-    private let lock = Lock()
-    private var queued: [[UInt8]] = []
-    private var queuedBytes = 0
-    private var link: (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)?
+    private let outbox = Mutex(Outbox())
     private let activity = ActivityClock()
 
     init(context: ForwardContext, listen: Socket, client: SocketAddress) {
@@ -270,25 +270,15 @@ final class UDPListenSession: @unchecked Sendable {
             return
         }
         activity.carried(out: datagram.count)
-        // Sealing happens under the lock: the sealer's counter must never be used by two
-        // threads at once, or two datagrams would share a nonce.
-        lock.withLock {
-            guard let link else {
-                if queued.count < TunnelDatagram.maxQueuedBeforeTunnel,
-                   queuedBytes + datagram.count <= TunnelDatagram.maxQueuedBytesBeforeTunnel {
-                    queued.append(datagram)
-                    queuedBytes += datagram.count
-                }
-                return
-            }
-            Self.send(datagram, over: link)
+        // Sent under the lock, so no datagram goes to a socket the session is closing.
+        let dropped = outbox.withLock { outbox -> Bool in
+            guard let link = outbox.link else { return !outbox.queue(datagram) }
+            sendWrapped(datagram, codec: link.codec, on: link.tunnel, to: link.peer, context: context)
+            return false
         }
-    }
-
-    /// Seals and sends without waiting: a full socket buffer drops the datagram, as UDP would.
-    private static func send(_ datagram: [UInt8], over link: (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)) {
-        guard let wrapped = try? link.codec.wrap(datagram) else { return }
-        _ = try? wrapped.withUnsafeBytes { try link.tunnel.send($0, to: link.peer) }
+        if dropped {
+            context.logger.debug("udp datagram from \(client) dropped: the queue before the tunnel is up is full")
+        }
     }
 
     func run() async {
@@ -300,24 +290,22 @@ final class UDPListenSession: @unchecked Sendable {
             guard let tunnel = rendezvous.udpSocket else { throw SessionFailure("the server paired this UDP forward without a UDP address") }
             // Unlink before the socket closes, under the lock, so no client datagram can reach a closed socket.
             defer {
-                lock.withLock { link = nil }
+                outbox.withLock { $0.link = nil }
                 tunnel.close()
             }
             let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
             let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
             let codec = DatagramCodec(session: session)
-            lock.withLock {
-                let ready = (tunnel: tunnel, peer: peer, codec: codec)
-                link = ready
-                for datagram in queued { Self.send(datagram, over: ready) }
-                queued = []
-                queuedBytes = 0
+            outbox.withLock { outbox in
+                for datagram in outbox.connect((tunnel: tunnel, peer: peer, codec: codec)) {
+                    sendWrapped(datagram, codec: codec, on: tunnel, to: peer, context: context)
+                }
             }
             log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "encrypted": "\(session != nil)"])
             let listen = self.listen
             let client = self.client
             await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
-                _ = try? payload.withUnsafeBytes { try listen.send($0, to: client) }
+                sendDatagram(payload, on: listen, to: client, context: self.context)
             }
             let totals = activity.totals
             context.statistics.finished(out: totals.out, in: totals.in)
@@ -330,7 +318,7 @@ final class UDPListenSession: @unchecked Sendable {
 
     private func initiate(_ tunnel: Socket, peer: SocketAddress) async throws -> TunnelSession {
         let handshake = TunnelHandshake(role: .initiator, keys: context.keys)
-        let hello = [TunnelDatagram.hello] + (try handshake.makeHello())
+        let hello = TunnelDatagram.helloPacket(try handshake.makeHello())
         var lastError = "no reply"
         let deadline = ContinuousClock.now + SecureTunnel.handshakeTimeout
         while ContinuousClock.now < deadline {
@@ -339,12 +327,17 @@ final class UDPListenSession: @unchecked Sendable {
             let retry = min(deadline, .now + TunnelDatagram.handshakeRetry)
             while ContinuousClock.now < retry {
                 try Task.checkCancellation()
-                guard let (datagram, from) = try? await tunnel.receive(maxLength: 2048, until: retry) else { break }
-                if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
-                guard from.addressBytes == peer.addressBytes, datagram.first == TunnelDatagram.reply,
-                      datagram.count == 1 + TunnelHandshake.replyLength else { continue }
+                let datagram: [UInt8]
+                let from: SocketAddress
                 do {
-                    return try handshake.finish(reply: Array(datagram[1...]))
+                    (datagram, from) = try await tunnel.receive(maxLength: 2048, until: retry)
+                } catch let error as SocketError where error.code == .timedOut {
+                    break  // send the hello again
+                }
+                if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
+                guard from.addressBytes == peer.addressBytes, let reply = TunnelDatagram.replyMessage(in: datagram) else { continue }
+                do {
+                    return try handshake.finish(reply: reply)
                 } catch {
                     // One forged reply must not end the session; the real one may still come.
                     context.logger.warning("udp tunnel handshake failed", metadata: ["remote": "\(from)", "error": "\(error)"])
@@ -354,4 +347,28 @@ final class UDPListenSession: @unchecked Sendable {
         }
         throw SessionFailure("tunnel handshake with \(peer) failed within \(formatDuration(SecureTunnel.handshakeTimeout)): \(lastError)")
     }
+}
+
+/// Sends one datagram without waiting: a full socket buffer drops it, as UDP would; any other
+/// failure is logged.
+func sendDatagram(_ datagram: [UInt8], on socket: Socket, to address: SocketAddress, context: ForwardContext) {
+    do {
+        if try !datagram.withUnsafeBytes({ try socket.send($0, to: address) }) {
+            context.logger.debug("udp datagram to \(address) dropped: socket buffer full")
+        }
+    } catch {
+        context.logger.warning("udp datagram to \(address) not sent: \(error)")
+    }
+}
+
+/// Seals (or frames) `payload` and sends it into a tunnel; a failure to seal is logged, never silent.
+func sendWrapped(_ payload: [UInt8], codec: DatagramCodec, on tunnel: Socket, to peer: SocketAddress, context: ForwardContext) {
+    let wrapped: [UInt8]
+    do {
+        wrapped = try codec.wrap(payload)
+    } catch {
+        context.logger.error("udp datagram for \(peer) dropped: sealing failed: \(error)")
+        return
+    }
+    sendDatagram(wrapped, on: tunnel, to: peer, context: context)
 }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import StunturnConfig
 import StunturnSecure
+import StunturnServer
 import StunturnSignaling
 import StunturnSockets
 import StunturnSupervisor
@@ -61,7 +62,7 @@ struct Demo: AsyncParsableCommand {
             while let value = try await group.next() {
                 if let value { return value }
             }
-            throw CleanExit.message("demo: the agent stopped early", code: 1)
+            throw FailureExit.message("demo: the agent stopped early", code: 1)
         }
         let sorted = result.setupTimes.sorted()
         print("")
@@ -90,17 +91,18 @@ func freePort() throws -> UInt16 {
 
 /// The demo's exposed service: the first byte picks echo ('E') or sink ('S': count and checksum
 /// everything until end-of-file, then answer with "<count> <fnv1a>").
-final class DemoService: @unchecked Sendable {
+final class DemoService: Sendable {
     let address: SocketAddress
     private let listener: Socket
-    private var task: Task<Void, Never>?
+    private let task: Task<Void, Never>
 
     init() throws {
-        listener = try Socket.listener(on: .loopback())
+        let listener = try Socket.listener(on: .loopback())
+        self.listener = listener
         address = try listener.localAddress()
-        let listener = self.listener
         task = Task.detached {
             await withDiscardingTaskGroup { group in
+                // Accepting ends when the demo closes the listener (or cancels the task).
                 while let (connection, _) = try? await listener.accept(until: nil) {
                     group.addTask { await DemoService.serve(connection) }
                 }
@@ -108,7 +110,7 @@ final class DemoService: @unchecked Sendable {
         }
     }
 
-    deinit { task?.cancel(); listener.close() }
+    deinit { task.cancel(); listener.close() }
 
     static func serve(_ socket: Socket) async {
         defer { socket.close() }
@@ -142,7 +144,7 @@ enum DemoTraffic {
             let socket = try await Socket.connect(to: target, timeout: .seconds(5))
             try await socket.writeAll(Array("Ex".utf8), until: .now + .seconds(30))
             let echoed = try await socket.readExactly(1, until: .now + .seconds(30))
-            guard echoed == [UInt8(ascii: "x")] else { throw CleanExit.message("demo: echo returned \(echoed)", code: 1) }
+            guard echoed == [UInt8(ascii: "x")] else { throw FailureExit.message("demo: echo returned \(echoed)", code: 1) }
             times.append(ContinuousClock.now - start)
             socket.close()
         }
@@ -170,7 +172,7 @@ enum DemoTraffic {
         let elapsed = ContinuousClock.now - start
         let expected = "\(total) \(hash)"
         guard String(decoding: answer, as: UTF8.self) == expected else {
-            throw CleanExit.message("demo: the service received '\(String(decoding: answer, as: UTF8.self))', expected '\(expected)'", code: 1)
+            throw FailureExit.message("demo: the service received '\(String(decoding: answer, as: UTF8.self))', expected '\(expected)'", code: 1)
         }
         return DemoResult(setupTimes: times, bytes: total, transferTime: elapsed)
     }

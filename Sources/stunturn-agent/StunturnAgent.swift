@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import StunturnConfig
+import ServiceLifecycle
 import StunturnSecure
+import StunturnServer
 import StunturnSignaling
 import StunturnSockets
 import StunturnSupervisor
@@ -72,17 +74,20 @@ struct LoggingOptions: ParsableArguments {
     }
 }
 
-/// Runs `body` until it returns or SIGINT/SIGTERM arrives, then cancels it and waits for it to unwind.
-func runUntilSignalled(_ logger: Logger, _ body: @escaping @Sendable () async throws -> Void) async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            if let name = await TerminationSignal.wait() { logger.notice("received \(name); shutting down") }
+/// The drain period of run and forward.
+struct DrainOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "Seconds open connections may go on after SIGTERM/SIGINT before they are reset (0: reset at once; default 10, or drain_timeout in the config). A second signal resets them at once.",
+        valueName: "seconds"))
+    var drainTimeout: Double?
+
+    func validate() throws {
+        if let drainTimeout, !(drainTimeout == 0 || (drainTimeout >= 0.001 && drainTimeout <= 86_400)) {
+            throw ValidationError("--drain-timeout must be 0 (reset at once) or 0.001-86400 seconds, got \(drainTimeout)")
         }
-        _ = try await group.next()
-        group.cancelAll()
-        while let _ = try await group.next() {}
     }
+
+    var duration: Duration? { drainTimeout.map { .milliseconds(Int64(($0 * 1000).rounded())) } }
 }
 
 func loadConfig(_ path: String) throws -> AgentConfig {
@@ -90,23 +95,23 @@ func loadConfig(_ path: String) throws -> AgentConfig {
         return try AgentConfig.load(path: path)
     } catch {
         // Typed throws: always a ConfigError, one problem per line.
-        throw CleanExit.message(error.description, code: 2)
+        throw FailureExit.message(error.description, code: 2)
     }
 }
 
 /// Exits with a message on stderr and a chosen status, without argument-parser's usage text.
-struct CleanExit: Error {
+struct FailureExit: Error {
     let message: String
     let code: Int32
-    static func message(_ message: String, code: Int32) -> CleanExit { CleanExit(message: message, code: code) }
+    static func message(_ message: String, code: Int32) -> FailureExit { FailureExit(message: message, code: code) }
 }
 
 extension AsyncParsableCommand {
-    /// Runs `body`, turning a CleanExit into its message and status.
+    /// Runs `body`, turning a FailureExit into its message and status.
     func guarded(_ body: () async throws -> Void) async throws {
         do {
             try await body()
-        } catch let exit as CleanExit {
+        } catch let exit as FailureExit {
             FileHandle.standardError.write(Data((exit.message + "\n").utf8))
             throw ExitCode(exit.code)
         }
@@ -119,19 +124,22 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var file: ConfigFileOption
 
+    @OptionGroup var drain: DrainOption
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         try await guarded {
-            let config = try loadConfig(file.path)
+            var config = try loadConfig(file.path)
+            if let drainTimeout = drain.duration { config.drainTimeout = drainTimeout }
             try logging.bootstrap(default: logging.logLevel ?? config.logLevel)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             let agent = Agent(config: config, logger: logger)
             do {
-                try await runUntilSignalled(logger) { try await agent.run() }
+                try await agent.run(handlingSignals: true)
             } catch let error where !(error is CancellationError) {
-                throw CleanExit.message("stunturn-agent: \(error)", code: 1)
+                throw FailureExit.message("stunturn-agent: \(error)", code: 1)
             }
             for (name, stats) in agent.statistics.sorted(by: { $0.key < $1.key }) {
                 logger.info("forward \(name): \(stats.snapshot)")
@@ -203,6 +211,8 @@ struct Forward: AsyncParsableCommand {
     @Flag(name: .long, help: "Turn tunnel encryption OFF (for measuring its overhead only).")
     var plaintextInsecure = false
 
+    @OptionGroup var drain: DrainOption
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -248,8 +258,13 @@ struct Forward: AsyncParsableCommand {
                 guard let report = try await Agent.runStdio(forward, logger: logger), !report.reset else { throw ExitCode(1) }
                 return
             }
-            let agent = Agent(config: AgentConfig(forwards: [forward]), logger: logger)
-            try await runUntilSignalled(logger) { try await agent.run() }
+            let agent = Agent(config: AgentConfig(drainTimeout: drain.duration ?? AgentConfig.defaultDrainTimeout, forwards: [forward]),
+                              logger: logger)
+            do {
+                try await agent.run(handlingSignals: true)
+            } catch let error where !(error is CancellationError) {
+                throw FailureExit.message("stunturn-agent: \(error)", code: 1)
+            }
             logger.info("stopped: \(agent.statistics[forward.name]!.snapshot)")
         }
     }
@@ -291,10 +306,12 @@ struct Server: AsyncParsableCommand {
             do {
                 try server.start()
             } catch {
-                throw CleanExit.message("stunturn-agent server: \(error)", code: 1)
+                throw FailureExit.message("stunturn-agent server: \(error)", code: 1)
             }
-            try await runUntilSignalled(logger) { try await server.run() }
-            let stats = server.statistics
+            let group = ServiceGroup(services: [SignalingServerService(server: server)],
+                                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
+            let stats = await server.statistics
             logger.info("stopped after \(stats.paired) pairings, \(stats.stunResponses) STUN responses")
         }
     }
@@ -320,7 +337,7 @@ struct Stun: AsyncParsableCommand {
                 let mapped = try await STUNClient.discover(server: server, timeout: .milliseconds(Int64(timeout * 1000)))
                 print(mapped)
             } catch {
-                throw CleanExit.message("stunturn-agent stun: \(error)", code: 1)
+                throw FailureExit.message("stunturn-agent stun: \(error)", code: 1)
             }
         }
     }

@@ -1,4 +1,5 @@
-import Crypto
+import StunturnTestSupport
+@preconcurrency import Crypto
 import Foundation
 import StunturnSockets
 import Testing
@@ -148,14 +149,14 @@ func freePort() throws -> UInt16 {
         }
         tcp.close()
     }
-    throw SocketError(call: "bind", reason: "no free port below the ephemeral range")
+    throw SocketError(.failed, call: "bind", reason: "no free port below the ephemeral range")
 }
 
 func newKey() -> String { UUID().uuidString.lowercased() }
 
 /// Connects, retrying while a forward is still coming up.
 func connectWithRetry(_ address: SocketAddress, attempts: Int = 200) async throws -> Socket {
-    var lastError: Error = SocketError(call: "connect", subject: "\(address)", reason: "not tried")
+    var lastError: Error = SocketError(.failed, call: "connect", subject: "\(address)", reason: "not tried")
     for _ in 0..<attempts {
         do { return try await Socket.connect(to: address, timeout: .seconds(2)) } catch { lastError = error }
         try await Task.sleep(for: .milliseconds(25))
@@ -168,7 +169,7 @@ final class TestService: @unchecked Sendable {
     let address: SocketAddress
     private let listener: Socket
     private var task: Task<Void, Never>?
-    private let lock = Lock()
+    private let lock = NSLock()
     private var accepted = 0
     private var received = 0
 
@@ -241,16 +242,6 @@ func echo(_ address: SocketAddress, _ text: String, timeout: Duration = .seconds
 
 /// Reads until end-of-file.
 /// Reads until the stream ends; the error that ended it, or nil for an orderly end.
-func readUntilFailure(_ socket: Socket, timeout: Duration = .seconds(20)) async -> SocketError? {
-    do {
-        while try await !socket.readSome(until: .now + timeout).isEmpty {}
-    } catch let error as SocketError {
-        return error
-    } catch {
-        Issue.record("unexpected \(error)")
-    }
-    return nil
-}
 
 func readToEnd(_ socket: Socket, timeout: Duration = .seconds(60)) async throws -> [UInt8] {
     var out: [UInt8] = []

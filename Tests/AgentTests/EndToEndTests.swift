@@ -1,3 +1,4 @@
+import StunturnTestSupport
 import Foundation
 import StunturnSockets
 import Testing
@@ -98,7 +99,7 @@ import Testing
             _ = try await rig.expose!.stop(SIGKILL)
             let failure = await readUntilFailure(cut)
             // The application learns the stream may be incomplete, and the log says why.
-            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
+            #expect(failure?.errno == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
             #expect(try await rig.listen!.waitForLog("without the peer's close record"), "\(rig.logs)")
             cut.close()
         } catch {
@@ -116,7 +117,7 @@ import Testing
             #expect(try await client.readExactly(4, until: .now + .seconds(20)) == Array("ping".utf8), "\(rig.logs)")
             // Then nothing: the agents cut the connection, and the client learns it was cut.
             let failure = await readUntilFailure(client, timeout: .seconds(20))
-            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
+            #expect(failure?.errno == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
             client.close()
             // Whichever agent's timer fired first logs the time-out; it is the agent's own doing,
             // not a failure: info, not a warning. (Its peer sees the tunnel reset.)
@@ -195,7 +196,7 @@ import Testing
         // plaintext against an encrypted expose side, and with a wrong key, separately.
         try await rig.startExpose()
         let impostor = try AgentProcess("impostor", ["forward", "--listen", "127.0.0.1:\(rig.listenPort)", "--key", rig.key,
-                                                     "--server", rig.serverArgument, "--plaintext-insecure", "--signal-timeout", "5"])
+                                                     "--server", rig.serverArgument, "--plaintext-insecure", "--signal-timeout", "5", "--drain-timeout", "0"])
         defer { kill(impostor.process.processIdentifier, SIGKILL) }
         try await impostor.waitForLog("listening on")
         let socket = try await connectWithRetry(rig.listenAddress)
@@ -390,7 +391,7 @@ import Testing
 final class RecordingProxy: @unchecked Sendable {
     let address: SocketAddress
     private let listener: Socket
-    private let lock = Lock()
+    private let lock = NSLock()
     private var bytes: [UInt8] = []
     private var task: Task<Void, Never>?
 

@@ -65,7 +65,7 @@ final class TestSSHD: @unchecked Sendable {
         try p.run()
         var status: Int32 = 0
         waitpid(p.processIdentifier, &status, 0)
-        guard status == 0 else { throw SocketError(call: path, reason: "exit status \(status)") }
+        guard status == 0 else { throw SocketError(.failed, call: path, reason: "exit status \(status)") }
     }
 
     /// Runs the real ssh client with `options` and a remote command; returns (status, stdout, stderr).

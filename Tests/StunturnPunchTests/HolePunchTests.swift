@@ -1,10 +1,13 @@
 #if canImport(Glibc)
+import Synchronization
 import Glibc
 #endif
 import StunturnSignaling
 import StunturnSockets
 import Testing
 @testable import StunturnPunch
+import Stunturn
+import StunturnServer
 
 func withServer<T>(_ body: (RendezvousServer, String) async throws -> T) async throws -> T {
     let server = RendezvousServer(listen: .loopback(.ipv4))
@@ -148,13 +151,12 @@ func connectWithRetry(to address: SocketAddress) async throws -> Socket {
         if let socket = try? await Socket.connect(to: address, timeout: .seconds(1)) { return socket }
         try await Task.sleep(for: .milliseconds(10))
     }
-    throw SocketError(call: "connect", subject: "\(address)", reason: "never came up")
+    throw SocketError(.timedOut, call: "connect", subject: "\(address)", reason: "never came up")
 }
 
-final class RejectionLog: @unchecked Sendable {
-    private var items: [String] = []
-    private let lock = Lock()
-    func add(_ s: String) { lock.withLock { items.append(s) } }
-    var entries: [String] { lock.withLock { items } }
+final class RejectionLog: Sendable {
+    private let items = Mutex<[String]>([])
+    func add(_ s: String) { items.withLock { $0.append(s) } }
+    var entries: [String] { items.withLock { $0 } }
 }
 

@@ -1,3 +1,5 @@
+import StunturnTestSupport
+import Synchronization
 import Glibc
 import StunturnSockets
 import Testing
@@ -14,18 +16,17 @@ func tcpPair() async throws -> (Socket, Socket) {
 }
 
 /// Collects what a relay reports when it ends.
-final class ReportBox: @unchecked Sendable {
-    private let lock = Lock()
-    private var report: RelayReport?
-    func set(_ r: RelayReport) { lock.withLock { report = r } }
-    var value: RelayReport? { lock.withLock { report } }
+final class ReportBox: Sendable {
+    private let report = Mutex<RelayReport?>(nil)
+    func set(_ r: RelayReport) { report.withLock { $0 = r } }
+    var value: RelayReport? { report.withLock { $0 } }
     func wait(timeout: Duration = .seconds(10)) async throws -> RelayReport {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let value { return value }
             try await Task.sleep(for: .milliseconds(10))
         }
-        throw SocketError(call: "relay", reason: "did not finish in time")
+        throw SocketError(.timedOut, call: "relay", reason: "did not finish in time")
     }
 }
 
@@ -215,7 +216,7 @@ final class EndMarkTransform: RelayTransform {
         } catch let error as SocketError {
             failure = error
         }
-        #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure)) after \(received.count) bytes")
+        #expect(failure?.errno == ECONNRESET, "read ended with \(String(describing: failure)) after \(received.count) bytes")
         let report = try await box.wait()
         #expect(!report.clean)
         #expect(report.reset)
@@ -228,7 +229,7 @@ final class EndMarkTransform: RelayTransform {
         let data = pattern(64 << 20, seed: 4)
         let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)) }
         try await Task.sleep(for: .milliseconds(500))
-        let (carried, _) = connection.byteCounts
+        let (carried, _) = await connection.byteCounts
         // The relay stopped reading: what it took is bounded by kernel buffers plus one chunk, far below 64 MiB.
         #expect(carried < 40 << 20)
         let received = try await readAll(server, limit: data.count)
@@ -277,7 +278,7 @@ final class EndMarkTransform: RelayTransform {
         // Both applications learn that the relay cut the stream, rather than see an orderly end.
         for side in [client, server] {
             let failure = await readUntilFailure(side)
-            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))")
+            #expect(failure?.errno == ECONNRESET, "read ended with \(String(describing: failure))")
         }
     }
 
@@ -291,7 +292,7 @@ final class EndMarkTransform: RelayTransform {
         #expect(report.reset && report.endedByRelay)
         for side in [client, server] {
             let failure = await readUntilFailure(side)
-            #expect(failure?.code == ECONNRESET, "read ended with \(String(describing: failure))")
+            #expect(failure?.errno == ECONNRESET, "read ended with \(String(describing: failure))")
         }
     }
 
@@ -304,7 +305,7 @@ final class EndMarkTransform: RelayTransform {
         #expect(report.reason.contains("b"))
         // The reset is passed on: the other side does not see an orderly end.
         let failure = await readUntilFailure(client)
-        #expect(failure?.code == ECONNRESET, "\(String(describing: failure))")
+        #expect(failure?.errno == ECONNRESET, "\(String(describing: failure))")
     }
 }
 
@@ -320,13 +321,3 @@ func readAll(_ socket: Socket, limit: Int = .max) async throws -> [UInt8] {
 }
 
 /// Reads until the stream ends; the error that ended it, or nil for an orderly end.
-func readUntilFailure(_ socket: Socket, timeout: Duration = .seconds(5)) async -> SocketError? {
-    do {
-        while try await !socket.readSome(until: .now + timeout).isEmpty {}
-    } catch let error as SocketError {
-        return error
-    } catch {
-        Issue.record("unexpected \(error)")
-    }
-    return nil
-}

@@ -1,4 +1,4 @@
-import Crypto
+@preconcurrency import Crypto
 import StunturnSecure
 import Testing
 

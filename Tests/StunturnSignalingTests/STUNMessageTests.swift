@@ -1,3 +1,4 @@
+import StunturnServer
 import Foundation
 import StunturnSockets
 import Testing

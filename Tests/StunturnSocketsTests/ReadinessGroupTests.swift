@@ -1,3 +1,4 @@
+import Synchronization
 import Dispatch
 import Glibc
 import Testing
@@ -54,9 +55,8 @@ import Testing
 }
 
 /// A set of descriptors guarded by a lock, filled on the group's queue and read by the test.
-private final class SeenDescriptors: @unchecked Sendable {
-    private let lock = Lock()
-    private var fds = Set<Int32>()
-    func add(_ fd: Int32) { lock.withLock { _ = fds.insert(fd) } }
-    func snapshot() -> Set<Int32> { lock.withLock { fds } }
+private final class SeenDescriptors: Sendable {
+    private let fds = Mutex(Set<Int32>())
+    func add(_ fd: Int32) { fds.withLock { _ = $0.insert(fd) } }
+    func snapshot() -> Set<Int32> { fds.withLock { $0 } }
 }

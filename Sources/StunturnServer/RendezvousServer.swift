@@ -1,13 +1,15 @@
 import Dispatch
 import Logging
+import StunturnSignaling
 import StunturnSockets
+import Synchronization
 
 /// The signaling server: pairs initiators with receivers by access key over TCP, and answers
 /// STUN (and the original protocol's plain-text address discovery) over UDP on the same port number.
 ///
-/// Every piece of state lives on one serial queue; sockets are non-blocking and driven by
-/// DispatchSources, so a waiting initiator costs one socket and a small record, not a thread.
-public final class RendezvousServer: @unchecked Sendable {
+/// Every piece of state lives on one serial queue (`ServerCore`); sockets are non-blocking and
+/// driven by DispatchSources, so a waiting initiator costs one socket and a small record, not a thread.
+public final class RendezvousServer: Sendable {
     public struct Options: Sendable {
         /// How long an initiator waits for a receiver; the original protocol's 30 s.
         public var initiatorTimeout: Duration = .seconds(30)
@@ -28,27 +30,6 @@ public final class RendezvousServer: @unchecked Sendable {
         public init() {}
     }
 
-    public let options: Options
-    private let requestedAddress: SocketAddress
-    private var logger: Logger
-    private let queue = DispatchQueue(label: "stunturn.rendezvous")
-
-    private var listener: Socket?
-    private var acceptSource: DispatchSourceRead?
-    private var stun: Socket?
-    private var stunSource: DispatchSourceRead?
-    private var sweepTimer: DispatchSourceTimer?
-    /// Open client connections by descriptor, all watched through one readiness group.
-    private var connections: [Int32: Connection] = [:]
-    private var clients: ReadinessGroup?
-    /// Initiators waiting, by key and target IP, oldest first.
-    private var waitingInitiators: [PairingKey: [Connection]] = [:]
-    private var waitingInitiatorCount = 0
-    /// Receivers long-polling, by key, oldest first.
-    private var waitingReceivers: [KeyBytes: [Connection]] = [:]
-    private var stopped: CheckedContinuation<Void, Never>?
-    private var isStopped = false
-
     /// Counters for logs and tests.
     public struct Statistics: Sendable, Equatable {
         public var accepted = 0
@@ -60,29 +41,36 @@ public final class RendezvousServer: @unchecked Sendable {
         public var waitingReceivers = 0
         public var openConnections = 0
     }
-    private var stats = Statistics()
 
-    /// The bound TCP (and UDP) address, valid after `start()`.
-    public private(set) var boundAddress: SocketAddress
+    public let options: Options
+    private let requestedAddress: SocketAddress
+    private let logger: Logger
+    private let core: QueueBound<ServerCore>
+    /// Set once `start()` has bound the sockets.
+    private let bound = Mutex<SocketAddress?>(nil)
 
     public init(listen address: SocketAddress, options: Options = Options(), logger: Logger = Logger(label: "stunturn.server")) {
         self.requestedAddress = address
-        self.boundAddress = address
         self.options = options
         self.logger = logger
+        let queue = DispatchQueue(label: "stunturn.rendezvous")
+        self.core = QueueBound(ServerCore(options: options, logger: logger, queue: queue), on: queue)
     }
 
+    /// The bound TCP (and UDP) address once `start()` has returned; the requested one before.
+    public var boundAddress: SocketAddress { bound.withLock { $0 } ?? requestedAddress }
+
+    /// The counters as of now, read on the server's queue.
     public var statistics: Statistics {
-        queue.sync {
-            var s = stats
-            s.waitingInitiators = waitingInitiatorCount
-            s.waitingReceivers = waitingReceivers.values.reduce(0) { $0 + $1.count }
-            s.openConnections = connections.count
-            return s
+        get async {
+            await withCheckedContinuation { continuation in
+                core.async { continuation.resume(returning: $0.statistics) }
+            }
         }
     }
 
     /// Binds TCP and UDP on the same port (port 0 picks one free for both) and starts serving.
+    /// Connections that arrive before the server's queue has taken the sockets wait in the backlog.
     public func start() throws {
         var lastError: Error?
         for _ in 0..<20 {
@@ -92,35 +80,33 @@ public final class RendezvousServer: @unchecked Sendable {
                 if requestedAddress.family == .ipv6 { try tcp.setIPv6Only(false) }
                 try tcp.bind(to: requestedAddress)
                 try tcp.listen(backlog: 4096)
-                let bound = try tcp.localAddress()
+                let address = try tcp.localAddress()
                 let udp = try Socket(.datagram, family: requestedAddress.family)
                 if requestedAddress.family == .ipv6 { try udp.setIPv6Only(false) }
                 do {
-                    try udp.bind(to: requestedAddress.withPort(bound.port))
+                    try udp.bind(to: requestedAddress.withPort(address.port))
                 } catch let error as SocketError where requestedAddress.port == 0 {
                     lastError = error
                     continue // the UDP side of that port is taken; pick another
                 }
-                boundAddress = bound
-                queue.sync { begin(tcp: tcp, udp: udp) }
-                logger.info("signaling server listening", metadata: ["tcp": "\(bound)", "stun": "udp \(bound)"])
+                bound.withLock { $0 = address }
+                core.async { $0.begin(tcp: tcp, udp: udp) }
+                logger.info("signaling server listening", metadata: ["tcp": "\(address)", "stun": "udp \(address)"])
                 return
             } catch {
                 lastError = error
                 if requestedAddress.port != 0 { throw error }
             }
         }
-        throw lastError ?? SocketError(call: "listen", subject: "\(requestedAddress)", reason: "no free port")
+        throw lastError ?? SocketError(.failed, call: "listen", subject: "\(requestedAddress)", reason: "no free port")
     }
 
-    /// Serves until `stop()` or task cancellation.
+    /// Serves until `stop()` or task cancellation; starts the server first if `start()` was not called.
     public func run() async throws {
-        if listener == nil { try start() }
+        if bound.withLock({ $0 }) == nil { try start() }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                queue.async {
-                    if self.isStopped { continuation.resume() } else { self.stopped = continuation }
-                }
+                core.async { $0.whenStopped(continuation) }
             }
         } onCancel: {
             self.stop()
@@ -129,26 +115,85 @@ public final class RendezvousServer: @unchecked Sendable {
 
     /// Closes the listeners and every connection; waiting clients see their connection close.
     public func stop() {
-        queue.async {
-            guard !self.isStopped else { return }
-            self.isStopped = true
-            self.acceptSource?.cancel()
-            self.stunSource?.cancel()
-            self.sweepTimer?.cancel()
-            for connection in self.connections.values { self.close(connection) }
-            self.connections.removeAll()
-            self.clients?.cancel()
-            self.waitingInitiators.removeAll()
-            self.waitingReceivers.removeAll()
-            self.waitingInitiatorCount = 0
-            self.stopped?.resume()
-            self.stopped = nil
-        }
+        core.async { $0.stop() }
+    }
+
+    /// The reply to one UDP datagram: a Binding success for a STUN Binding request, nothing for
+    /// other STUN messages, and the sender's `ip:port` as text for anything else (the original
+    /// protocol's discovery).
+    public static func stunResponse(to request: [UInt8], from sender: SocketAddress) -> [UInt8]? {
+        ServerCore.stunResponse(to: request, from: sender)
+    }
+}
+
+/// Everything the server does, on its queue.
+final class ServerCore {
+    let options: RendezvousServer.Options
+    private let logger: Logger
+    private let queue: DispatchQueue
+
+    private var listener: Socket?
+    private var acceptSource: DispatchSourceRead?
+    private var acceptPaused = false
+    private var stun: Socket?
+    private var stunSource: DispatchSourceRead?
+    private var sweepTimer: DispatchSourceTimer?
+    /// Open client connections by descriptor, all watched through one readiness group.
+    private var connections: [Int32: Connection] = [:]
+    private var clients: ReadinessGroup?
+    /// Initiators waiting, by key and target IP, oldest first.
+    private var waitingInitiators: [PairingKey: [Connection]] = [:]
+    private var waitingInitiatorCount = 0
+    /// Receivers long-polling, by key, oldest first.
+    private var waitingReceivers: [KeyBytes: [Connection]] = [:]
+    private var stopped: [CheckedContinuation<Void, Never>] = []
+    private var isStopped = false
+    private var stats = RendezvousServer.Statistics()
+
+    init(options: RendezvousServer.Options, logger: Logger, queue: DispatchQueue) {
+        self.options = options
+        self.logger = logger
+        self.queue = queue
+    }
+
+    var statistics: RendezvousServer.Statistics {
+        var s = stats
+        s.waitingInitiators = waitingInitiatorCount
+        s.waitingReceivers = waitingReceivers.values.reduce(0) { $0 + $1.count }
+        s.openConnections = connections.count
+        return s
+    }
+
+    func whenStopped(_ continuation: CheckedContinuation<Void, Never>) {
+        if isStopped { continuation.resume() } else { stopped.append(continuation) }
+    }
+
+    func stop() {
+        guard !isStopped else { return }
+        isStopped = true
+        acceptSource?.cancel()
+        if acceptPaused { acceptSource?.resume() }  // a suspended source must be resumed before release
+        acceptPaused = false
+        stunSource?.cancel()
+        sweepTimer?.cancel()
+        for connection in connections.values { close(connection) }
+        connections.removeAll()
+        clients?.cancel()
+        waitingInitiators.removeAll()
+        waitingReceivers.removeAll()
+        waitingInitiatorCount = 0
+        for continuation in stopped { continuation.resume() }
+        stopped = []
     }
 
     // MARK: set-up (on queue)
 
-    private func begin(tcp: Socket, udp: Socket) {
+    func begin(tcp: Socket, udp: Socket) {
+        guard !isStopped else {
+            tcp.close()
+            udp.close()
+            return
+        }
         listener = tcp
         stun = udp
         clients = ReadinessGroup(queue: queue) { [unowned self] fd in
@@ -184,14 +229,17 @@ public final class RendezvousServer: @unchecked Sendable {
                 accepted = try listener.accept()
             } catch let error as SocketError {
                 logger.warning("accept failed", metadata: ["error": "\(error)"])
-                if error.code == EMFILE_VALUE || error.code == ENFILE_VALUE {
+                if error.errno == EMFILE_VALUE || error.errno == ENFILE_VALUE, !acceptPaused, let source = acceptSource {
                     // Out of descriptors: pause accepting briefly instead of spinning on the error.
-                    // The source is captured, not self: a suspended source must be resumed
-                    // before it is released, even if the server stopped meanwhile.
-                    if let source = acceptSource {
-                        source.suspend()
-                        queue.asyncAfter(deadline: .now() + .milliseconds(100)) { source.resume() }
+                    source.suspend()
+                    acceptPaused = true
+                    let resume = DispatchSource.makeTimerSource(queue: queue)
+                    resume.schedule(deadline: .now() + .milliseconds(100))
+                    resume.setEventHandler { [unowned self] in
+                        if self.acceptPaused { self.acceptPaused = false; source.resume() }
+                        resume.cancel()
                     }
+                    resume.resume()
                 }
                 return
             } catch {
@@ -223,7 +271,7 @@ public final class RendezvousServer: @unchecked Sendable {
     // MARK: per connection (on queue)
 
     private static let scratchSize = 4096
-    private var scratch = [UInt8](repeating: 0, count: RendezvousServer.scratchSize)
+    private var scratch = [UInt8](repeating: 0, count: ServerCore.scratchSize)
 
     private func readable(_ connection: Connection) {
         guard connection.isOpen else { return }
@@ -383,11 +431,24 @@ public final class RendezvousServer: @unchecked Sendable {
 
     /// Sends the single reply and closes. Replies are tiny, so one non-blocking send nearly always
     /// takes it; a client whose buffer is full gets closed rather than buffered for.
+    ///
+    /// The reply goes out held back (MSG_MORE) and the close right after it attaches the FIN to
+    /// that same segment, so the server's side always closes first, as the original server's
+    /// nearly always does: TIME_WAIT then lands on the server's port, not on the client's, whose
+    /// TCP punch binds that same port next.
     private func reply(_ connection: Connection, _ reply: ServerReply) {
         leaveWaitingLists(connection)
         connection.state = .done
         let bytes = reply.encoded()
-        _ = try? bytes.withUnsafeBytes { try connection.socket.write($0) }
+        do {
+            let sent = try bytes.withUnsafeBytes { try connection.socket.write($0, more: true) }
+            if sent != bytes.count {
+                logger.debug("reply cut short: the client's receive buffer is full",
+                             metadata: ["peer": "\(connection.peer)", "sent": "\(sent ?? 0)", "of": "\(bytes.count)"])
+            }
+        } catch {
+            logger.debug("reply not sent", metadata: ["peer": "\(connection.peer)", "error": "\(error)"])
+        }
         close(connection)
     }
 
@@ -451,18 +512,19 @@ public final class RendezvousServer: @unchecked Sendable {
             }
             guard let (n, from) = received else { return }
             let request = Array(datagram[0..<n])
-            let response = RendezvousServer.stunResponse(to: request, from: from)
+            let response = ServerCore.stunResponse(to: request, from: from)
             if let response {
-                _ = try? response.withUnsafeBytes { try stun.send($0, to: from) }
-                stats.stunResponses += 1
+                do {
+                    // False when the socket buffer is full: the client retransmits its request.
+                    if try response.withUnsafeBytes({ try stun.send($0, to: from) }) { stats.stunResponses += 1 }
+                } catch {
+                    logger.debug("STUN response not sent", metadata: ["to": "\(from)", "error": "\(error)"])
+                }
             }
         }
     }
 
-    /// The reply to one UDP datagram: a Binding success for a STUN Binding request, nothing for
-    /// other STUN messages, and the sender's `ip:port` as text for anything else (the original
-    /// protocol's discovery).
-    public static func stunResponse(to request: [UInt8], from sender: SocketAddress) -> [UInt8]? {
+    static func stunResponse(to request: [UInt8], from sender: SocketAddress) -> [UInt8]? {
         if STUNMessage.looksLikeSTUN(request) {
             guard let message = try? STUNMessage.decode(request), message.messageType == .bindingRequest else { return nil }
             let response = STUNMessage.bindingSuccess(transactionID: message.transactionID, mapped: sender, software: "stunturn")
@@ -477,7 +539,7 @@ public final class RendezvousServer: @unchecked Sendable {
     }
 }
 
-extension RendezvousServer {
+extension ServerCore {
     /// RFC 3489 clients send a Binding request without the magic cookie (a 16-byte transaction ID);
     /// they get a Binding response with MAPPED-ADDRESS, as classic STUN servers answer.
     static func classicBindingResponse(to request: [UInt8], from sender: SocketAddress) -> [UInt8]? {

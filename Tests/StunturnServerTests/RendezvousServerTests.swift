@@ -1,3 +1,5 @@
+import StunturnServer
+import StunturnTestSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -38,7 +40,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         try await withServer { server, _ in
             // The original initiator names the receiver's public IP; on loopback that is 127.0.0.1.
             async let initiatorReply = rawExchange(server, goHello("go-key", target: "127.0.0.1"))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             let receiverSocket = try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))
             let receiverLocal = try receiverSocket.localAddress()
             try await receiverSocket.writeAll(goHello("go-key", proto: "", address: "127.0.0.1:9999"), until: .now + .seconds(5))
@@ -51,14 +53,14 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             #expect(toReceiver.transport == "tcp")
             #expect(toReceiver.peerAddress.hasPrefix("127.0.0.1:"))
             #expect(initiatorBytes.last == UInt8(ascii: "\n"))
-            #expect(server.statistics.waitingInitiators == 0)
+            #expect(await server.statistics.waitingInitiators == 0)
         }
     }
 
     @Test func udpPairingExchangesReportedAddresses() async throws {
         try await withServer { server, _ in
             async let initiatorReply = rawExchange(server, goHello("u", target: "127.0.0.1", proto: "udp", address: "198.51.100.1:1111"))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             let receiver = try ServerReply.decode(try await rawExchange(server, goHello("u", proto: "", address: "203.0.113.2:2222")))
             let initiator = try ServerReply.decode(try await initiatorReply)
             #expect(receiver == ServerReply(transport: "udp", peerAddress: "198.51.100.1:1111"))
@@ -78,7 +80,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
     @Test func secondOriginalInitiatorOnAKeyIsRefused() async throws {
         try await withServer { server, _ in
             async let first = rawExchange(server, goHello("dup", target: "127.0.0.1"))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             let second = try ServerReply.decode(try await rawExchange(server, goHello("dup", target: "127.0.0.1")))
             #expect(second.error == ServerErrorText.keyInUse)
             _ = try await rawExchange(server, goHello("dup", proto: ""))
@@ -92,7 +94,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         try await withServer(options) { server, _ in
             let reply = try ServerReply.decode(try await rawExchange(server, goHello("t", target: "127.0.0.1")))
             #expect(reply.error == ServerErrorText.initiatorTimedOut)
-            #expect(server.statistics.waitingInitiators == 0)
+            #expect(await server.statistics.waitingInitiators == 0)
             // The key is free again: the next initiator waits (and times out) instead of being told it is in use.
             let again = try ServerReply.decode(try await rawExchange(server, goHello("t", target: "127.0.0.1")))
             #expect(again.error == ServerErrorText.initiatorTimedOut)
@@ -103,9 +105,9 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         try await withServer { server, _ in
             let socket = try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))
             try await socket.writeAll(goHello("gone", target: "127.0.0.1"), until: .now + .seconds(2))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             socket.close()
-            try await waitUntil { server.statistics.waitingInitiators == 0 }
+            try await waitUntil { await server.statistics.waitingInitiators == 0 }
             let reply = try ServerReply.decode(try await rawExchange(server, goHello("gone", proto: "")))
             #expect(reply.error == ServerErrorText.noInitiator)
         }
@@ -116,7 +118,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             let client = SignalingClient(server: address)
             async let a = client.requestTCPPeer(key: "shared", timeout: .seconds(10))
             async let b = client.requestTCPPeer(key: "shared", timeout: .seconds(10))
-            try await waitUntil { server.statistics.waitingInitiators == 2 }
+            try await waitUntil { await server.statistics.waitingInitiators == 2 }
             let r1 = try await client.pollForInitiator(key: "shared")
             let r2 = try await client.pollForInitiator(key: "shared")
             #expect(r1 != nil && r2 != nil)
@@ -152,7 +154,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             let client = SignalingClient(server: address)
             async let a = client.requestTCPPeer(key: "cap1", timeout: .seconds(10))
             async let b = client.requestTCPPeer(key: "cap2", timeout: .seconds(10))
-            try await waitUntil { server.statistics.waitingInitiators == 2 }
+            try await waitUntil { await server.statistics.waitingInitiators == 2 }
             await #expect(throws: SignalingError.self) { try await client.requestTCPPeer(key: "cap3", timeout: .seconds(5)) }
             _ = try await client.pollForInitiator(key: "cap1")
             _ = try await client.pollForInitiator(key: "cap2")
@@ -167,7 +169,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             let client = SignalingClient(server: address)
             async let a = client.pollForInitiator(key: "crowd", wait: .seconds(10))
             async let b = client.pollForInitiator(key: "crowd", wait: .seconds(10))
-            try await waitUntil { server.statistics.waitingReceivers == 2 }
+            try await waitUntil { await server.statistics.waitingReceivers == 2 }
             let third = try ServerReply.decode(try await rawExchange(server, ClientHello(key: "crowd", role: .receiver, wait: 10).encoded()))
             #expect(third.error == ServerErrorText.tooManyReceivers)
             // The two that wait are served as usual.
@@ -184,7 +186,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         try await withServer(options) { server, _ in
             // "café" precomposed and decomposed: equal as Swift strings, different bytes on the wire.
             async let initiator = rawExchange(server, goHello("caf\u{E9}-key", target: "127.0.0.1"))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             let receiver = try ServerReply.decode(try await rawExchange(server, goHello("cafe\u{301}-key", proto: "")))
             #expect(receiver.error == ServerErrorText.noInitiator)
             #expect(try ServerReply.decode(try await initiator).error == ServerErrorText.initiatorTimedOut)
@@ -195,7 +197,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         try await withServer { server, _ in
             // An IPv4-mapped spelling of 127.0.0.1 names the same receiver.
             async let initiator = rawExchange(server, goHello("spelling", target: "::ffff:127.0.0.1"))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             let receiver = try ServerReply.decode(try await rawExchange(server, goHello("spelling", proto: "")))
             #expect(receiver.error.isEmpty && receiver.peerAddress.hasPrefix("127.0.0.1:"))
             #expect(try ServerReply.decode(try await initiator).error.isEmpty)
@@ -206,10 +208,10 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         try await withServer { server, _ in
             // A receiver long-polling without a UDP address cannot be reached over UDP...
             async let silent = rawExchange(server, ClientHello(key: "udp-pair", role: .receiver, wait: 2).encoded())
-            try await waitUntil { server.statistics.waitingReceivers == 1 }
+            try await waitUntil { await server.statistics.waitingReceivers == 1 }
             async let initiator = rawExchange(server, ClientHello(key: "udp-pair", transport: "udp", address: "127.0.0.1:4000",
                                                                   role: .initiator).encoded())
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             // ...so the initiator waits for one that did.
             let receiver = try ServerReply.decode(try await rawExchange(server, ClientHello(key: "udp-pair", address: "127.0.0.1:5000",
                                                                                              role: .receiver).encoded()))
@@ -235,7 +237,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
                 let huge = try await rawExchange(server, Array(("{\"uuid\":\"" + String(repeating: "A", count: 100_000)).utf8))
                 #expect(String(decoding: huge, as: UTF8.self).contains(ServerErrorText.helloTooLarge))
             } catch let error as SocketError {
-                #expect(error.code == ECONNRESET || error.code == EPIPE, "\(error)")
+                #expect(error.errno == ECONNRESET || error.errno == EPIPE, "\(error)")
             }
             let almostHuge = try await rawExchange(server, Array(("{\"uuid\":\"" + String(repeating: "A", count: 5000)).utf8))
             #expect(String(decoding: almostHuge, as: UTF8.self).contains(ServerErrorText.helloTooLarge))
@@ -260,10 +262,10 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             for _ in 0..<200 { idle.append(try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))) }
             let client = SignalingClient(server: address)
             async let initiator = client.requestTCPPeer(key: "still-works", timeout: .seconds(5))
-            try await waitUntil { server.statistics.waitingInitiators == 1 }
+            try await waitUntil { await server.statistics.waitingInitiators == 1 }
             #expect(try await client.pollForInitiator(key: "still-works") != nil)
             _ = try await initiator
-            try await waitUntil(timeout: .seconds(10)) { server.statistics.openConnections == 0 }
+            try await waitUntil(timeout: .seconds(10)) { await server.statistics.openConnections == 0 }
             idle.removeAll()
         }
     }
@@ -278,7 +280,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         #expect(address.hasPrefix("[::1]:"))
         let client = SignalingClient(server: address)
         async let initiator = client.requestTCPPeer(key: "v6", timeout: .seconds(5))
-        try await waitUntil { server.statistics.waitingInitiators == 1 }
+        try await waitUntil { await server.statistics.waitingInitiators == 1 }
         let receiver = try #require(try await client.pollForInitiator(key: "v6"))
         let i = try await initiator
         #expect(receiver.peerAddress == i.localAddress)
@@ -289,9 +291,9 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
 }
 
 /// Polls `condition` every 10 ms until it holds; fails after `timeout`.
-func waitUntil(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+func waitUntil(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
-    while !condition() {
+    while await !condition() {
         guard ContinuousClock.now < deadline else {
             Issue.record("condition not met within \(timeout)")
             throw CancellationError()

@@ -1,0 +1,53 @@
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The agent's relayed connections, as one service that the group shuts down last.
+///
+/// Forwards hand each connection (its signaling, punch, handshake and relay) to the pool and go on
+/// accepting. On graceful shutdown the pool takes no more work and waits for what it has; the
+/// group's drain time-out then cancels the rest, which resets those connections at both ends.
+final class ConnectionPool: Service, Sendable, CustomStringConvertible {
+    var description: String { "connections" }
+
+    typealias Work = @Sendable () async -> Void
+
+    private let stream: AsyncStream<Work>
+    private let continuation: AsyncStream<Work>.Continuation
+    private let open = Atomic<Int>(0)
+    private let logger: Logger
+
+    init(logger: Logger) {
+        (stream, continuation) = AsyncStream.makeStream(of: Work.self)
+        self.logger = logger
+    }
+
+    /// Connections taken and not yet finished.
+    var openCount: Int { open.load(ordering: .relaxed) }
+
+    /// Runs `work` in the pool; false once the pool is shutting down (the caller closes its connection).
+    func submit(_ work: @escaping Work) -> Bool {
+        open.add(1, ordering: .relaxed)
+        if case .enqueued = continuation.yield(work) { return true }
+        open.subtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await work in stream {
+                    group.addTask {
+                        await work()
+                        self.open.subtract(1, ordering: .relaxed)
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.continuation.finish()
+        }
+        if Task.isCancelled && openCount > 0 {
+            logger.info("reset \(openCount) connection(s) still open")
+        }
+    }
+}
