@@ -34,7 +34,9 @@ public final class Agent: Sendable {
         let pool = ConnectionPool(logger: logger)
         var all: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: pool)]
         if let serve = config.serve {
-            let address = try SocketAddress(parsing: serve.description)
+            // The config allows an IP literal or "localhost" here, so nothing is looked up.
+            let host = serve.host.lowercased() == "localhost" ? "127.0.0.1" : serve.host
+            let address = try SocketAddress(parsing: Endpoint(host: host, port: serve.port).description)
             let server = RendezvousServer(listen: address, logger: Logger(label: "stunturn.server"))
             // Bound now, so that a taken port fails the start and forwards find the server up.
             try server.start()
