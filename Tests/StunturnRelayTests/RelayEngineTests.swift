@@ -302,7 +302,9 @@ final class EndMarkTransform: RelayTransform {
         server.close()
         let report = try await box.wait()
         #expect(!report.clean)
-        #expect(report.reason.contains("b"))
+        #expect(report.reset && !report.endedByRelay)
+        // The reason names the side that failed ("b: <call> fd …: connection reset by peer").
+        #expect(report.reason.hasPrefix("b: ") && report.reason.hasSuffix(": connection reset by peer"), "\(report.reason)")
         // The reset is passed on: the other side does not see an orderly end.
         let failure = await readUntilFailure(client)
         #expect(failure?.errno == ECONNRESET, "\(String(describing: failure))")
