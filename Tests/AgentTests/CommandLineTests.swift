@@ -14,14 +14,33 @@ func withConfig<T>(_ text: String, name: String = "config.yaml", _ body: (String
 
 let goodKey = "3f1c2b9e-6a0d-4c55-9e61-0b7f2d4a8c13"
 
+/// The names a help text lists in one section ("SUBCOMMANDS:"): the first word of each line
+/// indented by two spaces (not of the deeper-indented descriptions), up to the blank line that
+/// ends the list.
+func entries(of section: String, in help: String) -> [String] {
+    let lines = help.split(separator: "\n", omittingEmptySubsequences: false)
+    guard let start = lines.firstIndex(where: { $0 == "\(section):" }) else { return [] }
+    var names: [String] = []
+    for line in lines[(start + 1)...] {
+        if line.trimmingCharacters(in: .whitespaces).isEmpty || !line.hasPrefix(" ") { break }
+        guard line.hasPrefix("  "), line.dropFirst(2).first?.isWhitespace == false,
+              let name = line.split(separator: " ").first else { continue }
+        names.append(String(name))
+    }
+    return names
+}
+
 @Suite struct CommandLineTests {
     @Test func versionAndHelp() async throws {
         let (status, out, _) = try await runAgent(["--version"])
         #expect(status == 0)
         #expect(out.trimmingCharacters(in: .whitespacesAndNewlines).first?.isNumber == true)
         let (_, help, _) = try await runAgent(["--help"])
+        // Each as an entry of the subcommand list, not anywhere in the text: "stun" alone would
+        // be found in the binary's own name.
+        let subcommands = entries(of: "SUBCOMMANDS", in: help)
         for command in ["run", "check", "forward", "server", "demo", "stun", "keygen"] {
-            #expect(help.contains(command), "help lists \(command)")
+            #expect(subcommands.contains(command), "help lists \(command) among \(subcommands)")
         }
         let (_, forwardHelp, _) = try await runAgent(["forward", "--help"])
         for option in ["--expose", "--listen", "--stdio", "--key", "--server", "--udp"] {
