@@ -164,6 +164,24 @@ func connectWithRetry(_ address: SocketAddress, attempts: Int = 200) async throw
     throw lastError
 }
 
+/// Reads until the stream ends, keeping what arrived: the bytes, and the error that ended it
+/// (nil for an orderly end; a time-out means it did not end).
+func readUntilEnd(_ socket: Socket, timeout: Duration) async -> (bytes: [UInt8], failure: SocketError?) {
+    var bytes: [UInt8] = []
+    let deadline = ContinuousClock.now + timeout
+    do {
+        while true {
+            let chunk = try await socket.readSome(until: deadline)
+            if chunk.isEmpty { return (bytes, nil) }
+            bytes += chunk
+        }
+    } catch let error as SocketError {
+        return (bytes, error)
+    } catch {
+        return (bytes, SocketError(call: "read", reason: "\(error)"))
+    }
+}
+
 /// A test service on loopback: first byte 'E' echoes, 'S' counts until EOF and answers "<count> <sha256>".
 final class TestService: @unchecked Sendable {
     let address: SocketAddress

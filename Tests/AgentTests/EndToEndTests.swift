@@ -191,18 +191,49 @@ import Testing
     @Test func wrongKeyIsRefusedAndNothingReachesTheService() async throws {
         let rig = try TunnelRig()
         try await rig.startServer()
-        // Both sides meet at the server (same signaling key would be needed to pair), so give
-        // the listen side the right signaling pairing but a different tunnel key: run it in
-        // plaintext against an encrypted expose side, and with a wrong key, separately.
         try await rig.startExpose()
+        // The listen side holds another access key than the exposing side.
+        let wrongKey = newKey()
+        try #require(wrongKey != rig.key)
+        try await rig.startListen(key: wrongKey, signalTimeout: 3)
+        let socket = try await connectWithRetry(rig.listenAddress)
+        defer { socket.close() }
+        try await socket.writeAll(Array("Esecret".utf8), until: .now + .seconds(10))
+        // The client gets nothing back, and its connection ends (closed or reset) rather than hang.
+        let ended = await readUntilEnd(socket, timeout: .seconds(30))
+        #expect(ended.bytes.isEmpty, "received \(ended.bytes.count) bytes\n\(rig.logs)")
+        #expect(ended.failure == nil || ended.failure?.code == ECONNRESET,
+                "read ended with \(String(describing: ended.failure))\n\(rig.logs)")
+        #expect(try await rig.listen!.waitForLog("not carried"), "\(rig.logs)")
+        #expect(!rig.expose!.log.contains("tunnel up"), "\(rig.logs)")
+        #expect(rig.service.connections == 0)
+        #expect(rig.service.bytesReceived == 0)
+        // A listen side with the right key still gets through to the same exposing agent.
+        try await rig.listen!.stop()
+        try await rig.startListen()
+        do {
+            #expect(try await echo(rig.listenAddress, "real peer") == "real peer")
+        } catch {
+            Issue.record("real peer not carried: \(error)\n\(rig.logs)")
+        }
+        #expect(rig.service.connections == 1)
+    }
+
+    @Test func aPlaintextPeerIsRefusedByAnEncryptedOne() async throws {
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        try await rig.startExpose()
+        // Same key, so the two pair and punch; but the listen side skips the tunnel handshake.
         let impostor = try AgentProcess("impostor", ["forward", "--listen", "127.0.0.1:\(rig.listenPort)", "--key", rig.key,
                                                      "--server", rig.serverArgument, "--plaintext-insecure", "--signal-timeout", "5", "--drain-timeout", "0"])
         defer { kill(impostor.process.processIdentifier, SIGKILL) }
         try await impostor.waitForLog("listening on")
         let socket = try await connectWithRetry(rig.listenAddress)
+        defer { socket.close() }
         try await socket.writeAll(Array("Esecret".utf8), until: .now + .seconds(10))
-        let received = try? await readToEnd(socket, timeout: .seconds(20))
-        #expect(received?.isEmpty ?? true)
+        let ended = await readUntilEnd(socket, timeout: .seconds(30))
+        #expect(ended.bytes.isEmpty, "received \(ended.bytes.count) bytes\n\(rig.logs)")
+        #expect(ended.failure?.isTimeout != true, "the connection was left open\n\(rig.logs)")
         try await rig.expose!.waitForLog("tunnel handshake with")
         #expect(rig.service.connections == 0)
         #expect(rig.service.bytesReceived == 0)
