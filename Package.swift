@@ -51,7 +51,7 @@ let package = Package(
         .executableTarget(name: "punch-exchange", dependencies: ["Stunturn"], path: "examples/punch-exchange"),
 
         .target(name: "StunturnTestSupport", dependencies: ["StunturnSockets"], path: "Tests/StunturnTestSupport"),
-        .testTarget(name: "StunturnSocketsTests", dependencies: ["StunturnSockets"]),
+        .testTarget(name: "StunturnSocketsTests", dependencies: ["StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnSignalingTests", dependencies: ["StunturnSignaling", "StunturnServer", "StunturnSockets"]),
         .testTarget(name: "StunturnServerTests", dependencies: ["StunturnServer", "StunturnSignaling", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnPunchTests", dependencies: ["Stunturn", "StunturnServer", "StunturnSockets", "StunturnTestSupport"]),

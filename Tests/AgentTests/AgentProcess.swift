@@ -25,7 +25,7 @@ final class AgentProcess: @unchecked Sendable {
     init(_ name: String, _ arguments: [String], stdin: Bool = false, input: FileHandle? = nil, output: FileHandle? = nil) throws {
         self.name = name
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-\(name)-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: agentBinary)
         process.arguments = arguments
         process.standardError = try FileHandle(forWritingTo: logURL)
@@ -154,15 +154,19 @@ func freePort() throws -> UInt16 {
 
 func newKey() -> String { UUID().uuidString.lowercased() }
 
-/// Connects, retrying while a forward is still coming up.
-func connectWithRetry(_ address: SocketAddress, attempts: Int = 200) async throws -> Socket {
-    var lastError: Error = SocketError(.failed, call: "connect", subject: "\(address)", reason: "not tried")
-    for _ in 0..<attempts {
-        do { return try await Socket.connect(to: address, timeout: .seconds(2)) } catch { lastError = error }
-        try await Task.sleep(for: .milliseconds(25))
+/// Connects as soon as a forward that is still coming up listens at `address`.
+func connectWithRetry(_ address: SocketAddress, timeout: Duration = .seconds(20),
+                      sourceLocation: SourceLocation = #_sourceLocation) async throws -> Socket {
+    var connected: Socket?
+    var lastError: Error?
+    try await waitUntil("\(address) accepts a connection (last error: \(lastError.map { "\($0)" } ?? "none"))",
+                        timeout: timeout, interval: .milliseconds(25), sourceLocation: sourceLocation) {
+        do { connected = try await Socket.connect(to: address, timeout: .seconds(2)) } catch { lastError = error }
+        return connected != nil
     }
-    throw lastError
+    return connected!
 }
+
 
 /// Reads until the stream ends, keeping what arrived: the bytes, and the error that ended it
 /// (nil for an orderly end; a time-out means it did not end).
@@ -178,7 +182,7 @@ func readUntilEnd(_ socket: Socket, timeout: Duration) async -> (bytes: [UInt8],
     } catch let error as SocketError {
         return (bytes, error)
     } catch {
-        return (bytes, SocketError(call: "read", reason: "\(error)"))
+        return (bytes, SocketError(.failed, call: "read", reason: "\(error)"))
     }
 }
 

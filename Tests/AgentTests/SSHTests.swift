@@ -43,7 +43,7 @@ final class TestSSHD: @unchecked Sendable {
         sshd.executableURL = URL(fileURLWithPath: TestSSHD.sshdPath!)
         sshd.arguments = ["-D", "-e", "-f", configPath]
         let sshdLog = directory.appendingPathComponent("sshd.log")
-        FileManager.default.createFile(atPath: sshdLog.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: sshdLog.path, contents: nil)
         sshd.standardError = try FileHandle(forWritingTo: sshdLog)
         try sshd.run()
     }

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import StunturnSignaling
 import StunturnSockets
+import StunturnTestSupport
 import Testing
 @testable import StunturnPunch
 import Stunturn
@@ -137,7 +138,10 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
             // The stranger reaches the receiver's punch port first and sends the wrong tag.
             let stranger = try await connectWithRetry(to: receiver.localAddress)
             try await stranger.writeAll(Array("XXXXXXXXXXXXXXXX".utf8), until: .now + .seconds(1))
-            try await Task.sleep(for: .milliseconds(100))
+            // The receiver has turned the stranger away before the peer comes.
+            try await waitUntil("the receiver rejects the stranger's tag") {
+                rejected.entries.contains { $0.contains("wrong punch tag") }
+            }
             async let a = TCPHolePuncher.punch(initiator, tag: Array("0123456789abcdef".utf8), options: options)
             let (sa, sb) = try await (a, b)
             #expect(try sb.remoteAddress() == (try sa.localAddress()))
@@ -146,13 +150,16 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
     }
 }
 
-func connectWithRetry(to address: SocketAddress) async throws -> Socket {
-    for _ in 0..<100 {
-        if let socket = try? await Socket.connect(to: address, timeout: .seconds(1)) { return socket }
-        try await Task.sleep(for: .milliseconds(10))
+/// Connects as soon as something listens at `address`.
+func connectWithRetry(to address: SocketAddress, timeout: Duration = .seconds(10)) async throws -> Socket {
+    var connected: Socket?
+    try await waitUntil("\(address) accepts a connection", timeout: timeout) {
+        connected = try? await Socket.connect(to: address, timeout: .seconds(1))
+        return connected != nil
     }
-    throw SocketError(.timedOut, call: "connect", subject: "\(address)", reason: "never came up")
+    return connected!
 }
+
 
 final class RejectionLog: Sendable {
     private let items = Mutex<[String]>([])

@@ -20,15 +20,12 @@ final class ReportBox: Sendable {
     private let report = Mutex<RelayReport?>(nil)
     func set(_ r: RelayReport) { report.withLock { $0 = r } }
     var value: RelayReport? { report.withLock { $0 } }
-    func wait(timeout: Duration = .seconds(10)) async throws -> RelayReport {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let value { return value }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        throw SocketError(.timedOut, call: "relay", reason: "did not finish in time")
+    func wait(timeout: Duration = .seconds(10), sourceLocation: SourceLocation = #_sourceLocation) async throws -> RelayReport {
+        try await waitUntil("the relay reports its end", timeout: timeout, sourceLocation: sourceLocation) { value != nil }
+        return value!
     }
 }
+
 
 /// XOR with a rolling key: a stand-in stage that changes every byte, so a relay that skipped it would be caught.
 final class XORTransform: RelayTransform {
@@ -228,8 +225,15 @@ final class EndMarkTransform: RelayTransform {
         // Push far more than the socket buffers hold while the server reads nothing.
         let data = pattern(64 << 20, seed: 4)
         let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)) }
-        try await Task.sleep(for: .milliseconds(500))
-        let (carried, _) = await connection.byteCounts
+        // Until the relay has stopped taking more: its count unchanged over a quarter of a second.
+        var carried: UInt64 = 0
+        var unchangedPolls = 0
+        try await waitUntil("the relay stops reading from the writer", interval: .milliseconds(50)) {
+            let now = await connection.byteCounts.aToB
+            unchangedPolls = now > 0 && now == carried ? unchangedPolls + 1 : 0
+            carried = now
+            return unchangedPolls >= 5
+        }
         // The relay stopped reading: what it took is bounded by kernel buffers plus one chunk, far below 64 MiB.
         #expect(carried < 40 << 20)
         let received = try await readAll(server, limit: data.count)

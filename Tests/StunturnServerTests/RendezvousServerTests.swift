@@ -127,9 +127,9 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             #expect(try await client.pollForInitiator(key: "shared") == nil)
 
             // A long-polling receiver learns of an initiator as soon as it arrives.
-            let start = ContinuousClock.now
             async let polled = client.pollForInitiator(key: "lp", wait: .seconds(20))
-            try await Task.sleep(for: .milliseconds(300))
+            try await waitUntil("the receiver long-polls") { await server.statistics.waitingReceivers == 1 }
+            let start = ContinuousClock.now
             let initiator = try await client.requestTCPPeer(key: "lp", timeout: .seconds(5))
             let receiver = try #require(try await polled)
             #expect(receiver.peerAddress == initiator.localAddress)
@@ -290,17 +290,6 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
     }
 }
 
-/// Polls `condition` every 10 ms until it holds; fails after `timeout`.
-func waitUntil(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while await !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)")
-            throw CancellationError()
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
 
 /// Whether a plain TCP socket can bind [::1]:0: machines without IPv6 (or with it disabled on
 /// loopback) have nothing for the IPv6 server test to run on.

@@ -1,6 +1,7 @@
 import Synchronization
 import Dispatch
 import Glibc
+import StunturnTestSupport
 import Testing
 @testable import StunturnSockets
 
@@ -41,10 +42,10 @@ import Testing
         }
 
         let expected = Set(pairs.enumerated().filter { $0.offset % 2 == 0 }.map(\.element.watched))
-        for _ in 0..<200 where seen.snapshot() != expected {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(seen.snapshot() == expected)
+        try await waitUntil("""
+            the group reports exactly the descriptors written to \
+            (missing: \(expected.subtracting(seen.snapshot()).sorted()), closed yet reported: \(seen.snapshot().subtracting(expected).sorted()))
+            """) { seen.snapshot() == expected }
 
         queue.sync {
             for (i, pair) in pairs.enumerated() where i % 2 == 0 { group.close(pair.watched) }
@@ -53,6 +54,7 @@ import Testing
         for pair in pairs { close(pair.peer) }
     }
 }
+
 
 /// A set of descriptors guarded by a lock, filled on the group's queue and read by the test.
 private final class SeenDescriptors: Sendable {

@@ -26,13 +26,22 @@ public func readUntilFailure(_ socket: Socket, timeout: Duration = .seconds(5)) 
     return nil
 }
 
-/// Waits until `condition` holds, checking every 10 ms; throws naming `what` after `timeout`.
-public func waitUntil(_ what: String, timeout: Duration = .seconds(10),
+/// A condition a test waited for did not hold in time.
+public struct ConditionTimedOut: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Polls `condition` every `interval` until it holds, so a test waits for what it needs rather
+/// than for a fixed time; after `timeout` it throws, naming what was awaited (`what`, worded
+/// when it throws, so it can tell the state then) and where.
+public func waitUntil(_ what: @autoclosure () -> String = "the condition holds", timeout: Duration = .seconds(20),
+                      interval: Duration = .milliseconds(10), sourceLocation: SourceLocation = #_sourceLocation,
                       _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(10))
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else {
+            throw ConditionTimedOut(description: "\(sourceLocation.fileName):\(sourceLocation.line): still waiting after \(timeout) until \(what())")
+        }
+        try await Task.sleep(for: interval)
     }
-    throw SocketError(.timedOut, call: "wait", subject: what, reason: "not true within \(formatDuration(timeout))")
 }
