@@ -50,9 +50,9 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
                 try await sb.writeAll([42], until: .now + .seconds(2))
                 #expect(try await sa.readExactly(1, until: .now + .seconds(2)) == [42])
             }
-            // Starts at once: no fixed sleep before the first attempt. The lower quartile, so that
-            // rounds slowed by other suites starting at the same moment do not decide it.
-            #expect(times.sorted()[times.count / 4] < .milliseconds(100), "\(times.sorted())")
+            // How fast a punch is, is the benchmark's to measure (scripts/bench.sh, set-up latency);
+            // here only punches that crawl (seconds each, where loopback takes milliseconds) fail.
+            #expect(times.reduce(.zero, +) < .seconds(60), "\(times.sorted())")
         }
     }
 
@@ -92,7 +92,8 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
                                                options: PunchOptions(tries: 1000, timeout: .milliseconds(800)))
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(700) && elapsed < .seconds(6), "\(elapsed)")
+        // Not before the time-out; the upper bound only catches a punch that ignores it.
+        #expect(elapsed >= .milliseconds(700) && elapsed < .seconds(20), "\(elapsed)")
     }
 
     @Test func tcpPunchToNobodyFailsWithinTimeout() async throws {
@@ -122,7 +123,8 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
             #expect(error.description.contains("heard nothing"))
         }
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(6), "\(elapsed)")
+        // Not before the time-out; well before 1000 probes would end (50 s): the time-out ended it.
+        #expect(elapsed >= .milliseconds(650) && elapsed < .seconds(20), "\(elapsed)")
     }
 
     @Test func strangerOnThePunchedPortIsRejectedAndThePeerStillGetsThrough() async throws {

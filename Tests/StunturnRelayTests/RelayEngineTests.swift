@@ -20,7 +20,7 @@ final class ReportBox: Sendable {
     private let report = Mutex<RelayReport?>(nil)
     func set(_ r: RelayReport) { report.withLock { $0 = r } }
     var value: RelayReport? { report.withLock { $0 } }
-    func wait(timeout: Duration = .seconds(10), sourceLocation: SourceLocation = #_sourceLocation) async throws -> RelayReport {
+    func wait(timeout: Duration = .seconds(20), sourceLocation: SourceLocation = #_sourceLocation) async throws -> RelayReport {
         try await waitUntil("the relay reports its end", timeout: timeout, sourceLocation: sourceLocation) { value != nil }
         return value!
     }
@@ -276,7 +276,7 @@ final class EndMarkTransform: RelayTransform {
 
     @Test func idleConnectionsAreReset() async throws {
         let (client, server, box, _) = try await relayed(idle: .milliseconds(300))
-        let report = try await box.wait(timeout: .seconds(5))
+        let report = try await box.wait()
         #expect(report.reason.contains("idle"))
         #expect(report.reset && report.endedByRelay && !report.clean)
         // Both applications learn that the relay cut the stream, rather than see an orderly end.
@@ -291,7 +291,7 @@ final class EndMarkTransform: RelayTransform {
         try await client.writeAll(Array("held".utf8), until: .now + .seconds(5))
         #expect(try await server.readExactly(4, until: .now + .seconds(5)) == Array("held".utf8))
         connection.close(reason: "agent shutting down")
-        let report = try await box.wait(timeout: .seconds(5))
+        let report = try await box.wait()
         #expect(report.reason == "agent shutting down")
         #expect(report.reset && report.endedByRelay)
         for side in [client, server] {

@@ -70,10 +70,11 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
 
     @Test func receiverWithNobodyWaitingIsToldAtOnce() async throws {
         try await withServer { server, _ in
+            // Told at once, not held like an initiator (30 s): only a hang would take this long.
             let start = ContinuousClock.now
-            let reply = try await rawExchange(server, goHello("nobody", proto: ""))
+            let reply = try await rawExchange(server, goHello("nobody", proto: ""), timeout: .seconds(40))
             #expect(reply == Array(#"{"protocol":"","error":"Receiver with that UUID not found"}"#.utf8) + [10])
-            #expect(ContinuousClock.now - start < .seconds(4))
+            #expect(ContinuousClock.now - start < .seconds(20))
         }
     }
 
@@ -126,14 +127,15 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             #expect(Set([pa.peerAddress, pb.peerAddress]) == Set([r1!.localAddress, r2!.localAddress]))
             #expect(try await client.pollForInitiator(key: "shared") == nil)
 
-            // A long-polling receiver learns of an initiator as soon as it arrives.
-            async let polled = client.pollForInitiator(key: "lp", wait: .seconds(20))
+            // A long-polling receiver learns of an initiator as soon as it arrives, well before
+            // its 60 s poll would end.
+            async let polled = client.pollForInitiator(key: "lp", wait: .seconds(60))
             try await waitUntil("the receiver long-polls") { await server.statistics.waitingReceivers == 1 }
             let start = ContinuousClock.now
             let initiator = try await client.requestTCPPeer(key: "lp", timeout: .seconds(5))
             let receiver = try #require(try await polled)
             #expect(receiver.peerAddress == initiator.localAddress)
-            #expect(ContinuousClock.now - start < .seconds(5))
+            #expect(ContinuousClock.now - start < .seconds(30))
         }
     }
 
@@ -143,7 +145,8 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             let result = try await SignalingClient(server: address).pollForInitiator(key: "quiet", wait: .seconds(1))
             #expect(result == nil)
             #expect(ContinuousClock.now - start >= .milliseconds(900))
-            #expect(ContinuousClock.now - start < .seconds(6))
+            // Not held to the server's 60 s cap: only a hang would take this long.
+            #expect(ContinuousClock.now - start < .seconds(30))
         }
     }
 
@@ -242,10 +245,10 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
             let almostHuge = try await rawExchange(server, Array(("{\"uuid\":\"" + String(repeating: "A", count: 5000)).utf8))
             #expect(String(decoding: almostHuge, as: UTF8.self).contains(ServerErrorText.helloTooLarge))
             let start = ContinuousClock.now
-            let silent = try await rawExchange(server, [])
+            let silent = try await rawExchange(server, [], timeout: .seconds(40))
             #expect(String(decoding: silent, as: UTF8.self).contains(ServerErrorText.helloTimedOut))
             #expect(ContinuousClock.now - start >= .seconds(3))
-            #expect(ContinuousClock.now - start < .seconds(10))
+            #expect(ContinuousClock.now - start < .seconds(30))
 
             // Random datagrams at the STUN port do not stop it.
             let udp = try Socket.udp(on: .loopback())
