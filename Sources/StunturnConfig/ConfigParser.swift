@@ -71,7 +71,7 @@ struct ConfigParser {
             case "log_level":
                 logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
             case "drain_timeout":
-                drainTimeout = duration(value, path: "drain_timeout", allowZero: true) ?? drainTimeout
+                drainTimeout = duration(value, path: "drain_timeout", allowZero: true, zeroMeans: "reset at once") ?? drainTimeout
             case "forwards":
                 forwardsNode = value
             default:
@@ -375,7 +375,8 @@ struct ConfigParser {
         return value
     }
 
-    private mutating func duration(_ node: Node, path: String, allowZero: Bool) -> Duration? {
+    /// `zeroMeans` says what 0 stands for, in the message for a negative value.
+    private mutating func duration(_ node: Node, path: String, allowZero: Bool, zeroMeans: String = "never") -> Duration? {
         let expected = "a duration such as 10 (seconds), 2.5, \"250ms\", \"10s\", \"2m\" or \"1h\""
         guard let text = scalarText(node, path: path, expected: expected) else { return nil }
         let seconds: Double?
@@ -390,7 +391,7 @@ struct ConfigParser {
         }
         if allowZero {
             guard seconds >= 0 else {
-                report(node, path: path, "must be 0 (never) or more, got '\(text)'")
+                report(node, path: path, "must be 0 (\(zeroMeans)) or more, got '\(text)'")
                 return nil
             }
         } else if seconds <= 0 {

@@ -276,3 +276,41 @@ import Testing
         #expect(summary.contains("3f1c…8c13"))
     }
 }
+
+@Suite struct DrainTimeoutConfigTests {
+    static let forwards = """
+        server: 127.0.0.1:7000
+        forwards:
+          - name: web
+            listen: 127.0.0.1:8081
+            key: 7c1d9e2a-4b3f-4e8a-9c6d-2f1e0a9b8c7d
+        """
+
+    @Test func defaultsToTenSeconds() throws {
+        let config = try AgentConfig.parse(yaml: Self.forwards, source: "agent.yaml")
+        #expect(config.drainTimeout == .seconds(10))
+    }
+
+    @Test(arguments: [("2.5", Duration.milliseconds(2500)), ("\"250ms\"", .milliseconds(250)), ("0", .zero), ("\"1m\"", .seconds(60))])
+    func isReadFromTheTopLevel(text: String, expected: Duration) throws {
+        let config = try AgentConfig.parse(yaml: "drain_timeout: \(text)\n" + Self.forwards, source: "agent.yaml")
+        #expect(config.drainTimeout == expected)
+    }
+
+    @Test func aNegativeOrWordyDrainTimeoutIsRefusedWithItsLine() {
+        for bad in ["-1", "soon"] {
+            do {
+                _ = try AgentConfig.parse(yaml: "drain_timeout: \(bad)\n" + Self.forwards, source: "agent.yaml")
+                Issue.record("drain_timeout: \(bad) was accepted")
+            } catch {
+                #expect(error.description.hasPrefix("agent.yaml line 1: drain_timeout:"), "\(error.description)")
+                if bad == "-1" { #expect(error.description.contains("must be 0 (reset at once) or more"), "\(error.description)") }
+            }
+        }
+    }
+
+    @Test func belongsAtTheTopNotInAForward() {
+        let yaml = Self.forwards + "\n    drain_timeout: 5\n"
+        #expect(throws: ConfigError.self) { try AgentConfig.parse(yaml: yaml, source: "agent.yaml") }
+    }
+}
