@@ -79,7 +79,7 @@ struct ForwardContext: Sendable {
             return role == .initiator ? try await SecureTunnel.initiate(on: tunnel, keys: keys)
                 : try await SecureTunnel.respond(on: tunnel, keys: keys)
         } catch {
-            throw SessionFailure("tunnel handshake with \(tunnel.peerDescription) failed: \(error)\(consequence)")
+            throw SessionFailure(.handshake, "tunnel handshake with \(tunnel.peerDescription) failed: \(error)\(consequence)", underlying: error)
         }
     }
 

@@ -66,7 +66,7 @@ struct ExposeForward: Sendable {
             do {
                 local = try await Socket.connect(to: try await context.localAddress(target), timeout: context.config.connectTimeout)
             } catch {
-                throw SessionFailure("cannot reach the exposed service: \(error)")
+                throw SessionFailure(.serviceUnreachable, "cannot reach the exposed service: \(error)", underlying: error)
             }
             log.info("tunnel up", metadata: ["peer": "\(peer)", "punch_ms": "\(punched.milliseconds)",
                                              "encrypted": "\(session != nil)"])
@@ -88,10 +88,29 @@ extension RelayReport {
     var logLevel: Logger.Level { reset && !endedByRelay ? .warning : .info }
 }
 
-/// A failure already worded for the log.
+/// Why one session failed before its relay started, worded for the log, with the error underneath.
 struct SessionFailure: Error, CustomStringConvertible {
+    struct Code: Hashable, Sendable {
+        private enum Base: Hashable, Sendable { case handshake, serviceUnreachable, noUDPAddress }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+        /// The tunnel handshake failed (wrong key, a stranger, no answer).
+        static let handshake = Code(.handshake)
+        /// The exposed local service refused or did not answer.
+        static let serviceUnreachable = Code(.serviceUnreachable)
+        /// The server paired a UDP forward without the address it needs.
+        static let noUDPAddress = Code(.noUDPAddress)
+    }
+
+    let code: Code
     let description: String
-    init(_ description: String) { self.description = description }
+    let underlying: (any Error)?
+
+    init(_ code: Code, _ description: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.description = description
+        self.underlying = underlying
+    }
 }
 
 /// Opens a local port; each connection is carried to the peer's exposed service.

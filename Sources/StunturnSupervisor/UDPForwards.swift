@@ -287,7 +287,7 @@ final class UDPListenSession: Sendable {
         do {
             let rendezvous = try await context.signaling.requestUDPPeer(
                 key: context.keys.signalingKey, targetIP: context.config.peerIP ?? "", timeout: context.config.signalTimeout)
-            guard let tunnel = rendezvous.udpSocket else { throw SessionFailure("the server paired this UDP forward without a UDP address") }
+            guard let tunnel = rendezvous.udpSocket else { throw SessionFailure(.noUDPAddress, "the server paired this UDP forward without a UDP address") }
             // Unlink before the socket closes, under the lock, so no client datagram can reach a closed socket.
             defer {
                 outbox.withLock { $0.link = nil }
@@ -345,7 +345,7 @@ final class UDPListenSession: Sendable {
                 }
             }
         }
-        throw SessionFailure("tunnel handshake with \(peer) failed within \(formatDuration(SecureTunnel.handshakeTimeout)): \(lastError)")
+        throw SessionFailure(.handshake, "tunnel handshake with \(peer) failed within \(formatDuration(SecureTunnel.handshakeTimeout)): \(lastError)")
     }
 }
 

@@ -33,7 +33,7 @@ struct Demo: AsyncParsableCommand {
     }
 
     private func runDemo() async throws {
-        try logging.bootstrap(default: "warning")
+        logging.bootstrap(default: .warning)
         let logger = Logger(label: "stunturn.demo")
         print("stunturn demo: signaling server, exposed service and listen forward in one process (loopback)")
 

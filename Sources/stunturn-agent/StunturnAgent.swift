@@ -59,13 +59,13 @@ struct ConfigFileOption: ParsableArguments {
 /// Options every long-running command shares.
 struct LoggingOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String?
+    var logLevel: LogLevelArgument?
 
-    func bootstrap(default fallback: String = "info") throws {
-        let text = (logLevel ?? fallback).lowercased()
-        guard let level = Logger.Level(rawValue: text) else {
-            throw ValidationError("--log-level: unknown level '\(text)'; use trace, debug, info, notice, warning, error or critical")
-        }
+    func validate() throws { _ = try logLevel?.checked() }
+
+    /// Sends logs to stderr at the level given, or at `fallback`.
+    func bootstrap(default fallback: Logger.Level = .info) {
+        let level = logLevel?.level ?? fallback
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -79,15 +79,13 @@ struct DrainOption: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
         "Seconds open connections may go on after SIGTERM/SIGINT before they are reset (0: reset at once; default 10, or drain_timeout in the config). A second signal resets them at once.",
         valueName: "seconds"))
-    var drainTimeout: Double?
+    var drainTimeout: Seconds?
 
     func validate() throws {
-        if let drainTimeout, !(drainTimeout == 0 || (drainTimeout >= 0.001 && drainTimeout <= 86_400)) {
-            throw ValidationError("--drain-timeout must be 0 (reset at once) or 0.001-86400 seconds, got \(drainTimeout)")
-        }
+        try drainTimeout?.check("--drain-timeout", 0.001...86_400, zero: "reset at once")
     }
 
-    var duration: Duration? { drainTimeout.map { .milliseconds(Int64(($0 * 1000).rounded())) } }
+    var duration: Duration? { drainTimeout?.duration }
 }
 
 func loadConfig(_ path: String) throws -> AgentConfig {
@@ -132,7 +130,7 @@ struct Run: AsyncParsableCommand {
         try await guarded {
             var config = try loadConfig(file.path)
             if let drainTimeout = drain.duration { config.drainTimeout = drainTimeout }
-            try logging.bootstrap(default: logging.logLevel ?? config.logLevel)
+            logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             let agent = Agent(config: config, logger: logger)
@@ -175,11 +173,11 @@ struct Forward: AsyncParsableCommand {
             record, so what was received may be incomplete); a warning on stderr says why.
             """)
 
-    @Option(name: .long, help: "Make this local service (HOST:PORT) reachable to the peer.")
-    var expose: String?
+    @Option(name: .long, help: ArgumentHelp("Make this local service reachable to the peer.", valueName: "host:port"))
+    var expose: EndpointArgument?
 
-    @Option(name: .long, help: "Open this local port (HOST:PORT); each connection reaches the peer's exposed service.")
-    var listen: String?
+    @Option(name: .long, help: ArgumentHelp("Open this local port; each connection reaches the peer's exposed service.", valueName: "host:port"))
+    var listen: EndpointArgument?
 
     @Flag(name: .long, help: "Carry one connection over stdin/stdout (for ssh -o ProxyCommand).")
     var stdio = false
@@ -187,8 +185,8 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: "The shared access key (the peer uses the same; make one with 'stunturn-agent keygen').")
     var key: String
 
-    @Option(name: .long, help: "The signaling server, HOST:PORT.")
-    var server: String
+    @Option(name: .long, help: ArgumentHelp("The signaling server.", valueName: "host:port"))
+    var server: EndpointArgument
 
     @Flag(name: .long, help: "Forward UDP instead of TCP.")
     var udp = false
@@ -199,14 +197,14 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: "Hole-punch attempts.")
     var tries: Int = 300
 
-    @Option(name: .long, help: "Seconds hole punching may take.")
-    var punchTimeout: Double = 10
+    @Option(name: .long, help: ArgumentHelp("Seconds hole punching may take.", valueName: "seconds"))
+    var punchTimeout = Seconds(10)
 
-    @Option(name: .long, help: "Seconds a listen side waits at the server for the exposing peer (the server may end the wait sooner: its --initiator-timeout, 30 s by default).")
-    var signalTimeout: Double = 30
+    @Option(name: .long, help: ArgumentHelp("Seconds a listen side waits at the server for the exposing peer (the server may end the wait sooner: its --initiator-timeout, 30 s by default).", valueName: "seconds"))
+    var signalTimeout = Seconds(30)
 
-    @Option(name: .long, help: "Reset relayed connections idle this many seconds, at both ends (0: never).")
-    var idleTimeout: Double = 0
+    @Option(name: .long, help: ArgumentHelp("Reset relayed connections idle this many seconds, at both ends (0: never).", valueName: "seconds"))
+    var idleTimeout = Seconds(0)
 
     @Flag(name: .long, help: "Turn tunnel encryption OFF (for measuring its overhead only).")
     var plaintextInsecure = false
@@ -219,38 +217,32 @@ struct Forward: AsyncParsableCommand {
         let modes = [expose != nil, listen != nil, stdio].filter { $0 }.count
         guard modes == 1 else { throw ValidationError("give exactly one of --expose HOST:PORT, --listen HOST:PORT or --stdio") }
         if let problem = AccessKeyPolicy.problem(with: key) { throw ValidationError("--key: \(problem)") }
-        do { _ = try Endpoint(parsing: server) } catch { throw ValidationError("--server: \(error)") }
-        if let expose { do { _ = try Endpoint(parsing: expose) } catch { throw ValidationError("--expose: \(error)") } }
-        if let listen { do { _ = try Endpoint(parsing: listen) } catch { throw ValidationError("--listen: \(error)") } }
+        _ = try server.endpoint("--server")
+        _ = try expose?.endpoint("--expose")
+        _ = try listen?.endpoint("--listen")
         if let peerIP, SocketAddress(ip: peerIP, port: 0) == nil {
             throw ValidationError("--peer-ip: expected an IP address such as 203.0.113.7 or 2001:db8::1, got '\(peerIP)'")
         }
         guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
-        guard punchTimeout >= 0.001, punchTimeout <= 3600 else {
-            throw ValidationError("--punch-timeout must be 0.001-3600 seconds, got \(punchTimeout)")
-        }
-        guard signalTimeout >= 0.001, signalTimeout <= 3600 else {
-            throw ValidationError("--signal-timeout must be 0.001-3600 seconds, got \(signalTimeout)")
-        }
-        guard idleTimeout == 0 || (idleTimeout >= 0.001 && idleTimeout <= 31_536_000) else {
-            throw ValidationError("--idle-timeout must be 0 (never) or 0.001-31536000 seconds, got \(idleTimeout)")
-        }
+        try punchTimeout.check("--punch-timeout", 0.001...3600)
+        try signalTimeout.check("--signal-timeout", 0.001...3600)
+        try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
     }
 
     func run() async throws {
         try await guarded {
-            try logging.bootstrap(default: stdio ? "warning" : "info")
+            logging.bootstrap(default: stdio ? .warning : .info)
             let logger = Logger(label: "stunturn.agent")
             let mode: ForwardMode
-            if let expose { mode = .expose(try Endpoint(parsing: expose)) }
-            else if let listen { mode = .listen(try Endpoint(parsing: listen)) }
+            if let expose { mode = .expose(try expose.endpoint("--expose")) }
+            else if let listen { mode = .listen(try listen.endpoint("--listen")) }
             else { mode = .listen(Endpoint(host: "127.0.0.1", port: 1)) }
             let forward = ForwardConfig(
                 name: stdio ? "stdio" : (expose != nil ? "expose" : "listen"), mode: mode, key: key,
-                transport: udp ? .udp : .tcp, server: try Endpoint(parsing: server), peerIP: peerIP, tries: tries,
-                punchTimeout: .milliseconds(Int64(punchTimeout * 1000)), signalTimeout: .milliseconds(Int64(signalTimeout * 1000)),
-                idleTimeout: idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil, plaintextInsecure: plaintextInsecure)
+                transport: udp ? .udp : .tcp, server: try server.endpoint("--server"), peerIP: peerIP, tries: tries,
+                punchTimeout: punchTimeout.duration, signalTimeout: signalTimeout.duration,
+                idleTimeout: idleTimeout.isZero ? nil : idleTimeout.duration, plaintextInsecure: plaintextInsecure)
             if stdio {
                 TerminationSignal.ignoreHangUp()
                 // stdin and stdout cannot be reset as a socket can, so a broken tunnel (the stream
@@ -277,8 +269,8 @@ struct Server: AsyncParsableCommand {
     @Option(name: .long, help: "Address to listen on, HOST:PORT (IPv4 or bracketed IPv6, e.g. 0.0.0.0:7000 or [::]:7000).")
     var listen: String
 
-    @Option(name: .long, help: "Seconds an initiator waits for a receiver.")
-    var initiatorTimeout: Double = 30
+    @Option(name: .long, help: ArgumentHelp("Seconds an initiator waits for a receiver.", valueName: "seconds"))
+    var initiatorTimeout = Seconds(30)
 
     @Option(name: .long, help: "Most initiators waiting at once; more are refused.")
     var maxWaiting: Int = 100_000
@@ -289,18 +281,16 @@ struct Server: AsyncParsableCommand {
         do { _ = try SocketAddress(parsing: listen) } catch {
             throw ValidationError("--listen: \(error); expected an IP address and port such as 0.0.0.0:7000 or [::]:7000")
         }
-        guard initiatorTimeout >= 0.001, initiatorTimeout <= 3600 else {
-            throw ValidationError("--initiator-timeout must be 0.001-3600 seconds, got \(initiatorTimeout)")
-        }
+        try initiatorTimeout.check("--initiator-timeout", 0.001...3600)
         guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
     }
 
     func run() async throws {
         try await guarded {
-            try logging.bootstrap()
+            logging.bootstrap()
             let logger = Logger(label: "stunturn.server")
             var options = RendezvousServer.Options()
-            options.initiatorTimeout = .milliseconds(Int64(initiatorTimeout * 1000))
+            options.initiatorTimeout = initiatorTimeout.duration
             options.maxWaitingInitiators = maxWaiting
             let server = RendezvousServer(listen: try SocketAddress(parsing: listen), options: options, logger: logger)
             do {
@@ -324,17 +314,17 @@ struct Stun: AsyncParsableCommand {
     @Argument(help: "The STUN server, HOST:PORT.")
     var server: String
 
-    @Option(name: .long, help: "Seconds to wait for an answer.")
-    var timeout: Double = 5
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for an answer.", valueName: "seconds"))
+    var timeout = Seconds(5)
 
     func validate() throws {
-        guard timeout > 0, timeout <= 300 else { throw ValidationError("--timeout must be 0-300 seconds, got \(timeout)") }
+        try timeout.check("--timeout", 0.001...300)
     }
 
     func run() async throws {
         try await guarded {
             do {
-                let mapped = try await STUNClient.discover(server: server, timeout: .milliseconds(Int64(timeout * 1000)))
+                let mapped = try await STUNClient.discover(server: server, timeout: timeout.duration)
                 print(mapped)
             } catch {
                 throw FailureExit.message("stunturn-agent stun: \(error)", code: 1)

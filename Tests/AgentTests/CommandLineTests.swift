@@ -112,7 +112,9 @@ func entries(of section: String, in help: String) -> [String] {
                       ["stun", "127.0.0.1:7000", "--timeout", "0"],
                       // Below a millisecond would become zero: every wait over at once.
                       ["server", "--listen", "127.0.0.1:7000", "--initiator-timeout", "0.0004"],
-                      ["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "127.0.0.1:7000", "--idle-timeout", "0.0004"]])
+                      ["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "127.0.0.1:7000", "--idle-timeout", "0.0004"],
+                      ["forward", "--listen", "127.0.0.1:2222", "--key", goodKey, "--server", "127.0.0.1:7000", "--drain-timeout=-1"],
+                      ["run", "/nonexistent/stunturn.yaml", "--drain-timeout", "1e9"]])
     func absurdTimeoutsAreRefused(arguments: [String]) async throws {
         let (status, _, errors) = try await runAgent(arguments)
         #expect(status != 0)

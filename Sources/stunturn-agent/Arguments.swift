@@ -1,0 +1,86 @@
+import ArgumentParser
+import Logging
+import StunturnConfig
+
+// Command-line values parsed once, by type. Each keeps what went wrong, so `validate()` can say
+// which option and why in the project's own words (argument-parser's own message would only say
+// the value is invalid).
+
+/// A number of seconds, such as `10` or `2.5`.
+struct Seconds: ExpressibleByArgument, Sendable {
+    let value: Double?
+    let text: String
+
+    init(_ value: Double) {
+        self.value = value
+        self.text = Self.format(value)
+    }
+
+    init?(argument: String) {
+        text = argument
+        value = Double(argument).flatMap { $0.isFinite ? $0 : nil }
+    }
+
+    var defaultValueDescription: String { text }
+
+    /// The duration, rounded to the millisecond; call after `check`.
+    var duration: Duration { .milliseconds(Int64(((value ?? 0) * 1000).rounded())) }
+    var isZero: Bool { value == 0 }
+
+    /// Throws unless the value is in `range` (or 0 where `zero` says what 0 means); `option` names it.
+    func check(_ option: String, _ range: ClosedRange<Double>, zero: String? = nil) throws {
+        guard let value else { throw ValidationError("\(option) must be a number of seconds, got '\(text)'") }
+        if value == 0, zero != nil { return }
+        guard range.contains(value) else {
+            let zeroText = zero.map { "0 (\($0)) or " } ?? ""
+            throw ValidationError("\(option) must be \(zeroText)\(Self.format(range.lowerBound))-\(Self.format(range.upperBound)) seconds, got \(text)")
+        }
+    }
+
+    private static func format(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : "\(value)"
+    }
+}
+
+/// `HOST:PORT`, as the config file takes it.
+struct EndpointArgument: ExpressibleByArgument, Sendable {
+    let parsed: Result<Endpoint, EndpointError>
+    let text: String
+
+    init?(argument: String) {
+        text = argument
+        do {
+            parsed = .success(try Endpoint(parsing: argument))
+        } catch {
+            parsed = .failure(error)
+        }
+    }
+
+    /// The endpoint; throws naming `option` when the text was not one.
+    func endpoint(_ option: String) throws -> Endpoint {
+        switch parsed {
+        case .success(let endpoint): return endpoint
+        case .failure(let error): throw ValidationError("\(option): \(error)")
+        }
+    }
+}
+
+/// A log level by name.
+struct LogLevelArgument: ExpressibleByArgument, Sendable {
+    let level: Logger.Level?
+    let text: String
+
+    init?(argument: String) {
+        text = argument
+        level = Logger.Level(rawValue: argument.lowercased())
+    }
+
+    static var allValueStrings: [String] { Logger.Level.allCases.map(\.rawValue) }
+
+    func checked() throws -> Logger.Level {
+        guard let level else {
+            throw ValidationError("--log-level: unknown level '\(text)'; use \(Self.allValueStrings.joined(separator: ", "))")
+        }
+        return level
+    }
+}
