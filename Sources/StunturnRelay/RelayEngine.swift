@@ -290,8 +290,6 @@ final class RelaySplice {
 
     /// Runs the connection on `worker`, whose table holds it strongly until it finishes.
     func start(on worker: RelayWorker) {
-        // A close that came first has already finished the relay, and closed the descriptors.
-        guard !finished else { return }
         self.worker = worker
         do {
             _ = try worker.descriptorPoller()

@@ -235,8 +235,9 @@ final class ServerCore {
                     acceptPaused = true
                     let resume = DispatchSource.makeTimerSource(queue: queue)
                     resume.schedule(deadline: .now() + .milliseconds(100))
-                    resume.setEventHandler { [unowned self] in
-                        if self.acceptPaused { self.acceptPaused = false; source.resume() }
+                    resume.setEventHandler { [weak self] in
+                        // stop() resumes the source itself if it comes first.
+                        if let self, self.acceptPaused { self.acceptPaused = false; source.resume() }
                         resume.cancel()
                     }
                     resume.resume()

@@ -4,8 +4,9 @@ import Synchronization
 
 /// A non-blocking TCP or UDP socket that owns its file descriptor.
 ///
-/// Any task may close it while another waits on it: the descriptor is an atomic, so the waiter
-/// sees -1 (and fails with "socket already closed"), never a torn or stale value.
+/// Any task may close it while another waits on it: the descriptor is an atomic, so a later call
+/// sees -1 (and fails with "socket already closed") and a read of it is never torn. A call already
+/// under way when the socket is closed may still use the old number.
 public final class Socket: Sendable, CustomStringConvertible {
     public enum Kind: Sendable { case stream, datagram }
 

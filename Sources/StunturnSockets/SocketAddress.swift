@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Synchronization
 
 /// An IPv4 or IPv6 address with a port; IPv4-mapped IPv6 addresses are stored as IPv4.
 public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
@@ -105,11 +106,19 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// Resolves like `resolve`, but a DNS lookup runs on a Dispatch thread: a slow resolver must
     /// not hold one of the few threads async code shares.
+    /// Cancellation ends the wait at once (a lookup that answers later is dropped), so a resolver
+    /// that hangs cannot hold up a shutdown.
     public static func resolveAsync(_ text: String) async throws -> [SocketAddress] {
         let (host, port) = try splitHostPort(text)
         if let literal = SocketAddress(ip: host, port: port) { return [literal] }
-        return try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try resolve(text) }) }
+        let lookup = PendingLookup()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                guard lookup.wait(continuation) else { return }
+                DispatchQueue.global().async { lookup.finish(Result { try resolve(text) }) }
+            }
+        } onCancel: {
+            lookup.finish(.failure(SocketError(.cancelled, call: "resolve", subject: text, reason: "cancelled")))
         }
     }
 
@@ -185,5 +194,47 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
                 try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
             }
         }
+    }
+}
+
+/// One DNS lookup's waiter, resumed once: by the answer or by cancellation, whichever comes first.
+private final class PendingLookup: Sendable {
+    private enum State {
+        case idle
+        case waiting(CheckedContinuation<[SocketAddress], any Error>)
+        case finished(Result<[SocketAddress], any Error>)
+        case resumed
+    }
+    private let state = Mutex(State.idle)
+
+    /// Takes the continuation; false when the outcome was already there (it is resumed now).
+    func wait(_ continuation: CheckedContinuation<[SocketAddress], any Error>) -> Bool {
+        let early = state.withLock { state -> Result<[SocketAddress], any Error>? in
+            if case .finished(let result) = state {
+                state = .resumed
+                return result
+            }
+            state = .waiting(continuation)
+            return nil
+        }
+        guard let early else { return true }
+        continuation.resume(with: early)
+        return false
+    }
+
+    func finish(_ result: Result<[SocketAddress], any Error>) {
+        let waiting = state.withLock { state -> CheckedContinuation<[SocketAddress], any Error>? in
+            switch state {
+            case .idle:
+                state = .finished(result)
+                return nil
+            case .waiting(let continuation):
+                state = .resumed
+                return continuation
+            case .finished, .resumed:
+                return nil
+            }
+        }
+        waiting?.resume(with: result)
     }
 }

@@ -73,6 +73,11 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
 
     public var isTimeout: Bool { code == .timedOut }
     public var isConnectionRefused: Bool { errno == ECONNREFUSED }
+    /// An ICMP report about an earlier datagram (port or host unreachable) that a UDP socket
+    /// returns from its next call: the socket itself is fine, and the next datagram may get through.
+    public var isDatagramDeliveryReport: Bool {
+        code == .system && [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN].contains(errno)
+    }
 
     /// strerror text with a lower-case first letter, as in `connection refused`.
     static func describe(errno code: Int32) -> String {

@@ -28,11 +28,12 @@ public final class Agent: Sendable {
         self.statistics = stats
     }
 
-    /// The services in start order; the group shuts them down in reverse, so the forwards stop
-    /// taking work first and the connections drain last.
+    /// The services in start order; the group shuts them down one by one in reverse: first the
+    /// forwards (they stop taking work at once), then the pool (the drain), and the in-agent server
+    /// last, so connections still being set up through it during the drain can finish.
     func services() throws -> (connections: ConnectionPool, all: [ServiceGroupConfiguration.ServiceConfiguration]) {
         let pool = ConnectionPool(logger: logger)
-        var all: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: pool)]
+        var all: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let serve = config.serve {
             // The config allows an IP literal or "localhost" here, so nothing is looked up.
             let host = serve.host.lowercased() == "localhost" ? "127.0.0.1" : serve.host
@@ -42,6 +43,7 @@ public final class Agent: Sendable {
             try server.start()
             all.append(.init(service: SignalingServerService(server: server)))
         }
+        all.append(.init(service: pool))
         for forward in config.forwards {
             let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: statistics[forward.name]!,
                                          connections: pool)
@@ -55,34 +57,17 @@ public final class Agent: Sendable {
     public func run(handlingSignals: Bool = false) async throws {
         let (pool, services) = try self.services()
         var configuration = ServiceGroupConfiguration(services: services, logger: logger)
-        if handlingSignals { configuration.gracefulShutdownSignals = [.sigterm, .sigint] }
         configuration.maximumGracefulShutdownDuration = config.drainTimeout
         let group = ServiceGroup(configuration: configuration)
         guard handlingSignals else {
             try await group.run()
             return
         }
-        // ServiceGroup only ever acts on the first signal; a second one must not wait out the drain.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
-        let logger = self.logger
         let drain = config.drainTimeout
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            tasks.addTask {
-                var count = 0
-                for await signal in signals {
-                    count += 1
-                    if count == 1 {
-                        let open = pool.openCount
-                        logger.notice("received \(signal); shutting down: no new connections, \(open) open connection(s) may finish within \(formatDuration(drain)) (a second signal resets them now)")
-                    } else {
-                        logger.notice("received \(signal) again; shutting down now, resetting \(pool.openCount) open connection(s)")
-                        return
-                    }
-                }
-            }
-            try await tasks.next()
-            tasks.cancelAll()
+        try await SignalledShutdown.run(group, logger: logger) { signal in
+            "received \(signal); shutting down: no new connections, \(pool.openCount) open connection(s) may finish within \(formatDuration(drain)) (a second signal resets them now)"
+        } second: { signal in
+            "received \(signal) again; shutting down now, resetting \(pool.openCount) open connection(s)"
         }
     }
 
@@ -118,8 +103,8 @@ struct ForwardService: Service, CustomStringConvertible {
     }
 }
 
-/// The in-agent (or stand-alone) signaling server as a service: it stops on graceful shutdown,
-/// since tunnels that are up no longer need it.
+/// The in-agent (or stand-alone) signaling server as a service. It stops on graceful shutdown; the
+/// agent lists it first, so it is the last of its services to stop.
 public struct SignalingServerService: Service, CustomStringConvertible {
     public let server: RendezvousServer
 
@@ -129,5 +114,38 @@ public struct SignalingServerService: Service, CustomStringConvertible {
 
     public func run() async throws {
         try await cancelWhenGracefulShutdown { try await server.run() }
+    }
+}
+
+/// SIGTERM and SIGINT for a service group: the first shuts it down gracefully, a second cancels it.
+///
+/// One signal sequence does both, set up before the group runs, so no signal can fall between two
+/// listeners: ServiceGroup's own signal handling acts on the first signal only.
+public enum SignalledShutdown {
+    /// Runs `group` until its services end; `first` and `second` word the log line for each signal.
+    public static func run(_ group: ServiceGroup, logger: Logger,
+                           first: @escaping @Sendable (UnixSignal) -> String,
+                           second: @escaping @Sendable (UnixSignal) -> String) async throws {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                var count = 0
+                for await signal in signals {
+                    count += 1
+                    if count == 1 {
+                        logger.notice("\(first(signal))")
+                        await group.triggerGracefulShutdown()
+                    } else {
+                        logger.notice("\(second(signal))")
+                        return
+                    }
+                }
+            }
+            // Either the group ended (the signal task is then cancelled) or a second signal came
+            // (the group is then cancelled: its services reset what they hold).
+            try await tasks.next()
+            tasks.cancelAll()
+        }
     }
 }

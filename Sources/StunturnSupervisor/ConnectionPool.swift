@@ -34,20 +34,23 @@ final class ConnectionPool: Service, Sendable, CustomStringConvertible {
     }
 
     func run() async throws {
-        await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for await work in stream {
-                    group.addTask {
-                        await work()
-                        self.open.subtract(1, ordering: .relaxed)
+        let logger = self.logger
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withDiscardingTaskGroup { group in
+                    for await work in stream {
+                        group.addTask {
+                            await work()
+                            self.open.subtract(1, ordering: .relaxed)
+                        }
                     }
                 }
+            } onGracefulShutdown: {
+                self.continuation.finish()
             }
-        } onGracefulShutdown: {
-            self.continuation.finish()
-        }
-        if Task.isCancelled && openCount > 0 {
-            logger.info("reset \(openCount) connection(s) still open")
+        } onCancel: {
+            let open = self.openCount
+            if open > 0 { logger.info("resetting \(open) connection(s) still open") }
         }
     }
 }

@@ -149,7 +149,11 @@ struct ListenForward: Sendable {
 
     private func carry(_ local: Socket, from client: SocketAddress) async {
         await carryToPeer(context: context, local: RelayEndpoint(socket: local, name: "client \(client)"),
-                          description: "connection from \(client)") { local.close() }
+                          description: "connection from \(client)") {
+            // Cut short by shutdown: a reset, so the client does not take it for an orderly end.
+            if Task.isCancelled { try? local.setAbortiveClose() }
+            local.close()
+        }
     }
 }
 

@@ -43,6 +43,12 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
             // Traffic the other way may have moved the idle deadline meanwhile.
             if ContinuousClock.now - activity.lastActivity < idle { continue }
             return
+        } catch let error as SocketError where error.isDatagramDeliveryReport {
+            // An earlier datagram of ours was refused (the peer's port was briefly closed): the
+            // path may still work. The pause keeps a socket that keeps reporting from spinning.
+            context.logger.debug("udp tunnel: \(error)", metadata: ["peer": "\(peer)"])
+            try? await Task.sleep(for: .milliseconds(10))
+            continue
         } catch {
             if !Task.isCancelled {
                 context.logger.warning("udp tunnel receive failed: \(error)", metadata: ["peer": "\(peer)"])
@@ -110,6 +116,12 @@ struct UDPExposeSession: Sendable {
                         } catch let error as SocketError where error.code == .timedOut {
                             if ContinuousClock.now - activity.lastActivity < idle { continue }
                             return
+                        } catch let error as SocketError where error.isDatagramDeliveryReport {
+                            // The service was not listening when a datagram reached it (restarting,
+                            // say); it may be back for the next one.
+                            log.debug("udp service \(target): \(error)")
+                            try? await Task.sleep(for: .milliseconds(10))
+                            continue
                         } catch {
                             if !Task.isCancelled { log.warning("udp receive from \(target) failed: \(error)") }
                             return
@@ -331,7 +343,8 @@ final class UDPListenSession: Sendable {
                 let from: SocketAddress
                 do {
                     (datagram, from) = try await tunnel.receive(maxLength: 2048, until: retry)
-                } catch let error as SocketError where error.code == .timedOut {
+                } catch let error as SocketError where error.code == .timedOut || error.isDatagramDeliveryReport {
+                    if error.isDatagramDeliveryReport { lastError = "\(error)" }
                     break  // send the hello again
                 }
                 if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }

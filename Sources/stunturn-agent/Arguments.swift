@@ -75,11 +75,9 @@ struct LogLevelArgument: ExpressibleByArgument, Sendable {
         level = Logger.Level(rawValue: argument.lowercased())
     }
 
-    static var allValueStrings: [String] { Logger.Level.allCases.map(\.rawValue) }
-
     func checked() throws -> Logger.Level {
         guard let level else {
-            throw ValidationError("--log-level: unknown level '\(text)'; use \(Self.allValueStrings.joined(separator: ", "))")
+            throw ValidationError("--log-level: unknown level '\(text)'; use trace, debug, info, notice, warning, error or critical")
         }
         return level
     }

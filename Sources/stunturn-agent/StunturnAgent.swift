@@ -228,6 +228,9 @@ struct Forward: AsyncParsableCommand {
         try signalTimeout.check("--signal-timeout", 0.001...3600)
         try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
+        if stdio && drain.drainTimeout != nil {
+            throw ValidationError("--drain-timeout does not apply to --stdio: its one connection ends when stdin does")
+        }
     }
 
     func run() async throws {
@@ -298,9 +301,10 @@ struct Server: AsyncParsableCommand {
             } catch {
                 throw FailureExit.message("stunturn-agent server: \(error)", code: 1)
             }
-            let group = ServiceGroup(services: [SignalingServerService(server: server)],
-                                     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-            try await group.run()
+            let group = ServiceGroup(services: [SignalingServerService(server: server)], logger: logger)
+            try await SignalledShutdown.run(group, logger: logger) { "received \($0); shutting down" } second: {
+                "received \($0) again; stopping now"
+            }
             let stats = await server.statistics
             logger.info("stopped after \(stats.paired) pairings, \(stats.stunResponses) STUN responses")
         }

@@ -4,19 +4,22 @@ import StunturnSockets
 import Testing
 @testable import StunturnSignaling
 
-/// The server's side of a paired connection must close first, as the original server's nearly
-/// always does: TIME_WAIT then lands on the server's port, and the client's signaling port, which
-/// its TCP punch binds next, is free.
 /// A /proc file read to its end (they report a size of 0, so read in a loop rather than by size).
 func procText(_ path: String) -> String? {
     guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() else { return nil }
     return String(decoding: data, as: UTF8.self)
 }
 
+/// The server's side of a paired connection must close first, as the original server's nearly
+/// always does: TIME_WAIT then lands on the server's port, and the client's signaling port, which
+/// its TCP punch binds next, is free.
 @Suite struct CloseOrderTests {
     /// Like the original Go client: read the reply object, then close at once, without waiting
     /// for the server's end-of-file.
-    static func exchangeClosingOnReply(_ server: SocketAddress, _ hello: [UInt8]) async throws -> (reply: ServerReply, port: UInt16) {
+    /// Also says whether the end-of-file was already there the moment the reply was read: it is
+    /// when the FIN came in the reply's own segment, and that is what makes the server close first.
+    static func exchangeClosingOnReply(_ server: SocketAddress, _ hello: [UInt8]) async throws
+        -> (reply: ServerReply, port: UInt16, endWithReply: Bool) {
         let socket = try await Socket.connect(to: server, timeout: .seconds(5))
         defer { socket.close() }
         let port = try socket.localAddress().port
@@ -31,7 +34,9 @@ func procText(_ path: String) -> String? {
                 break
             }
         }
-        return (try ServerReply.decode(buffer), port)
+        var probe = [UInt8](repeating: 0, count: 64)
+        let next = try probe.withUnsafeMutableBytes { try socket.read(into: $0) }
+        return (try ServerReply.decode(buffer), port, next == .endOfFile)
     }
 
     /// Local ports of loopback TCP sockets in TIME_WAIT whose peer port is `remotePort`.
@@ -87,6 +92,8 @@ func procText(_ path: String) -> String? {
                         let initiatorResult = try await initiator
                         #expect(receiver.reply.error.isEmpty && initiatorResult.reply.error.isEmpty, "lane \(lane) round \(round) did not pair")
                         ports += [receiver.port, initiatorResult.port]
+                        #expect(receiver.endWithReply && initiatorResult.endWithReply,
+                                "lane \(lane) round \(round): the server's FIN came after its reply, not with it")
                     }
                     return ports
                 }
