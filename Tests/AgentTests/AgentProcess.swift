@@ -154,18 +154,6 @@ func freePort() throws -> UInt16 {
 
 func newKey() -> String { UUID().uuidString.lowercased() }
 
-/// Connects as soon as a forward that is still coming up listens at `address`.
-func connectWithRetry(_ address: SocketAddress, timeout: Duration = .seconds(20),
-                      sourceLocation: SourceLocation = #_sourceLocation) async throws -> Socket {
-    var connected: Socket?
-    var lastError: Error?
-    try await waitUntil("\(address) accepts a connection (last error: \(lastError.map { "\($0)" } ?? "none"))",
-                        timeout: timeout, interval: .milliseconds(25), sourceLocation: sourceLocation) {
-        do { connected = try await Socket.connect(to: address, timeout: .seconds(2)) } catch { lastError = error }
-        return connected != nil
-    }
-    return connected!
-}
 
 
 /// Reads until the stream ends, keeping what arrived: the bytes, and the error that ended it

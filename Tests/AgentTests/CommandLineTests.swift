@@ -1,5 +1,6 @@
 import Foundation
 import StunturnSockets
+import StunturnTestSupport
 import Testing
 
 /// A config file in a temporary directory, removed afterwards.

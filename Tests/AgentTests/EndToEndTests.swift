@@ -390,6 +390,7 @@ import Testing
         let listen = try AgentProcess("listen", ["forward", "--listen", "127.0.0.1:\(rig.listenPort)", "--key", rig.key,
                                                  "--server", recorder.address.description])
 
+        try await expose.waitForLog("exposing")
         try await listen.waitForLog("listening on")
         // The proxy hides the agents' real ports, so the punch itself cannot work here: what
         // matters is what both roles send while signaling.

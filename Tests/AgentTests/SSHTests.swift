@@ -1,5 +1,6 @@
 import Foundation
 import StunturnSockets
+import StunturnTestSupport
 import Testing
 
 /// A throwaway sshd on a loopback port with its own host key and one authorized client key.

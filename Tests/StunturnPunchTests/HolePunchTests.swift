@@ -138,7 +138,7 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
             }()
             async let b = TCPHolePuncher.punch(receiver, tag: Array("0123456789abcdef".utf8), options: options)
             // The stranger reaches the receiver's punch port first and sends the wrong tag.
-            let stranger = try await connectWithRetry(to: receiver.localAddress)
+            let stranger = try await connectWithRetry(receiver.localAddress, timeout: .seconds(10))
             try await stranger.writeAll(Array("XXXXXXXXXXXXXXXX".utf8), until: .now + .seconds(1))
             // The receiver has turned the stranger away before the peer comes.
             try await waitUntil("the receiver rejects the stranger's tag") {
@@ -152,15 +152,6 @@ func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (Peer
     }
 }
 
-/// Connects as soon as something listens at `address`.
-func connectWithRetry(to address: SocketAddress, timeout: Duration = .seconds(10)) async throws -> Socket {
-    var connected: Socket?
-    try await waitUntil("\(address) accepts a connection", timeout: timeout) {
-        connected = try? await Socket.connect(to: address, timeout: .seconds(1))
-        return connected != nil
-    }
-    return connected!
-}
 
 
 final class RejectionLog: Sendable {

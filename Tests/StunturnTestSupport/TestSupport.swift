@@ -45,3 +45,16 @@ public func waitUntil(_ what: @autoclosure () -> String = "the condition holds",
         try await Task.sleep(for: interval)
     }
 }
+
+/// Connects as soon as a forward that is still coming up listens at `address`.
+public func connectWithRetry(_ address: SocketAddress, timeout: Duration = .seconds(20),
+                      sourceLocation: SourceLocation = #_sourceLocation) async throws -> Socket {
+    var connected: Socket?
+    var lastError: Error?
+    try await waitUntil("\(address) accepts a connection (last error: \(lastError.map { "\($0)" } ?? "none"))",
+                        timeout: timeout, interval: .milliseconds(25), sourceLocation: sourceLocation) {
+        do { connected = try await Socket.connect(to: address, timeout: .seconds(2)) } catch { lastError = error }
+        return connected != nil
+    }
+    return connected!
+}
