@@ -149,3 +149,11 @@ public enum SignalledShutdown {
         }
     }
 }
+
+/// The agent as one service, for programs that run it in a service group of their own: their
+/// group's graceful shutdown reaches the agent's, and the drain follows as with a signal.
+extension Agent: Service {
+    public func run() async throws {
+        try await run(handlingSignals: false)
+    }
+}
