@@ -198,7 +198,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// One DNS lookup's waiter, resumed once: by the answer or by cancellation, whichever comes first.
-private final class PendingLookup: Sendable {
+final class PendingLookup: Sendable {
     private enum State {
         case idle
         case waiting(CheckedContinuation<[SocketAddress], any Error>)
