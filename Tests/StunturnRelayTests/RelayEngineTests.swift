@@ -251,19 +251,20 @@ final class EndMarkTransform: RelayTransform {
         _ = try b.setOption(SOL_SOCKET_VALUE, SO_SNDBUF_VALUE, 16 * 1024)
         _ = try server.setOption(SOL_SOCKET_VALUE, SO_RCVBUF_VALUE, 16 * 1024)
         let box = ReportBox()
-        // An idle time longer than a test runner busy with other suites may leave this test unrun.
+        // An idle time longer than a test runner busy with other suites may leave this test unrun
+        // (the whole suite shares two threads with every other suite).
         RelayEngine.shared.relay(RelayEndpoint(socket: a, name: "a"), RelayEndpoint(socket: b, name: "b"),
-                                 idleTimeout: .seconds(3)) { box.set($0) }
+                                 idleTimeout: .seconds(5)) { box.set($0) }
         let data = pattern(3 << 19, seed: 7)
         let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)); client.shutdownWrite() }
-        // About 200 KB/s: what the relay holds for this reader (up to a pipe's megabyte) takes
+        // About 100 KB/s: what the relay holds for this reader (up to a pipe's megabyte) takes
         // longer than the idle time to drain, during which it reads nothing from the sender.
         var received: [UInt8] = []
         for _ in 0..<2000 where received.count < data.count {
             let chunk = try await server.readSome(maxLength: 8 * 1024, until: .now + .seconds(10))
             if chunk.isEmpty { break }
             received += chunk
-            try await Task.sleep(for: .milliseconds(40))
+            try await Task.sleep(for: .milliseconds(80))
         }
         #expect(received.count == data.count, "\(box.value?.reason ?? "still running")")
         let intact = received.elementsEqual(data)
