@@ -50,7 +50,7 @@ let package = Package(
         ]),
         .executableTarget(name: "punch-exchange", dependencies: ["Stunturn"], path: "examples/punch-exchange"),
 
-        .target(name: "StunturnTestSupport", dependencies: ["StunturnSockets"], path: "Tests/StunturnTestSupport"),
+        .target(name: "StunturnTestSupport", dependencies: ["StunturnServer", "StunturnSockets"], path: "Tests/StunturnTestSupport"),
         .testTarget(name: "StunturnSocketsTests", dependencies: ["StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnSignalingTests", dependencies: ["StunturnSignaling", "StunturnServer", "StunturnSockets"]),
         .testTarget(name: "StunturnServerTests", dependencies: ["StunturnServer", "StunturnSignaling", "StunturnSockets", "StunturnTestSupport"]),

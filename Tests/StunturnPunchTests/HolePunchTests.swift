@@ -10,13 +10,6 @@ import Testing
 import Stunturn
 import StunturnServer
 
-func withServer<T>(_ body: (RendezvousServer, String) async throws -> T) async throws -> T {
-    let server = RendezvousServer(listen: .loopback(.ipv4))
-    try server.start()
-    defer { server.stop() }
-    return try await body(server, server.boundAddress.description)
-}
-
 /// Pairs two clients through the server: the initiator waits, the receiver long-polls.
 func rendezvous(_ address: String, key: String, udp: Bool) async throws -> (PeerRendezvous, PeerRendezvous) {
     let client = SignalingClient(server: address)

@@ -8,15 +8,6 @@ import StunturnSockets
 import Testing
 @testable import StunturnSignaling
 
-/// A real server on 127.0.0.1:0 for the duration of `body`.
-func withServer<T>(_ options: RendezvousServer.Options = RendezvousServer.Options(),
-                   _ body: (RendezvousServer, String) async throws -> T) async throws -> T {
-    let server = RendezvousServer(listen: .loopback(.ipv4), options: options)
-    try server.start()
-    defer { server.stop() }
-    return try await body(server, server.boundAddress.description)
-}
-
 /// Sends raw bytes as a client would and returns everything the server sends before closing.
 func rawExchange(_ server: RendezvousServer, _ bytes: [UInt8], timeout: Duration = .seconds(10)) async throws -> [UInt8] {
     let socket = try await Socket.connect(to: server.boundAddress, timeout: .seconds(2))

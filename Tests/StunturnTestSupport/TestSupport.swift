@@ -1,3 +1,4 @@
+import StunturnServer
 import StunturnSockets
 import Synchronization
 import Testing
@@ -57,4 +58,13 @@ public func connectWithRetry(_ address: SocketAddress, timeout: Duration = .seco
         return connected != nil
     }
     return connected!
+}
+
+/// A real signaling server on 127.0.0.1:0 for the duration of `body`, with its `host:port`.
+public func withServer<T>(_ options: RendezvousServer.Options = RendezvousServer.Options(),
+                          _ body: (RendezvousServer, String) async throws -> T) async throws -> T {
+    let server = RendezvousServer(listen: .loopback(.ipv4), options: options)
+    try server.start()
+    defer { server.stop() }
+    return try await body(server, server.boundAddress.description)
 }
