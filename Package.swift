@@ -29,6 +29,7 @@ let package = Package(
         .target(name: "StunturnServer", dependencies: ["StunturnSignaling", "StunturnSockets", .product(name: "Logging", package: "swift-log")]),
         .target(name: "StunturnPunch", dependencies: ["StunturnSockets"]),
         .target(name: "StunturnSecure", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "StunturnMux"),
         .target(name: "StunturnRelay", dependencies: ["StunturnSockets", .product(name: "Logging", package: "swift-log")]),
         .target(name: "StunturnSupervisor", dependencies: [
             "Stunturn", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnRelay", "StunturnSockets",
@@ -57,6 +58,7 @@ let package = Package(
         .testTarget(name: "StunturnPunchTests", dependencies: ["Stunturn", "StunturnServer", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnConfigTests", dependencies: ["StunturnConfig"]),
         .testTarget(name: "StunturnSecureTests", dependencies: ["StunturnSecure"]),
+        .testTarget(name: "StunturnMuxTests", dependencies: ["StunturnMux"]),
         .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnSupervisorTests", dependencies: ["StunturnSupervisor", "StunturnConfig", "StunturnSecure", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["StunturnSockets", "StunturnTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
