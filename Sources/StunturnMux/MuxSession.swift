@@ -1,0 +1,220 @@
+/// The multiplexer's state for one session, as a pure state machine: the session's owner feeds it
+/// the peer's frames and the local side's writes, and sends the frames it hands out, in order.
+///
+/// No I/O, no clock of its own (times are passed in), so every rule is unit-tested: stream ids by
+/// side, opening without a round trip (data rides on the SYN), half-close per direction, resets,
+/// per-stream windows, round-robin sending, a cap on streams and on what the session buffers.
+public struct MuxSession: Sendable {
+    public enum Side: Sendable {
+        /// Opens odd stream ids (the listen side, the tunnel's initiator).
+        case initiator
+        /// Opens even stream ids.
+        case responder
+    }
+
+    /// What the peer's frames mean for the session's owner.
+    public enum Event: Equatable, Sendable {
+        /// The peer opened a stream; its first bytes may already be in `.data` events that follow.
+        case opened(UInt32)
+        /// Bytes for the local connection of a stream.
+        case data(UInt32, [UInt8])
+        /// The peer will send no more on the stream (half-close): end the local connection's input.
+        case finished(UInt32)
+        /// The stream ended abnormally: reset its local connection.
+        case reset(UInt32)
+        /// The peer refused a stream this side opened (too many streams).
+        case refused(UInt32)
+        /// A ping answer, with the value sent.
+        case pong(UInt32)
+        /// The peer ends the session.
+        case goAway(MuxFrame.GoAwayReason)
+    }
+
+    struct Stream: Sendable {
+        var receive: ReceiveWindow
+        var send: SendWindow
+        /// Bytes the local side wrote that wait for window or their turn.
+        var outgoing: [UInt8] = []
+        /// SYN (this side opened it) or ACK (the peer did) still to go out on the next frame.
+        var pendingFlags: MuxFrame.Flags
+        var localFinished = false
+        var finSent = false
+        var remoteFinished = false
+        /// The peer has accepted the stream (always true for streams the peer opened).
+        var acknowledged: Bool
+    }
+
+    public let side: Side
+    public let maxStreams: Int
+    /// Bytes the session holds for sending across all streams; writes past it are refused.
+    public let maxBuffered: Int
+    public let maxFramePayload: Int
+    private var streams: [UInt32: Stream] = [:]
+    private var nextID: UInt32
+    private var ready = RoundRobin<UInt32>()
+    private var control: [MuxFrame] = []
+    private var buffered = 0
+    private var nextPing: UInt32 = 1
+
+    public init(side: Side, maxStreams: Int = 1024, maxBuffered: Int = 32 << 20, maxFramePayload: Int = 64 * 1024) {
+        self.side = side
+        self.maxStreams = maxStreams
+        self.maxBuffered = maxBuffered
+        self.maxFramePayload = maxFramePayload
+        nextID = side == .initiator ? 1 : 2
+    }
+
+    public var openStreams: Int { streams.count }
+
+    // MARK: the local side
+
+    /// Opens a stream; nil when `maxStreams` are open (the caller refuses the local connection).
+    public mutating func openStream() -> UInt32? {
+        guard streams.count < maxStreams else { return nil }
+        let id = nextID
+        nextID &+= 2
+        streams[id] = Stream(receive: ReceiveWindow(), send: SendWindow(), pendingFlags: .syn, acknowledged: false)
+        // The SYN goes out at once, with the first data if any is written before it is sent.
+        ready.markReady(id)
+        return id
+    }
+
+    /// Queues bytes from a stream's local connection; false when the session's buffer cap is
+    /// reached (the caller stops reading that connection until frames have gone out).
+    public mutating func write(_ id: UInt32, _ bytes: [UInt8]) -> Bool {
+        guard var stream = streams[id], !stream.localFinished else { return false }
+        guard buffered + bytes.count <= maxBuffered else { return false }
+        stream.outgoing += bytes
+        buffered += bytes.count
+        streams[id] = stream
+        ready.markReady(id)
+        return true
+    }
+
+    /// The local connection ended its input: FIN after what is queued.
+    public mutating func finish(_ id: UInt32) {
+        guard var stream = streams[id], !stream.localFinished else { return }
+        stream.localFinished = true
+        streams[id] = stream
+        ready.markReady(id)
+    }
+
+    /// The local connection broke: RST at once, and the stream is gone.
+    public mutating func reset(_ id: UInt32) {
+        guard let stream = streams.removeValue(forKey: id) else { return }
+        buffered -= stream.outgoing.count
+        ready.remove(id)
+        control.append(MuxFrame.windowUpdate(id, delta: 0, flags: .rst))
+    }
+
+    /// The local connection took `count` bytes of a stream's data; may queue a window update.
+    public mutating func consumed(_ id: UInt32, _ count: Int, now: ContinuousClock.Instant, rtt: Duration?) {
+        guard var stream = streams[id] else { return }
+        if let delta = stream.receive.consumed(count, now: now, rtt: rtt) {
+            control.append(.windowUpdate(id, delta: delta))
+        }
+        streams[id] = stream
+    }
+
+    /// Queues a ping and returns its value, to match the answer and measure the round trip.
+    public mutating func ping() -> UInt32 {
+        let value = nextPing
+        nextPing &+= 1
+        control.append(.ping(value))
+        return value
+    }
+
+    /// The next frame to send, control frames first, then streams in turn; nil when nothing can
+    /// go out now (nothing queued, or every stream with data is out of window).
+    public mutating func nextFrame() -> MuxFrame? {
+        if !control.isEmpty { return control.removeFirst() }
+        var skipped: [UInt32] = []
+        defer { for id in skipped { ready.markReady(id) } }
+        while let id = ready.next() {
+            guard var stream = streams[id] else { continue }
+            let granted = stream.send.take(upTo: min(stream.outgoing.count, maxFramePayload))
+            let finNow = stream.localFinished && !stream.finSent && granted == stream.outgoing.count
+            if granted == 0 && stream.pendingFlags.isEmpty && !finNow {
+                // Out of window with data waiting: it goes out after the peer's update.
+                if !stream.outgoing.isEmpty { skipped.append(id) }
+                continue
+            }
+            let payload = Array(stream.outgoing.prefix(granted))
+            stream.outgoing.removeFirst(granted)
+            buffered -= granted
+            var flags = stream.pendingFlags
+            stream.pendingFlags = []
+            if finNow {
+                flags.insert(.fin)
+                stream.finSent = true
+            }
+            if !stream.outgoing.isEmpty || (stream.localFinished && !stream.finSent) { ready.markReady(id) }
+            let done = stream.finSent && stream.remoteFinished
+            if done { streams[id] = nil } else { streams[id] = stream }
+            return .data(id, payload, flags: flags)
+        }
+        return nil
+    }
+
+    // MARK: the peer's frames
+
+    /// Applies one frame from the peer. A protocol error ends the session: the caller sends
+    /// GoAway(protocolError) and resets every stream.
+    public mutating func receive(_ frame: MuxFrame) throws(MuxError) -> [Event] {
+        switch frame.kind {
+        case .ping:
+            if frame.flags.contains(.ack) { return [.pong(frame.length)] }
+            control.append(.ping(frame.length, answer: true))
+            return []
+        case .goAway:
+            return [.goAway(MuxFrame.GoAwayReason(rawValue: frame.length) ?? .internalError)]
+        case .data, .windowUpdate:
+            break
+        }
+        let id = frame.streamID
+        guard id != 0 else { throw MuxError(.badStreamID, "mux \(frame.kind) frame on stream 0") }
+        var events: [Event] = []
+        if frame.flags.contains(.syn) {
+            guard (id % 2 == 1) == (side == .responder) else {
+                throw MuxError(.badStreamID, "the peer opened stream \(id), which is this side's to open")
+            }
+            guard streams[id] == nil else { throw MuxError(.duplicateStream, "the peer opened stream \(id) twice") }
+            guard streams.count < maxStreams else {
+                // Not a protocol error: refuse this stream, keep the session.
+                control.append(.windowUpdate(id, delta: 0, flags: .rst))
+                return []
+            }
+            streams[id] = Stream(receive: ReceiveWindow(), send: SendWindow(), pendingFlags: .ack, acknowledged: true)
+            ready.markReady(id)
+            events.append(.opened(id))
+        }
+        guard var stream = streams[id] else {
+            // Frames for a stream already reset or ended may still be in flight: drop them.
+            return events
+        }
+        if frame.flags.contains(.rst) {
+            streams[id] = nil
+            buffered -= stream.outgoing.count
+            ready.remove(id)
+            events.append(stream.acknowledged ? .reset(id) : .refused(id))
+            return events
+        }
+        if frame.flags.contains(.ack) { stream.acknowledged = true }
+        if frame.kind == .windowUpdate {
+            try stream.send.grant(frame.length)
+            if !stream.outgoing.isEmpty { ready.markReady(id) }
+        } else if !frame.payload.isEmpty {
+            guard !stream.remoteFinished else {
+                throw MuxError(.dataAfterFin, "the peer sent data on stream \(id) after ending it")
+            }
+            try stream.receive.received(frame.payload.count)
+            events.append(.data(id, frame.payload))
+        }
+        if frame.flags.contains(.fin) && !stream.remoteFinished {
+            stream.remoteFinished = true
+            events.append(.finished(id))
+        }
+        if stream.finSent && stream.remoteFinished { streams[id] = nil } else { streams[id] = stream }
+        return events
+    }
+}

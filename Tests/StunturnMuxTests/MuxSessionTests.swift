@@ -1,0 +1,189 @@
+import StunturnMux
+import Testing
+
+/// Two sessions joined back to back through the real encoder and decoder.
+struct Pair {
+    var a = MuxSession(side: .initiator)
+    var b = MuxSession(side: .responder)
+
+    /// Sends everything `a` has to send (or at most `limit` frames) through the wire format to `b`.
+    static func pump(_ from: inout MuxSession, _ to: inout MuxSession, limit: Int = 10_000) throws -> (frames: [MuxFrame], events: [MuxSession.Event]) {
+        var frames: [MuxFrame] = []
+        var wire: [UInt8] = []
+        while frames.count < limit, let frame = from.nextFrame() {
+            frames.append(frame)
+            frame.encode(appendingTo: &wire)
+        }
+        var decoder = MuxFrameDecoder()
+        var events: [MuxSession.Event] = []
+        for frame in try decoder.decode(wire) { events += try to.receive(frame) }
+        return (frames, events)
+    }
+
+    mutating func aToB(limit: Int = 10_000) throws -> (frames: [MuxFrame], events: [MuxSession.Event]) {
+        try Self.pump(&a, &b, limit: limit)
+    }
+
+    mutating func bToA(limit: Int = 10_000) throws -> (frames: [MuxFrame], events: [MuxSession.Event]) {
+        try Self.pump(&b, &a, limit: limit)
+    }
+}
+
+@Suite struct MuxSessionTests {
+    @Test func openingCostsNoRoundTripAndEachSideHalfClosesOnItsOwn() throws {
+        var pair = Pair()
+        let opened = pair.a.openStream()
+        let id = try #require(opened)
+        #expect(id == 1)
+        let written = pair.a.write(id, Array("hello".utf8))
+        #expect(written)
+        pair.a.finish(id)
+        let first = try pair.aToB()
+        // SYN, the data and the FIN in one frame: the peer has the request before any answer.
+        #expect(first.frames == [.data(1, Array("hello".utf8), flags: [.syn, .fin])])
+        #expect(first.events == [.opened(1), .data(1, Array("hello".utf8)), .finished(1)])
+        // The responder still answers on its open half.
+        let answered = pair.b.write(1, Array("yo".utf8))
+        #expect(answered)
+        pair.b.finish(1)
+        let answer = try pair.bToA()
+        #expect(answer.frames == [.data(1, Array("yo".utf8), flags: [.ack, .fin])])
+        #expect(answer.events == [.data(1, Array("yo".utf8)), .finished(1)])
+        #expect(pair.a.openStreams == 0 && pair.b.openStreams == 0)
+    }
+
+    @Test func streamIdsAreOddForTheInitiatorAndEvenForTheResponder() throws {
+        var pair = Pair()
+        let a1 = pair.a.openStream(), a2 = pair.a.openStream()
+        let b1 = pair.b.openStream(), b2 = pair.b.openStream()
+        #expect([a1, a2] == [1, 3])
+        #expect([b1, b2] == [2, 4])
+        _ = try pair.aToB()
+        _ = try pair.bToA()
+        #expect(pair.a.openStreams == 4 && pair.b.openStreams == 4)
+    }
+
+    @Test func aResetEndsTheStreamOnBothSidesAndTheOthersGoOn() throws {
+        var pair = Pair()
+        let openedBroken = pair.a.openStream(), openedOther = pair.a.openStream()
+        let broken = try #require(openedBroken)
+        let other = try #require(openedOther)
+        _ = pair.a.write(broken, [1])
+        _ = pair.a.write(other, [2])
+        _ = try pair.aToB()
+        pair.a.reset(broken)
+        _ = pair.a.write(other, [3])
+        let after = try pair.aToB()
+        #expect(after.events == [.reset(broken), .data(other, [3])])
+        let stillOpen = pair.b.write(other, [4])
+        let afterReset = pair.b.write(broken, [5])
+        #expect(stillOpen)
+        #expect(!afterReset, "a reset stream took data")
+    }
+
+    @Test func aSenderStopsAtTheWindowAndGoesOnAfterTheUpdateAtHalf() throws {
+        var pair = Pair()
+        let opened = pair.a.openStream()
+        let id = try #require(opened)
+        let total = 400 * 1024
+        let written = pair.a.write(id, [UInt8](repeating: 7, count: total))
+        #expect(written)
+        let first = try pair.aToB()
+        let sent = first.frames.reduce(0) { $0 + $1.payload.count }
+        #expect(sent == ReceiveWindow.initial, "sent \(sent) bytes into a \(ReceiveWindow.initial)-byte window")
+        let extra = pair.a.nextFrame()
+        #expect(extra == nil, "a frame went out with no window left")
+        // The reader takes just under half: no update yet.
+        let now = ContinuousClock.now
+        pair.b.consumed(id, ReceiveWindow.initial / 2 - 1, now: now, rtt: nil)
+        let early = try pair.bToA()
+        // Only the stream's acceptance goes back; no window update before half the window is taken.
+        #expect(early.frames == [.data(id, [], flags: .ack)])
+        pair.b.consumed(id, 1, now: now, rtt: nil)
+        let update = try pair.bToA()
+        #expect(update.frames == [.windowUpdate(id, delta: UInt32(ReceiveWindow.initial / 2))])
+        // Exactly the half granted goes out; the rest waits for the next update.
+        let second = try pair.aToB()
+        #expect(second.frames.reduce(0) { $0 + $1.payload.count } == ReceiveWindow.initial / 2)
+        #expect(total - ReceiveWindow.initial - ReceiveWindow.initial / 2 > 0)
+    }
+
+    @Test func aStreamOutOfWindowDoesNotHoldBackAnother() throws {
+        var pair = Pair()
+        let openedStalled = pair.a.openStream(), openedLive = pair.a.openStream()
+        let stalled = try #require(openedStalled)
+        let live = try #require(openedLive)
+        _ = pair.a.write(stalled, [UInt8](repeating: 1, count: ReceiveWindow.initial + 1000))
+        _ = try pair.aToB()
+        let written = pair.a.write(live, Array("ping".utf8))
+        #expect(written)
+        let next = try pair.aToB()
+        #expect(next.events == [.data(live, Array("ping".utf8))])
+    }
+
+    @Test func streamsWithDataTakeTurns() throws {
+        var pair = Pair()
+        let openedBulk = pair.a.openStream(), openedInteractive = pair.a.openStream()
+        let bulk = try #require(openedBulk)
+        let interactive = try #require(openedInteractive)
+        _ = try pair.aToB()  // both SYNs
+        _ = pair.a.write(bulk, [UInt8](repeating: 1, count: 4 * pair.a.maxFramePayload))
+        _ = pair.a.write(interactive, [2])
+        let frames = try pair.aToB(limit: 2).frames
+        #expect(frames.map(\.streamID) == [bulk, interactive], "the interactive byte waited behind the bulk data")
+    }
+
+    @Test func streamsPastTheCapAreRefusedAndTheSessionGoesOn() throws {
+        var pair = Pair()
+        pair.b = MuxSession(side: .responder, maxStreams: 1)
+        let openedFirst = pair.a.openStream(), openedSecond = pair.a.openStream()
+        let first = try #require(openedFirst)
+        let second = try #require(openedSecond)
+        let opened = try pair.aToB()
+        #expect(opened.events == [.opened(first)])
+        let answer = try pair.bToA()
+        #expect(answer.events.contains(.refused(second)))
+        let written = pair.a.write(first, [9])
+        #expect(written)
+        let delivered = try pair.aToB()
+        #expect(delivered.events == [.data(first, [9])])
+        // The local cap refuses locally.
+        var capped = MuxSession(side: .initiator, maxStreams: 1)
+        let one = capped.openStream(), two = capped.openStream()
+        #expect(one != nil)
+        #expect(two == nil)
+    }
+
+    @Test func pingsAreAnsweredWithTheirValue() throws {
+        var pair = Pair()
+        let value = pair.a.ping()
+        let asked = try pair.aToB()
+        let answered = try pair.bToA()
+        #expect(asked.events.isEmpty)
+        #expect(answered.events == [.pong(value)])
+    }
+
+    @Test func theSessionBuffersNoMoreThanItsCap() {
+        var session = MuxSession(side: .initiator, maxBuffered: 1000)
+        guard let id = session.openStream() else { Issue.record("no stream"); return }
+        let full = session.write(id, [UInt8](repeating: 0, count: 1000))
+        let over = session.write(id, [0])
+        #expect(full)
+        #expect(!over)
+    }
+
+    @Test func protocolViolationsEndTheSession() throws {
+        var responder = MuxSession(side: .responder)
+        // The initiator may not open an even stream id.
+        #expect(throws: MuxError.self) { _ = try responder.receive(.data(2, [1], flags: .syn)) }
+        // Data past the window.
+        var b = MuxSession(side: .responder)
+        _ = try b.receive(.data(1, [UInt8](repeating: 0, count: ReceiveWindow.initial), flags: .syn))
+        #expect(throws: MuxError.self) { _ = try b.receive(.data(1, [0])) }
+        // Data after FIN.
+        var c = MuxSession(side: .responder)
+        _ = try c.receive(.data(1, [1], flags: [.syn, .fin]))
+        _ = c.write(1, [1])
+        #expect(throws: MuxError.self) { _ = try c.receive(.data(1, [2])) }
+    }
+}
