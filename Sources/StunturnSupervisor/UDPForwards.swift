@@ -3,7 +3,6 @@ import StunturnConfig
 import StunturnPunch
 import StunturnSecure
 import Stunturn
-import StunturnServer
 import StunturnSignaling
 import StunturnSockets
 import Synchronization
@@ -16,7 +15,6 @@ final class ActivityClock: Sendable {
         var received: UInt64 = 0
     }
     private let state = Mutex(State())
-    func touch() { state.withLock { $0.last = .now } }
     func carried(out: Int = 0, in received: Int = 0) {
         state.withLock {
             $0.last = .now
@@ -26,6 +24,30 @@ final class ActivityClock: Sendable {
     }
     var lastActivity: ContinuousClock.Instant { state.withLock { $0.last } }
     var totals: (out: UInt64, in: UInt64) { state.withLock { ($0.out, $0.received) } }
+
+    /// The next datagram on `socket`, or nil once the session has been idle for `idle` or the
+    /// socket failed (a warning names `subject`). An ICMP report of an earlier datagram (the other
+    /// end's port briefly closed, a service restarting) is logged at debug and ridden out; the
+    /// pause keeps a socket that keeps reporting from spinning.
+    func receive(on socket: Socket, idle: Duration, context: ForwardContext, subject: String,
+                 metadata: Logger.Metadata = [:]) async -> ([UInt8], SocketAddress)? {
+        while !Task.isCancelled {
+            do {
+                return try await socket.receive(maxLength: 65536, until: lastActivity + idle)
+            } catch let error as SocketError where error.code == .timedOut {
+                // Traffic the other way may have moved the idle deadline meanwhile.
+                if ContinuousClock.now - lastActivity < idle { continue }
+                return nil
+            } catch let error as SocketError where error.isDatagramDeliveryReport {
+                context.logger.debug("\(subject): \(error)", metadata: metadata)
+                try? await Task.sleep(for: .milliseconds(10))
+            } catch {
+                if !Task.isCancelled { context.logger.warning("\(subject) receive failed: \(error)", metadata: metadata) }
+                return nil
+            }
+        }
+        return nil
+    }
 }
 
 /// Carries datagrams from `tunnel` (from `peer`) to `deliver` until idle; answers late punch
@@ -34,27 +56,8 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
                     replyPacket: [UInt8]?, activity: ActivityClock, deliver: ([UInt8]) -> Void) async {
     let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
     var rejected = 0
-    while !Task.isCancelled {
-        let datagram: [UInt8]
-        let from: SocketAddress
-        do {
-            (datagram, from) = try await tunnel.receive(maxLength: 65536, until: activity.lastActivity + idle)
-        } catch let error as SocketError where error.code == .timedOut {
-            // Traffic the other way may have moved the idle deadline meanwhile.
-            if ContinuousClock.now - activity.lastActivity < idle { continue }
-            return
-        } catch let error as SocketError where error.isDatagramDeliveryReport {
-            // An earlier datagram of ours was refused (the peer's port was briefly closed): the
-            // path may still work. The pause keeps a socket that keeps reporting from spinning.
-            context.logger.debug("udp tunnel: \(error)", metadata: ["peer": "\(peer)"])
-            try? await Task.sleep(for: .milliseconds(10))
-            continue
-        } catch {
-            if !Task.isCancelled {
-                context.logger.warning("udp tunnel receive failed: \(error)", metadata: ["peer": "\(peer)"])
-            }
-            return
-        }
+    while let (datagram, from) = await activity.receive(on: tunnel, idle: idle, context: context, subject: "udp tunnel",
+                                                         metadata: ["peer": "\(peer)"]) {
         if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
         guard from.addressBytes == peer.addressBytes else { continue }
         if datagram.first == TunnelDatagram.hello, let replyPacket {
@@ -108,24 +111,8 @@ struct UDPExposeSession: Sendable {
                 }
                 group.addTask {
                     let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
-                    while !Task.isCancelled {
-                        let payload: [UInt8]
-                        let from: SocketAddress
-                        do {
-                            (payload, from) = try await local.receive(maxLength: 65536, until: activity.lastActivity + idle)
-                        } catch let error as SocketError where error.code == .timedOut {
-                            if ContinuousClock.now - activity.lastActivity < idle { continue }
-                            return
-                        } catch let error as SocketError where error.isDatagramDeliveryReport {
-                            // The service was not listening when a datagram reached it (restarting,
-                            // say); it may be back for the next one.
-                            log.debug("udp service \(target): \(error)")
-                            try? await Task.sleep(for: .milliseconds(10))
-                            continue
-                        } catch {
-                            if !Task.isCancelled { log.warning("udp receive from \(target) failed: \(error)") }
-                            return
-                        }
+                    while let (payload, from) = await activity.receive(on: local, idle: idle, context: context,
+                                                                       subject: "udp service \(target)") {
                         // Only the exposed service's answers go into the tunnel.
                         guard from.port == service.port, from.addressBytes == service.addressBytes || service.isUnspecified else { continue }
                         let limit = TunnelDatagram.maxPayload(encrypted: context.encrypted)
