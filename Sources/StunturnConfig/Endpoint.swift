@@ -70,6 +70,12 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
         return Endpoint(host: isIPv6 ? "::1" : "127.0.0.1", port: port)
     }
 
+    /// The same endpoint with `localhost` (any case) as `127.0.0.1`, so a local endpoint is an IP
+    /// literal and binding or connecting to it needs no name lookup.
+    public var localhostAsLoopback: Endpoint {
+        host.lowercased() == "localhost" ? Endpoint(host: "127.0.0.1", port: port) : self
+    }
+
     private static func validateUnbracketedHost(_ host: Substring) throws(EndpointError) {
         // A name whose last label is numeric is meant as an IPv4 address (RFC 3696 forbids numeric TLDs).
         let lastLabel = host.split(separator: ".", omittingEmptySubsequences: false).last ?? ""

@@ -101,7 +101,7 @@ public final class RelayEngine: Sendable {
 
     /// Each worker lives on its own queue.
     private let workers: [QueueBound<RelayWorker>]
-    private let nextWorker = Atomic<Int>(0)
+    private let nextWorker = Atomic<UInt>(0)
 
     public init(workers count: Int = 2, chunkSize: Int = RelayEngine.defaultChunkSize) {
         SystemIO.ignoreSIGPIPE()
@@ -116,7 +116,7 @@ public final class RelayEngine: Sendable {
     @discardableResult
     public func relay(_ a: RelayEndpoint, _ b: RelayEndpoint, transform: RelayTransform? = nil,
                       idleTimeout: Duration? = nil, onFinish: @escaping @Sendable (RelayReport) -> Void) -> RelayConnection {
-        let index = nextWorker.wrappingAdd(1, ordering: .relaxed).oldValue % workers.count
+        let index = Int(nextWorker.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(workers.count))
         let worker = workers[index]
         let splice = QueueBound(RelaySplice(a: a, b: b, transform: transform, idleTimeout: idleTimeout, onFinish: onFinish),
                                 on: worker.queue)

@@ -36,8 +36,7 @@ public final class Agent: Sendable {
         var all: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let serve = config.serve {
             // The config allows an IP literal or "localhost" here, so nothing is looked up.
-            let host = serve.host.lowercased() == "localhost" ? "127.0.0.1" : serve.host
-            let address = try SocketAddress(parsing: Endpoint(host: host, port: serve.port).description)
+            let address = try SocketAddress(parsing: serve.localhostAsLoopback.description)
             let server = RendezvousServer(listen: address, logger: Logger(label: "stunturn.server"))
             // Bound now, so that a taken port fails the start and forwards find the server up.
             try server.start()

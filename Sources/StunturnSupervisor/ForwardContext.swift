@@ -3,8 +3,6 @@ import StunturnConfig
 import StunturnPunch
 import StunturnRelay
 import StunturnSecure
-import Stunturn
-import StunturnServer
 import StunturnSignaling
 import StunturnSockets
 import Synchronization
@@ -50,8 +48,7 @@ struct ForwardContext: Sendable {
 
     /// The local endpoint (expose target or listen address) as a socket address.
     func localAddress(_ endpoint: Endpoint) async throws -> SocketAddress {
-        let host = endpoint.host == "localhost" ? "127.0.0.1" : endpoint.host
-        return try await SocketAddress.resolveAsync(Endpoint(host: host, port: endpoint.port).description)[0]
+        try await SocketAddress.resolveAsync(endpoint.localhostAsLoopback.description)[0]
     }
 
     /// Binds the forward's local socket, retrying with back-off while the address is unavailable

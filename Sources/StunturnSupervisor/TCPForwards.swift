@@ -4,7 +4,6 @@ import StunturnPunch
 import StunturnRelay
 import StunturnSecure
 import Stunturn
-import StunturnServer
 import StunturnSignaling
 import StunturnSockets
 
@@ -137,7 +136,7 @@ struct ListenForward: Sendable {
                     connection.close()
                 }
             } catch {
-                    if Task.isCancelled { break }
+                if Task.isCancelled { break }
                 // Out of descriptors, or one client's failed connection: pause, never spin,
                 // and keep the listener (and the sessions it already carries).
                 let delay = backoff.next()

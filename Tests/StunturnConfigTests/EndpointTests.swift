@@ -76,4 +76,11 @@ import Testing
         #expect(try Endpoint(parsing: "[::1]:1").isIPv6)
         #expect(try !Endpoint(parsing: "example.net:1").isIPLiteral)
     }
+
+    @Test func localhostBecomesTheIPv4LoopbackAndOtherHostsStayAsTheyAre() throws {
+        #expect(try Endpoint(parsing: "localhost:22").localhostAsLoopback == Endpoint(host: "127.0.0.1", port: 22))
+        #expect(try Endpoint(parsing: "LocalHost:22").localhostAsLoopback == Endpoint(host: "127.0.0.1", port: 22))
+        #expect(try Endpoint(parsing: "[::1]:22").localhostAsLoopback == Endpoint(host: "::1", port: 22))
+        #expect(try Endpoint(parsing: "example.net:22").localhostAsLoopback == Endpoint(host: "example.net", port: 22))
+    }
 }
