@@ -6,7 +6,7 @@ struct ConfigParser {
     static let topLevelKeys = ["server", "serve", "log_level", "drain_timeout", "forwards"]
     static let forwardKeys = [
         "name", "expose", "listen", "key", "protocol", "server", "peer_ip", "tries",
-        "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "plaintext_insecure",
+        "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "keepalive", "max_streams", "plaintext_insecure",
     ]
     private static let keygenHint = "e.g. from 'stunturn-agent keygen'"
 
@@ -127,16 +127,19 @@ struct ConfigParser {
         var signalTimeout: Duration? = ForwardConfig.defaultSignalTimeout
         var connectTimeout: Duration? = ForwardConfig.defaultConnectTimeout
         var idleTimeout: Duration?? = .some(nil)
+        var keepalive: Duration? = ForwardConfig.defaultKeepalive
+        var maxStreams: Int? = ForwardConfig.defaultMaxStreams
         var plaintextInsecure: Bool? = false
 
         func build(server: Endpoint?) -> ForwardConfig? {
             guard let name, let mode, let key, let transport, let server, let peerIP, let tries,
                   let punchTimeout, let signalTimeout, let connectTimeout, let idleTimeout,
-                  let plaintextInsecure else { return nil }
+                  let keepalive, let maxStreams, let plaintextInsecure else { return nil }
             return ForwardConfig(
                 name: name, mode: mode, key: key, transport: transport, server: server, peerIP: peerIP,
                 tries: tries, punchTimeout: punchTimeout, signalTimeout: signalTimeout,
-                connectTimeout: connectTimeout, idleTimeout: idleTimeout, plaintextInsecure: plaintextInsecure)
+                connectTimeout: connectTimeout, idleTimeout: idleTimeout, keepalive: keepalive, maxStreams: maxStreams,
+                plaintextInsecure: plaintextInsecure)
         }
     }
 
@@ -205,6 +208,10 @@ struct ConfigParser {
                 draft.idleTimeout = duration(value, path: fieldPath, allowZero: true).map { (value: Duration) -> Duration? in
                     value == .zero ? nil : value
                 }
+            case "keepalive":
+                draft.keepalive = duration(value, path: fieldPath, allowZero: false)
+            case "max_streams":
+                draft.maxStreams = integer(value, path: fieldPath, in: ForwardConfig.maxStreamsRange)
             case "plaintext_insecure":
                 draft.plaintextInsecure = boolean(value, path: fieldPath)
             default:

@@ -24,6 +24,9 @@ public struct ForwardConfig: Sendable {
     public static let defaultPunchTimeout: Duration = .seconds(10)
     public static let defaultSignalTimeout: Duration = .seconds(30)
     public static let defaultConnectTimeout: Duration = .seconds(5)
+    public static let defaultKeepalive: Duration = .seconds(15)
+    public static let defaultMaxStreams = 1024
+    public static let maxStreamsRange = 1...65_536
 
     /// Unique within the config; appears in logs.
     public var name: String
@@ -44,6 +47,10 @@ public struct ForwardConfig: Sendable {
     public var connectTimeout: Duration
     /// Close a relayed connection idle this long; nil never closes it.
     public var idleTimeout: Duration?
+    /// Between the session's pings; three unanswered ones end the session.
+    public var keepalive: Duration
+    /// Streams (local connections) one session carries at once; past it new ones are refused.
+    public var maxStreams: Int
     /// Turns tunnel encryption off; only for measuring its overhead.
     public var plaintextInsecure: Bool
 
@@ -59,6 +66,8 @@ public struct ForwardConfig: Sendable {
         signalTimeout: Duration = ForwardConfig.defaultSignalTimeout,
         connectTimeout: Duration = ForwardConfig.defaultConnectTimeout,
         idleTimeout: Duration? = nil,
+        keepalive: Duration = ForwardConfig.defaultKeepalive,
+        maxStreams: Int = ForwardConfig.defaultMaxStreams,
         plaintextInsecure: Bool = false
     ) {
         self.name = name
@@ -72,6 +81,8 @@ public struct ForwardConfig: Sendable {
         self.signalTimeout = signalTimeout
         self.connectTimeout = connectTimeout
         self.idleTimeout = idleTimeout
+        self.keepalive = keepalive
+        self.maxStreams = maxStreams
         self.plaintextInsecure = plaintextInsecure
     }
 }

@@ -116,6 +116,42 @@ public struct MuxSession: Sendable {
         streams[id] = stream
     }
 
+    /// Whether `id` is open on this side (not yet ended both ways, not reset).
+    public func contains(_ id: UInt32) -> Bool { streams[id] != nil }
+
+    /// Bytes of a stream's data queued by `write` and not yet sent.
+    public func queuedCount(_ id: UInt32) -> Int { streams[id]?.outgoing.count ?? 0 }
+
+    /// How many bytes the owner may send on `id` right now in a Data frame of its own making
+    /// (reading its local connection straight into the frame, with no copy through the queue):
+    /// the stream's send window, up to one frame, and 0 while bytes queued by `write` or a FIN
+    /// must go first.
+    public func directAllowance(_ id: UInt32) -> Int {
+        guard let stream = streams[id], stream.outgoing.isEmpty, !stream.localFinished else { return 0 }
+        return min(stream.send.credit, maxFramePayload)
+    }
+
+    /// Accounts for a Data frame of `count` bytes the owner built itself on `id` (at most
+    /// `directAllowance`), and returns the flags that frame must carry (the SYN or ACK still due).
+    public mutating func sentDirect(_ id: UInt32, _ count: Int) -> MuxFrame.Flags {
+        guard var stream = streams[id] else { return [] }
+        let granted = stream.send.take(upTo: count)
+        precondition(granted == count, "a direct frame past the stream's window")
+        let flags = stream.pendingFlags
+        stream.pendingFlags = []
+        streams[id] = stream
+        return flags
+    }
+
+    /// Ends the session on this side: every stream is dropped (the owner resets their local
+    /// connections) and a GoAway with `reason` is the next frame.
+    public mutating func goAway(_ reason: MuxFrame.GoAwayReason) {
+        streams = [:]
+        ready = RoundRobin()
+        buffered = 0
+        control = [.goAway(reason)]
+    }
+
     /// Queues a ping and returns its value, to match the answer and measure the round trip.
     public mutating func ping() -> UInt32 {
         let value = nextPing

@@ -81,6 +81,9 @@ public struct RelayReport: Sendable, CustomStringConvertible {
     /// True when the end was the relay's own decision (idle time-out, or a close by the owner),
     /// not a failure of either side.
     public var endedByRelay: Bool = false
+    /// True when a session refused to carry the connection at all (its stream limit, or the
+    /// session ended before the stream opened); the connection was reset without a byte carried.
+    public var refused: Bool = false
 
     public var description: String {
         "\(reason); \(bytesAToB) bytes out, \(bytesBToA) bytes in, \(formatDuration(duration))"
@@ -116,12 +119,16 @@ public final class RelayEngine: Sendable {
     @discardableResult
     public func relay(_ a: RelayEndpoint, _ b: RelayEndpoint, transform: RelayTransform? = nil,
                       idleTimeout: Duration? = nil, onFinish: @escaping @Sendable (RelayReport) -> Void) -> RelayConnection {
-        let index = Int(nextWorker.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(workers.count))
-        let worker = workers[index]
+        let worker = nextWorkerBound()
         let splice = QueueBound(RelaySplice(a: a, b: b, transform: transform, idleTimeout: idleTimeout, onFinish: onFinish),
                                 on: worker.queue)
         worker.queue.async { splice.value.start(on: worker.value) }
         return RelayConnection(splice)
+    }
+
+    /// The worker the next connection or session runs on, in turn.
+    func nextWorkerBound() -> QueueBound<RelayWorker> {
+        workers[Int(nextWorker.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(workers.count))]
     }
 }
 
@@ -156,8 +163,8 @@ final class RelayWorker {
     private(set) var outScratch: UnsafeMutableRawBufferPointer
     /// Made on first use, on the queue.
     private var poller: DescriptorPoller?
-    /// The connection each watched descriptor belongs to; it holds the connection until it ends.
-    var connections: [Int32: RelaySplice] = [:]
+    /// The connection or session each watched descriptor belongs to; it holds it until it ends.
+    var connections: [Int32: any RelayClient] = [:]
 
     init(queue: DispatchQueue, chunkSize: Int) {
         self.queue = queue
@@ -184,8 +191,13 @@ final class RelayWorker {
     }
 }
 
+/// What a worker's epoll set reports to: a relayed connection or a session.
+protocol RelayClient: AnyObject {
+    func ready(_ fd: Int32, _ events: DescriptorPoller.Events)
+}
+
 /// One relayed connection, on its worker's queue from `start` on.
-final class RelaySplice {
+final class RelaySplice: RelayClient {
     /// One direction of the relay.
     final class Direction {
         let srcFD: Int32

@@ -14,7 +14,7 @@ public enum TunnelRole: Hashable, Sendable {
 /// length. The psk authenticates both peers; the ephemeral keys give forward secrecy.
 public final class TunnelHandshake {
     /// Binds the handshake to this protocol version; a peer speaking another version fails it.
-    public static let prologue = Array("stunturn tunnel v2".utf8)
+    public static let prologue = Array("stunturn tunnel v3".utf8)
     /// The initiator's hello: ephemeral key and tag.
     public static let helloLength = 32 + NoiseCipher.tagLength
     /// The responder's reply: ephemeral key and tag.

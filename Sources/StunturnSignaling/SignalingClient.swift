@@ -69,7 +69,9 @@ public struct SignalingClient: Sendable {
     /// As receiver: asks for a waiting initiator, long-polling up to `wait` when the server supports it.
     /// Returns nil when nobody is waiting.
     /// - Parameter udp: also discover a public UDP address, so a UDP initiator can be answered.
-    public func pollForInitiator(key: String, wait: Duration? = nil, udp: Bool = false) async throws -> PeerRendezvous? {
+    /// `onConnected` runs once the server has taken the connection, before the wait.
+    public func pollForInitiator(key: String, wait: Duration? = nil, udp: Bool = false,
+                                 onConnected: (@Sendable () -> Void)? = nil) async throws -> PeerRendezvous? {
         var socket: Socket?
         var address = ""
         if udp {
@@ -81,7 +83,7 @@ public struct SignalingClient: Sendable {
         let hello = ClientHello(key: key, transport: "", address: address, role: .receiver, wait: seconds)
         do {
             // The server answers a long-poll by its deadline; allow for its coarse timer and the network.
-            return try await exchange(hello, timeout: (wait ?? .zero) + .seconds(10), udpSocket: socket)
+            return try await exchange(hello, timeout: (wait ?? .zero) + .seconds(10), udpSocket: socket, onConnected: onConnected)
         } catch let error as SignalingError where error.code == .noInitiator {
             return nil
         }
@@ -104,7 +106,8 @@ public struct SignalingClient: Sendable {
         }
     }
 
-    private func exchange(_ hello: ClientHello, timeout: Duration, udpSocket: Socket?) async throws -> PeerRendezvous {
+    private func exchange(_ hello: ClientHello, timeout: Duration, udpSocket: Socket?,
+                          onConnected: (@Sendable () -> Void)? = nil) async throws -> PeerRendezvous {
         let serverAddress = try await resolveServer()
         let deadline = ContinuousClock.now + timeout
         let socket = try Socket(.stream, family: serverAddress.family)
@@ -119,6 +122,7 @@ public struct SignalingClient: Sendable {
         do {
             try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
             try await socket.writeAll(hello.encoded(), until: deadline)
+            onConnected?()
             let local = try socket.localAddress()
             let reply = try await readReply(socket, until: deadline)
             guard reply.error.isEmpty else { throw SignalingError.server(reply.error) }

@@ -1,6 +1,7 @@
 import Logging
 import ServiceLifecycle
 import StunturnConfig
+import Stunturn
 import StunturnRelay
 import StunturnServer
 import StunturnSignaling
@@ -70,13 +71,43 @@ public final class Agent: Sendable {
         }
     }
 
-    /// Carries one connection over stdin/stdout (for ssh's ProxyCommand); returns when it ends,
-    /// with the relay's report, or nil when no tunnel could be set up (the log says why).
+    /// Carries one connection over stdin/stdout (for ssh's ProxyCommand) as the one stream of its
+    /// own session; returns when it ends, with its report, or nil when no session could be set up
+    /// (the log says why).
     public static func runStdio(_ forward: ForwardConfig, logger: Logger, relay: RelayEngine = .shared) async throws -> RelayReport? {
         let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: ForwardStatistics(),
                                      connections: nil)
         let endpoint = try RelayEndpoint.standardIO()
-        return await carryToPeer(context: context, local: endpoint, description: "stdio") {}
+        let session: RelaySession, peer: String
+        do {
+            (session, peer) = try await context.openSession()
+        } catch {
+            logger.warning("stdio not carried: \(context.describeFailure(error))")
+            return nil
+        }
+        // stdin and stdout reach the session through a socket pair: the relay copes with whatever
+        // they are (pipes, terminals, regular files), the session sees one socket like any stream.
+        // A local socket pair cannot carry a reset (closing one end is an end-of-file at the
+        // other), so a stream that ends abnormally closes the stdio relay itself.
+        let (near, far) = try Socket.streamPair()
+        let local = RelayHolder()
+        async let streamReport: RelayReport = {
+            let report = await session.carry(far, name: "stdio")
+            if report.reset { local.cancel(reason: "the stream was reset: \(report.reason)") }
+            return report
+        }()
+        let localReport = await withCheckedContinuation { (continuation: CheckedContinuation<RelayReport, Never>) in
+            local.set(relay.relay(endpoint, RelayEndpoint(socket: near, name: "stdio pair"), idleTimeout: forward.idleTimeout) {
+                continuation.resume(returning: $0)
+            })
+        }
+        var report = await streamReport
+        session.drain()
+        context.logEnd(of: await session.ended, peer: peer)
+        // The stream's end says how the peer's side went; the local relay's whether stdout took it all.
+        report.reset = report.reset || localReport.reset
+        context.record(report, description: "stdio", peer: peer)
+        return report
     }
 }
 

@@ -1,4 +1,5 @@
 import Logging
+import Stunturn
 import StunturnConfig
 import StunturnPunch
 import StunturnRelay
@@ -110,24 +111,24 @@ struct ForwardContext: Sendable {
 final class RelayHolder: Sendable {
     private struct State {
         var connection: RelayConnection?
-        var cancelled = false
+        var cancelled: String?
     }
     private let state = Mutex(State())
 
     func set(_ connection: RelayConnection) {
-        let closeNow = state.withLock { state -> Bool in
+        let closeNow = state.withLock { state -> String? in
             state.connection = connection
             return state.cancelled
         }
-        if closeNow { connection.close(reason: "agent shutting down") }
+        if let closeNow { connection.close(reason: closeNow) }
     }
 
-    func cancel() {
+    func cancel(reason: String = "agent shutting down") {
         let connection = state.withLock { state -> RelayConnection? in
-            state.cancelled = true
+            state.cancelled = reason
             return state.connection
         }
-        connection?.close(reason: "agent shutting down")
+        connection?.close(reason: reason)
     }
 }
 

@@ -26,9 +26,12 @@ struct ExposeForward: Sendable {
             while !Task.isCancelled {
                 let started = ContinuousClock.now
                 do {
+                    // Said as soon as the server takes the poll, not when the long-poll ends.
+                    let recovering = backoff.failures > 0
                     let rendezvous = try await context.signaling.pollForInitiator(
-                        key: context.keys.signalingKey, wait: receiverLongPoll, udp: context.config.transport == .udp)
-                    if backoff.failures > 0 { log.info("signaling server reachable again") }
+                        key: context.keys.signalingKey, wait: receiverLongPoll, udp: context.config.transport == .udp) {
+                        if recovering { log.info("signaling server reachable again") }
+                    }
                     backoff.reset()
                     guard let rendezvous else {
                         if ContinuousClock.now - started < receiverLongPoll / 2 { try? await Task.sleep(for: receiverPollInterval) }
@@ -51,32 +54,47 @@ struct ExposeForward: Sendable {
         }
     }
 
+    /// Punches and runs the handshake for one paired initiator, then carries its session: each
+    /// stream the peer opens is a new connection to the exposed service.
     private func serve(_ rendezvous: PeerRendezvous) async {
         let log = context.logger
-        let stats = context.statistics
-        stats.started()
         let start = ContinuousClock.now
+        let session: RelaySession
+        let peer: String
         do {
             let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
             let punched = ContinuousClock.now - start
-            let peer = tunnel.peerDescription
-            let session = try await context.secure(tunnel, as: .responder, consequence: "; nothing reached \(target)")
-            let local: Socket
-            do {
-                local = try await Socket.connect(to: try await context.localAddress(target), timeout: context.config.connectTimeout)
-            } catch {
-                throw SessionFailure(.serviceUnreachable, "cannot reach the exposed service: \(error)", underlying: error)
+            peer = tunnel.peerDescription
+            let secured = try await context.secure(tunnel, as: .responder, consequence: "; nothing reached \(target)")
+            let context = self.context, target = self.target
+            session = context.startSession(on: tunnel, peer: peer, side: .responder, secured: secured) { session, id in
+                Task { await ExposeForward.connect(id, on: session, to: target, peer: peer, context: context) }
             }
-            log.info("tunnel up", metadata: ["peer": "\(peer)", "punch_ms": "\(punched.milliseconds)",
-                                             "encrypted": "\(session != nil)"])
-            let report = await context.carry(RelayEndpoint(socket: local, name: "service \(target)"),
-                                             RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
-                                             transform: session.map(SealingTransform.init))
-            stats.finished(out: report.bytesAToB, in: report.bytesBToA)
-            log.log(level: report.logLevel, "connection closed: \(report)", metadata: ["peer": "\(peer)"])
+            log.info("tunnel up: session with the peer established", metadata: [
+                "peer": "\(peer)", "punch_ms": "\(punched.milliseconds)", "encrypted": "\(secured != nil)"])
         } catch {
-            stats.failedBeforeRelay()
+            context.statistics.failedBeforeRelay()
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
+            return
+        }
+        context.logEnd(of: await context.hold(session), peer: peer)
+    }
+
+    /// Connects a stream the peer opened to the exposed service; a service that cannot be reached
+    /// resets the stream, and the log says why.
+    private static func connect(_ id: UInt32, on session: RelaySession, to target: Endpoint, peer: String, context: ForwardContext) async {
+        context.statistics.started()
+        let local: Socket
+        do {
+            local = try await Socket.connect(to: try await context.localAddress(target), timeout: context.config.connectTimeout)
+        } catch {
+            session.refuse(id, reason: "cannot reach the exposed service: \(error)")
+            context.statistics.failedBeforeRelay()
+            context.logger.warning("stream \(id) not carried: cannot reach the exposed service \(target): \(error)", metadata: ["peer": "\(peer)"])
+            return
+        }
+        session.attach(id, local, name: "service \(target)") { report in
+            context.record(report, description: "stream \(id) to \(target)", peer: peer)
         }
     }
 }
@@ -112,7 +130,7 @@ struct SessionFailure: Error, CustomStringConvertible {
     }
 }
 
-/// Opens a local port; each connection is carried to the peer's exposed service.
+/// Opens a local port and keeps a session with the peer up; each connection is a stream on it.
 struct ListenForward: Sendable {
     let context: ForwardContext
     let address: Endpoint
@@ -126,12 +144,22 @@ struct ListenForward: Sendable {
         guard let listener = await context.bindLocal({ try Socket.listener(on: try await context.localAddress(address)) }) else { return }
         defer { listener.close() }
         log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
+        let keeper = SessionKeeper()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await keepSession(keeper) }
+            await accept(on: listener, keeper: keeper)
+            group.cancelAll()
+        }
+    }
+
+    private func accept(on listener: Socket, keeper: SessionKeeper) async {
+        let log = context.logger
         var backoff = Backoff()
         while !Task.isCancelled {
             do {
                 let (connection, from) = try await listener.accept(until: nil)
                 backoff.reset()
-                if !context.submit({ await carry(connection, from: from) }) {
+                if !context.submit({ await carry(connection, from: from, keeper: keeper) }) {
                     log.info("connection from \(from) refused: the agent is shutting down")
                     connection.close()
                 }
@@ -146,46 +174,53 @@ struct ListenForward: Sendable {
         }
     }
 
-    private func carry(_ local: Socket, from client: SocketAddress) async {
-        await carryToPeer(context: context, local: RelayEndpoint(socket: local, name: "client \(client)"),
-                          description: "connection from \(client)") {
-            // Cut short by shutdown: a reset, so the client does not take it for an orderly end.
-            if Task.isCancelled { try? local.setAbortiveClose() }
-            local.close()
+    /// Sets the session up, holds it (in the connection pool, so it drains on shutdown) and sets
+    /// it up again, with back-off, whenever it ends; until the forward stops.
+    private func keepSession(_ keeper: SessionKeeper) async {
+        let log = context.logger
+        var backoff = Backoff()
+        while !Task.isCancelled {
+            do {
+                let (session, peer) = try await context.openSession()
+                let started = ContinuousClock.now
+                keeper.up(session, peer: peer)
+                if !context.submit({ context.logEnd(of: await context.hold(session), peer: peer) }) {
+                    session.close(reason: "agent shutting down")
+                }
+                guard let report = await session.endedUnlessCancelled() else { return }
+                keeper.down(session, reason: "the last session ended: \(report.reason)")
+                // A session that lasted was healthy: set it up again at once, not after a long wait.
+                if ContinuousClock.now - started > .seconds(30) { backoff.reset() }
+                if Task.isCancelled { return }
+                let delay = backoff.next()
+                log.info("setting the session up again in \(formatDuration(delay))")
+                try? await Task.sleep(for: delay)
+            } catch {
+                if Task.isCancelled { return }
+                let reason = context.describeFailure(error)
+                keeper.failed(reason)
+                let delay = backoff.next()
+                log.warning("no session with the peer: \(reason); retrying in \(formatDuration(delay))")
+                try? await Task.sleep(for: delay)
+            }
         }
     }
-}
 
-/// Signals as initiator, punches, runs the handshake and relays `local` to the peer. On failure
-/// `abandon` closes the local side, so a connection that cannot be carried never hangs.
-@discardableResult
-func carryToPeer(context: ForwardContext, local: @autoclosure () -> RelayEndpoint, description: String,
-                 abandon: () -> Void) async -> RelayReport? {
-    let log = context.logger
-    let stats = context.statistics
-    stats.started()
-    let start = ContinuousClock.now
-    do {
-        let rendezvous = try await context.signaling.requestTCPPeer(
-            key: context.keys.signalingKey, targetIP: context.config.peerIP ?? "", timeout: context.config.signalTimeout)
-        let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
-        let peer = tunnel.peerDescription
-        let session = try await context.secure(tunnel, as: .initiator)
-        log.info("tunnel up", metadata: ["peer": "\(peer)", "setup_ms": "\((ContinuousClock.now - start).milliseconds)",
-                                         "encrypted": "\(session != nil)"])
-        let report = await context.carry(local(), RelayEndpoint(socket: tunnel, name: "peer \(peer)"),
-                                         transform: session.map(SealingTransform.init))
-        stats.finished(out: report.bytesAToB, in: report.bytesBToA)
-        log.log(level: report.logLevel, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
-        return report
-    } catch {
-        stats.failedBeforeRelay()
-        abandon()
-        if Task.isCancelled {
-            log.info("\(description) closed: agent shutting down")
-        } else {
-            log.warning("\(description) not carried: \(context.describeFailure(error))")
+    private func carry(_ local: Socket, from client: SocketAddress, keeper: SessionKeeper) async {
+        let description = "connection from \(client)"
+        context.statistics.started()
+        guard let (session, peer) = await keeper.session(within: context.config.signalTimeout) else {
+            context.statistics.failedBeforeRelay()
+            if Task.isCancelled {
+                try? local.setAbortiveClose()
+                context.logger.info("\(description) closed: agent shutting down")
+            } else {
+                context.logger.warning("\(description) not carried: no session with the peer within \(formatDuration(context.config.signalTimeout)) (\(keeper.lastFailure ?? "still being set up"))")
+            }
+            local.close()
+            return
         }
-        return nil
+        let report = await session.carry(local, name: "client \(client)")
+        context.record(report, description: description, peer: peer)
     }
 }

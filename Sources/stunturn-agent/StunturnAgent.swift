@@ -168,6 +168,8 @@ struct Forward: AsyncParsableCommand {
         discussion: """
             With --stdio, one connection is carried over stdin/stdout, for ssh's ProxyCommand:
               ssh -o ProxyCommand="stunturn-agent forward --stdio --key KEY --server HOST:PORT" host
+            Each forward keeps one encrypted session with its peer; every local connection is a \
+            stream on it (--stdio: one stream on a session of its own).
             It exits 0 when the connection ended in order, and 1 when no tunnel could be set up or \
             the tunnel broke (reset, failed authentication, or ended without the peer's close \
             record, so what was received may be incomplete); a warning on stderr says why.
@@ -206,6 +208,12 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Reset relayed connections idle this many seconds, at both ends (0: never).", valueName: "seconds"))
     var idleTimeout = Seconds(0)
 
+    @Option(name: .long, help: ArgumentHelp("Seconds between the session's pings; three unanswered ones end the session, which is then set up again.", valueName: "seconds"))
+    var keepalive = Seconds(15)
+
+    @Option(name: .long, help: ArgumentHelp("Connections one session carries at once; past it new ones are refused.", valueName: "count"))
+    var maxStreams: Int = ForwardConfig.defaultMaxStreams
+
     @Flag(name: .long, help: "Turn tunnel encryption OFF (for measuring its overhead only).")
     var plaintextInsecure = false
 
@@ -227,6 +235,10 @@ struct Forward: AsyncParsableCommand {
         try punchTimeout.check("--punch-timeout", 0.001...3600)
         try signalTimeout.check("--signal-timeout", 0.001...3600)
         try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
+        try keepalive.check("--keepalive", 0.001...86_400)
+        guard ForwardConfig.maxStreamsRange.contains(maxStreams) else {
+            throw ValidationError("--max-streams must be \(ForwardConfig.maxStreamsRange.lowerBound)-\(ForwardConfig.maxStreamsRange.upperBound), got \(maxStreams)")
+        }
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
         if stdio && drain.drainTimeout != nil {
             throw ValidationError("--drain-timeout does not apply to --stdio: its one connection ends when stdin does")
@@ -245,7 +257,8 @@ struct Forward: AsyncParsableCommand {
                 name: stdio ? "stdio" : (expose != nil ? "expose" : "listen"), mode: mode, key: key,
                 transport: udp ? .udp : .tcp, server: try server.endpoint("--server"), peerIP: peerIP, tries: tries,
                 punchTimeout: punchTimeout.duration, signalTimeout: signalTimeout.duration,
-                idleTimeout: idleTimeout.isZero ? nil : idleTimeout.duration, plaintextInsecure: plaintextInsecure)
+                idleTimeout: idleTimeout.isZero ? nil : idleTimeout.duration, keepalive: keepalive.duration, maxStreams: maxStreams,
+                plaintextInsecure: plaintextInsecure)
             if stdio {
                 TerminationSignal.ignoreHangUp()
                 // stdin and stdout cannot be reset as a socket can, so a broken tunnel (the stream

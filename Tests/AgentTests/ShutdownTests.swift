@@ -56,7 +56,13 @@ import Testing
             try await Task.sleep(for: .milliseconds(20))
         }
         socket.shutdownWrite()
-        let answer = String(decoding: try await readToEnd(socket), as: UTF8.self)
+        let answer: String
+        do {
+            answer = String(decoding: try await readToEnd(socket), as: UTF8.self)
+        } catch {
+            Issue.record("\(error)\n\(rig.logs)")
+            return
+        }
         #expect(answer == "\(payload.count) \(sha256(payload))", "\(rig.logs)")
         // Once the last connection has ended in order, both agents exit 0 without waiting out the
         // 60 s drain.

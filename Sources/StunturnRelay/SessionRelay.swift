@@ -1,0 +1,889 @@
+import Dispatch
+import StunturnMux
+import StunturnSockets
+import Synchronization
+
+/// How a session behaves: its limits and its liveness checks.
+public struct SessionOptions: Sendable {
+    /// Streams open at once; past it a new local connection is refused (YAML `max_streams`).
+    public var maxStreams: Int
+    /// Between pings; three unanswered ones end the session (YAML `keepalive`).
+    public var keepalive: Duration
+    public var allowedMisses: Int
+    /// A stream with no traffic either way for this long is reset (YAML `idle_timeout`).
+    public var streamIdleTimeout: Duration?
+    /// Bytes the session holds on the way to its local connections, across all streams; past it
+    /// the tunnel is not read until they have taken some. Each stream's own window (256 KiB, up to
+    /// 16 MiB) bounds it first; this bounds the sum.
+    public var maxBuffered: Int
+
+    public init(maxStreams: Int = 1024, keepalive: Duration = .seconds(15), allowedMisses: Int = 3,
+                streamIdleTimeout: Duration? = nil, maxBuffered: Int = 32 << 20) {
+        self.maxStreams = maxStreams
+        self.keepalive = keepalive
+        self.allowedMisses = allowedMisses
+        self.streamIdleTimeout = streamIdleTimeout
+        self.maxBuffered = maxBuffered
+    }
+}
+
+/// How a session ended.
+public struct SessionReport: Sendable, CustomStringConvertible {
+    public var reason: String
+    /// Ended in order: a GoAway from either side once no stream was left.
+    public var clean: Bool
+    /// Ended by its owner (`close`) rather than by the peer or the path.
+    public var endedByOwner: Bool
+    public var streamsCarried: Int
+    public var duration: Duration
+
+    public var description: String {
+        "\(reason); \(streamsCarried) stream(s) carried in \(formatDuration(duration))"
+    }
+}
+
+/// What a session is doing now.
+public struct SessionStatus: Sendable {
+    public var openStreams: Int
+    public var streamsCarried: Int
+    /// From the last answered ping.
+    public var roundTrip: Duration?
+    /// Wire bytes on the tunnel, each way.
+    public var bytesSent: UInt64
+    public var bytesReceived: UInt64
+}
+
+extension RelayEngine {
+    /// Runs a multiplexed session on `tunnel` (an established, non-blocking socket to the peer,
+    /// after the handshake): frames of `StunturnMux` inside the records `transform` seals and opens
+    /// (`forward` seals, `backward` opens, `forwardEnd` writes the close record, `backwardEnd`
+    /// judges the end), or plain frames when `transform` is nil.
+    ///
+    /// `onIncoming` runs on the relay's queue when the peer opens a stream: the owner answers with
+    /// `attach` (its local connection) or `refuse`, from anywhere, later. It is never called on
+    /// the initiator side, which refuses streams the peer opens. `onRoundTrip` reports each ping's
+    /// round trip. The session ends when the tunnel breaks, the peer stops answering pings, either
+    /// side sends GoAway, or the owner closes or drains it; its streams are then reset.
+    public func session(tunnel: Socket, peerName: String, side: MuxSession.Side, transform: RelayTransform?,
+                        options: SessionOptions = SessionOptions(),
+                        onIncoming: (@Sendable (RelaySession, UInt32) -> Void)? = nil,
+                        onRoundTrip: (@Sendable (Duration) -> Void)? = nil) -> RelaySession {
+        let worker = nextWorkerBound()
+        let fd = tunnel.detach()
+        let engine = SessionRelay(tunnelFD: fd, peerName: peerName, side: side, transform: transform, options: options,
+                                  onRoundTrip: onRoundTrip)
+        let handle = RelaySession(QueueBound(engine, on: worker.queue))
+        worker.queue.async {
+            let engine = handle.engine.value
+            engine.handle = handle
+            engine.onIncoming = onIncoming.map { callback in { [unowned handle] id in callback(handle, id) } }
+            engine.start(on: worker.value)
+        }
+        return handle
+    }
+}
+
+/// A handle on one session: open streams on it, answer the peer's, end it.
+public final class RelaySession: Sendable {
+    let engine: QueueBound<SessionRelay>
+    private struct EndState {
+        var report: SessionReport?
+        var waiters: [Int: CheckedContinuation<SessionReport?, Never>] = [:]
+        var nextWaiter = 0
+    }
+    private let end = Mutex(EndState())
+
+    init(_ engine: QueueBound<SessionRelay>) { self.engine = engine }
+
+    /// Carries `local` (a connected socket) as a new stream; `onFinish` runs once it has ended,
+    /// with `refused` set when the session could not take it (stream limit, session over).
+    public func open(_ local: Socket, name: String, onFinish: @escaping @Sendable (RelayReport) -> Void) {
+        let fd = local.detach()
+        engine.async { $0.openStream(fd: fd, name: name, onFinish: onFinish) }
+    }
+
+    /// Carries `local` as a stream until it ends; cancellation resets the stream.
+    public func carry(_ local: Socket, name: String) async -> RelayReport {
+        let fd = local.detach()
+        let state = Mutex<(opened: UInt32?, cancelled: Bool)>((nil, false))
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                engine.async { engine in
+                    engine.openStream(fd: fd, name: name, onFinish: { continuation.resume(returning: $0) }) { id in
+                        let cancelled = state.withLock { state -> Bool in
+                            state.opened = id
+                            return state.cancelled
+                        }
+                        // Cancelled before the stream opened: it ends as soon as it begins.
+                        if cancelled { engine.queueReset(id) }
+                    }
+                }
+            }
+        } onCancel: {
+            let opened = state.withLock { state -> UInt32? in
+                state.cancelled = true
+                return state.opened
+            }
+            if let opened { engine.async { $0.resetStream(opened, reason: "closed by the agent") } }
+        }
+    }
+
+    /// Carries `local` as the stream the peer opened (see `onIncoming`).
+    public func attach(_ id: UInt32, _ local: Socket, name: String, onFinish: @escaping @Sendable (RelayReport) -> Void) {
+        let fd = local.detach()
+        engine.async { $0.attach(id, fd: fd, name: name, onFinish: onFinish) }
+    }
+
+    /// Refuses the stream the peer opened: it is reset.
+    public func refuse(_ id: UInt32, reason: String) {
+        engine.async { $0.refuse(id, reason: reason) }
+    }
+
+    /// Takes no new streams from now on (the peer's are refused, `open` reports refusal); once the
+    /// last stream has ended the session ends in order with a GoAway.
+    public func drain() {
+        engine.async { $0.drain() }
+    }
+
+    /// Ends the session now: every stream is reset.
+    public func close(reason: String) {
+        engine.async { $0.close(reason: reason) }
+    }
+
+    /// Waits for the session to end.
+    public var ended: SessionReport {
+        get async {
+            // Without cancellation the wait only ends with a report.
+            await withTaskCancellationHandler(operation: { await waitForEnd() }, onCancel: {}) ?? report!
+        }
+    }
+
+    private var report: SessionReport? { end.withLock { $0.report } }
+
+    /// Waits for the session to end; nil when the waiting task is cancelled first (the session
+    /// goes on).
+    public func endedUnlessCancelled() async -> SessionReport? {
+        await waitForEnd(cancellable: true)
+    }
+
+    private func waitForEnd(cancellable: Bool = false) async -> SessionReport? {
+        let ticket = end.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<SessionReport?, Never>) in
+                let ready = end.withLock { state -> SessionReport?? in
+                    if let report = state.report { return .some(report) }
+                    if cancellable && Task.isCancelled { return .some(nil) }
+                    state.waiters[ticket] = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            guard cancellable else { return }
+            let waiter = end.withLock { $0.waiters.removeValue(forKey: ticket) }
+            waiter?.resume(returning: nil)
+        }
+    }
+
+    /// True once the session has ended.
+    public var isEnded: Bool { end.withLock { $0.report != nil } }
+
+    public var status: SessionStatus {
+        get async {
+            await withCheckedContinuation { continuation in
+                engine.async { continuation.resume(returning: $0.status) }
+            }
+        }
+    }
+
+    func finished(_ report: SessionReport) {
+        let waiters = end.withLock { state -> [CheckedContinuation<SessionReport?, Never>] in
+            state.report = report
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(returning: report) }
+    }
+}
+
+/// One local connection carried as a stream.
+final class LocalStream {
+    let id: UInt32
+    /// -1 until the owner attaches the local connection of a stream the peer opened.
+    var fd: Int32 = -1
+    var name: String
+    var onFinish: (@Sendable (RelayReport) -> Void)?
+    var armed = DescriptorPoller.Events()
+    /// The local connection ended its input; the FIN is queued.
+    var sawEOF = false
+    var remoteFinished = false
+    var shutDownWrite = false
+    /// Reading stopped until the stream's window opens again, or the tunnel takes what it holds.
+    var waitingForWindow = false
+    var waitingForTunnel = false
+    /// The peer's bytes not yet taken by the local connection.
+    var toLocal: [[UInt8]] = []
+    var toLocalOffset = 0
+    var toLocalCount = 0
+    var bytesOut: UInt64 = 0
+    var bytesIn: UInt64 = 0
+    let started = ContinuousClock.now
+    var lastActivity = ContinuousClock.now
+
+    init(id: UInt32, name: String, onFinish: (@Sendable (RelayReport) -> Void)?) {
+        self.id = id
+        self.name = name
+        self.onFinish = onFinish
+    }
+
+    var attached: Bool { fd >= 0 }
+}
+
+/// A session's engine, on its worker's queue from `start` on: the tunnel's descriptor and every
+/// stream's local connection in the worker's epoll set, the multiplexer's state, and the sealing.
+final class SessionRelay: RelayClient {
+    /// One Data frame's payload at most: the round-robin turn of a stream.
+    static let framePayload = 64 * 1024
+    /// Frames read from one local connection per readiness report, sealed and sent together.
+    static let framesPerRead = 3
+    /// Reads of the tunnel per readiness report.
+    static let maxTunnelReads = 16
+
+    private let tunnelFD: Int32
+    private let peerName: String
+    private let side: MuxSession.Side
+    private let transform: RelayTransform?
+    private let options: SessionOptions
+    private let onRoundTrip: (@Sendable (Duration) -> Void)?
+    var onIncoming: ((UInt32) -> Void)?
+    /// Set on the queue before `start`; the session's end is reported through it.
+    var handle: RelaySession?
+
+    private var worker: RelayWorker!
+    private var mux: MuxSession
+    private var decoder: MuxFrameDecoder
+    private var keepalive: Keepalive
+    private var streams: [UInt32: LocalStream] = [:]
+    private var byFD: [Int32: UInt32] = [:]
+    private var waitingForWindow = Set<UInt32>()
+    private var waitingForTunnel = Set<UInt32>()
+    /// Sealed bytes the tunnel has not taken yet; local connections are not read meanwhile.
+    private var tunnelOut: [UInt8] = []
+    private var tunnelOutOffset = 0
+    private var tunnelArmed = DescriptorPoller.Events()
+    private var tunnelReading = true
+    private var toLocalBuffered = 0
+    /// Plaintext frames waiting to be sealed together.
+    private var plain: [UInt8] = []
+    private var timer: DispatchSourceTimer?
+    private var draining = false
+    private var closeWhenFlushed = false
+    private var finished = false
+    private var streamsCarried = 0
+    private var bytesSent: UInt64 = 0
+    private var bytesReceived: UInt64 = 0
+    private let started = ContinuousClock.now
+
+    init(tunnelFD: Int32, peerName: String, side: MuxSession.Side, transform: RelayTransform?, options: SessionOptions,
+         onRoundTrip: (@Sendable (Duration) -> Void)?) {
+        self.tunnelFD = tunnelFD
+        self.peerName = peerName
+        self.side = side
+        self.transform = transform
+        self.options = options
+        self.onRoundTrip = onRoundTrip
+        mux = MuxSession(side: side, maxStreams: options.maxStreams, maxFramePayload: SessionRelay.framePayload)
+        decoder = MuxFrameDecoder()
+        keepalive = Keepalive(interval: options.keepalive, allowedMisses: options.allowedMisses)
+    }
+
+    var status: SessionStatus {
+        SessionStatus(openStreams: streams.count, streamsCarried: streamsCarried, roundTrip: keepalive.roundTrip,
+                      bytesSent: bytesSent, bytesReceived: bytesReceived)
+    }
+
+    // MARK: start and end
+
+    func start(on worker: RelayWorker) {
+        self.worker = worker
+        do {
+            try SystemIO.setNonBlocking(tunnelFD)
+            _ = try worker.descriptorPoller()
+        } catch {
+            end("\(peerName): \(error)", clean: false)
+            return
+        }
+        worker.connections[tunnelFD] = self
+        updateTunnelInterest()
+        let period = max(Duration.milliseconds(50), min(options.keepalive / 2, (options.streamIdleTimeout ?? options.keepalive) / 4))
+        let timer = DispatchSource.makeTimerSource(queue: worker.queue)
+        timer.schedule(deadline: .now(), repeating: period.dispatchInterval, leeway: .milliseconds(20))
+        timer.setEventHandler { [unowned self] in self.tick() }
+        self.timer = timer
+        timer.resume()
+    }
+
+    private func tick() {
+        guard !finished else { return }
+        let now = ContinuousClock.now
+        if keepalive.peerGone(at: now) {
+            end("the peer answered none of \(options.allowedMisses) pings (keepalive \(formatDuration(options.keepalive)))", clean: false)
+            return
+        }
+        if keepalive.pingDue(at: now) {
+            keepalive.sent(mux.ping(), at: now)
+        }
+        if let idle = options.streamIdleTimeout {
+            for stream in Array(streams.values) where now - stream.lastActivity >= idle {
+                mux.reset(stream.id)
+                finishStream(stream, reason: "idle for \(formatDuration(idle))", reset: true, byRelay: true)
+            }
+        }
+        flush()
+    }
+
+    func drain() {
+        guard !finished else { return }
+        draining = true
+        endIfDrained()
+    }
+
+    func close(reason: String) {
+        guard !finished else { return }
+        end(reason, clean: false, byOwner: true)
+    }
+
+    private func endIfDrained() {
+        guard draining, streams.isEmpty, !finished, !closeWhenFlushed else { return }
+        // The last streams' FINs go out first; the GoAway waits until the tunnel has taken them.
+        flush()
+        guard tunnelOutOffset >= tunnelOut.count else { return }
+        mux.goAway(.normal)
+        flush()
+        sendCloseRecord()
+        if tunnelOutOffset < tunnelOut.count {
+            // The GoAway goes out before the descriptor closes; the writable report ends it.
+            closeWhenFlushed = true
+        } else {
+            end("drained: no stream left", clean: true, byOwner: true)
+        }
+    }
+
+    private func sendCloseRecord() {
+        guard let transform else { return }
+        do {
+            let output = worker.outScratch(atLeast: transform.forwardEndCapacity)
+            let produced = try transform.forwardEnd(into: output)
+            sendSealed(UnsafeRawBufferPointer(rebasing: output[0..<produced]))
+        } catch {
+            // Already closed: nothing more to say.
+        }
+    }
+
+    /// Ends the session: every stream still open is reset, the tunnel closed (reset unless the
+    /// end was an orderly one), and the owner told why.
+    private func end(_ reason: String, clean: Bool, byOwner: Bool = false) {
+        guard !finished else { return }
+        finished = true
+        for stream in Array(streams.values) {
+            finishStream(stream, reason: "session ended: \(reason)", reset: true, byRelay: byOwner)
+        }
+        timer?.cancel()
+        timer = nil
+        if let poller = try? worker?.descriptorPoller() { poller.forget(tunnelFD) }
+        if worker?.connections[tunnelFD] === self { worker.connections[tunnelFD] = nil }
+        if !clean { try? SystemIO.resetOnClose(tunnelFD) }
+        SystemIO.close(tunnelFD)
+        let report = SessionReport(reason: reason, clean: clean, endedByOwner: byOwner, streamsCarried: streamsCarried,
+                                   duration: ContinuousClock.now - started)
+        onIncoming = nil
+        let handle = self.handle
+        self.handle = nil
+        handle?.finished(report)
+    }
+
+    // MARK: streams from the owner
+
+    func openStream(fd: Int32, name: String, onFinish: @escaping @Sendable (RelayReport) -> Void,
+                    opened: ((UInt32) -> Void)? = nil) {
+        let refusal: String?
+        if finished {
+            refusal = "the session has ended"
+        } else if draining {
+            refusal = "the session is draining"
+        } else if streams.count >= options.maxStreams {
+            refusal = "the session carries \(streams.count) streams, its limit (max_streams)"
+        } else {
+            refusal = nil
+        }
+        guard let id = refusal == nil ? mux.openStream() : nil else {
+            refuseLocal(fd: fd, name: name, reason: refusal ?? "the session carries its limit of streams (max_streams)", onFinish: onFinish)
+            return
+        }
+        let stream = LocalStream(id: id, name: name, onFinish: onFinish)
+        streams[id] = stream
+        streamsCarried += 1
+        opened?(id)
+        attachDescriptor(fd, to: stream)
+        // The SYN goes out now; the first data follows at once, without waiting for the ACK.
+        flush()
+    }
+
+    func attach(_ id: UInt32, fd: Int32, name: String, onFinish: @escaping @Sendable (RelayReport) -> Void) {
+        guard !finished, let stream = streams[id], !stream.attached else {
+            // The peer reset the stream, or the session ended, while the connection was made.
+            refuseLocal(fd: fd, name: name, reason: finished ? "the session has ended" : "the peer reset the stream", onFinish: onFinish)
+            return
+        }
+        stream.name = name
+        stream.onFinish = onFinish
+        attachDescriptor(fd, to: stream)
+        writeLocal(stream)
+        flush()
+    }
+
+    /// Resets a stream later on the queue, once the call that opened it has returned.
+    func queueReset(_ id: UInt32) {
+        QueueBound(self, on: worker.queue).async { $0.resetStream(id, reason: "closed by the agent") }
+    }
+
+    /// Resets a stream from this side (its owner gave up on it).
+    func resetStream(_ id: UInt32, reason: String) {
+        guard !finished, let stream = streams[id] else { return }
+        mux.reset(id)
+        finishStream(stream, reason: reason, reset: true, byRelay: true)
+        flush()
+    }
+
+    func refuse(_ id: UInt32, reason: String) {
+        guard !finished, let stream = streams[id] else { return }
+        mux.reset(id)
+        finishStream(stream, reason: reason, reset: true, byRelay: false)
+        flush()
+    }
+
+    private func refuseLocal(fd: Int32, name: String, reason: String, onFinish: @Sendable (RelayReport) -> Void) {
+        try? SystemIO.resetOnClose(fd)
+        SystemIO.close(fd)
+        var report = RelayReport(bytesAToB: 0, bytesBToA: 0, duration: .zero, reason: "refused: \(reason)", clean: false,
+                                 reset: true, endedByRelay: true)
+        report.refused = true
+        onFinish(report)
+    }
+
+    private func attachDescriptor(_ fd: Int32, to stream: LocalStream) {
+        do {
+            try SystemIO.setNonBlocking(fd)
+        } catch {
+            SystemIO.close(fd)
+            mux.reset(stream.id)
+            finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
+            return
+        }
+        stream.fd = fd
+        byFD[fd] = stream.id
+        worker.connections[fd] = self
+        updateInterest(stream)
+    }
+
+    // MARK: readiness
+
+    func ready(_ fd: Int32, _ events: DescriptorPoller.Events) {
+        guard !finished else { return }
+        if fd == tunnelFD {
+            tunnelArmed = []
+            if events.contains(.writable) { tunnelWritable() }
+            if events.contains(.readable) { tunnelReadable() }
+            if !finished { updateTunnelInterest() }
+        } else if let id = byFD[fd], let stream = streams[id] {
+            stream.armed = []
+            if events.contains(.writable) && stream.toLocalCount > 0 { writeLocal(stream) }
+            if events.contains(.readable) && streams[id] != nil { readLocal(stream) }
+            if streams[id] != nil { updateInterest(stream) }
+        }
+        flush()
+    }
+
+    private func updateTunnelInterest() {
+        guard !finished else { return }
+        var wanted = DescriptorPoller.Events()
+        if tunnelReading { wanted.insert(.readable) }
+        if tunnelOutOffset < tunnelOut.count { wanted.insert(.writable) }
+        guard wanted != tunnelArmed, !wanted.isEmpty else { return }
+        do {
+            _ = try worker.descriptorPoller().watch(tunnelFD, for: wanted)
+            tunnelArmed = wanted
+        } catch {
+            end("\(peerName): \(error)", clean: false)
+        }
+    }
+
+    private func updateInterest(_ stream: LocalStream) {
+        guard stream.attached, !finished else { return }
+        var wanted = DescriptorPoller.Events()
+        if !stream.sawEOF && !stream.waitingForWindow && !stream.waitingForTunnel { wanted.insert(.readable) }
+        if stream.toLocalCount > 0 { wanted.insert(.writable) }
+        guard wanted != stream.armed, !wanted.isEmpty else { return }
+        do {
+            _ = try worker.descriptorPoller().watch(stream.fd, for: wanted)
+            stream.armed = wanted
+        } catch {
+            mux.reset(stream.id)
+            finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
+        }
+    }
+
+    // MARK: local connections to the tunnel
+
+    /// Reads the local connection straight into Data frames (a header, then the bytes read after
+    /// it), a few frames' worth, and seals and sends them together.
+    private func readLocal(_ stream: LocalStream) {
+        guard stream.attached, !stream.sawEOF else { return }
+        guard tunnelOutOffset >= tunnelOut.count else {
+            stream.waitingForTunnel = true
+            waitingForTunnel.insert(stream.id)
+            return
+        }
+        let scratch = worker.inScratch
+        var used = 0
+        var ended = false
+        for _ in 0..<SessionRelay.framesPerRead {
+            let allowance = min(mux.directAllowance(stream.id), scratch.count - used - MuxFrame.headerLength)
+            guard allowance > 0 else {
+                if mux.directAllowance(stream.id) == 0 {
+                    stream.waitingForWindow = true
+                    waitingForWindow.insert(stream.id)
+                }
+                break
+            }
+            let payloadStart = used + MuxFrame.headerLength
+            let result: ReadResult
+            do {
+                result = try SystemIO.read(stream.fd, into: UnsafeMutableRawBufferPointer(rebasing: scratch[payloadStart..<(payloadStart + allowance)]))
+            } catch {
+                sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<used]))
+                mux.reset(stream.id)
+                finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
+                return
+            }
+            guard case .bytes(let n) = result else {
+                ended = result == .endOfFile
+                break
+            }
+            let flags = mux.sentDirect(stream.id, n)
+            Self.writeHeader(into: scratch, at: used, flags: flags, stream: stream.id, length: n)
+            used = payloadStart + n
+            stream.bytesOut += UInt64(n)
+            stream.lastActivity = .now
+            if n < allowance { break }
+        }
+        if used > 0 { sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<used])) }
+        if ended && !finished {
+            stream.sawEOF = true
+            mux.finish(stream.id)
+            completeIfDone(stream)
+        }
+    }
+
+    private static func writeHeader(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, flags: MuxFrame.Flags,
+                                     stream: UInt32, length: Int) {
+        buffer[offset] = MuxFrame.version
+        buffer[offset + 1] = MuxFrame.Kind.data.rawValue
+        buffer[offset + 2] = UInt8(flags.rawValue >> 8)
+        buffer[offset + 3] = UInt8(flags.rawValue & 0xff)
+        for i in 0..<4 {
+            buffer[offset + 4 + i] = UInt8(truncatingIfNeeded: stream >> (24 - 8 * UInt32(i)))
+            buffer[offset + 8 + i] = UInt8(truncatingIfNeeded: UInt32(length) >> (24 - 8 * UInt32(i)))
+        }
+    }
+
+    /// Sends the frames the multiplexer has queued (SYNs, FINs, resets, window updates, pings),
+    /// sealed together, while the tunnel takes them.
+    private func flush() {
+        guard !finished else { return }
+        while tunnelOutOffset >= tunnelOut.count, let frame = mux.nextFrame() {
+            frame.encode(appendingTo: &plain)
+            if plain.count >= 64 * 1024 {
+                flushPlain()
+            }
+        }
+        flushPlain()
+    }
+
+    private func flushPlain() {
+        guard !plain.isEmpty else { return }
+        plain.withUnsafeBytes { sealAndSend($0) }
+        plain.removeAll(keepingCapacity: plain.capacity <= 256 * 1024)
+    }
+
+    private func sealAndSend(_ plaintext: UnsafeRawBufferPointer) {
+        guard !plaintext.isEmpty, !finished else { return }
+        guard let transform else {
+            sendSealed(plaintext)
+            return
+        }
+        let output = worker.outScratch(atLeast: transform.forwardCapacity(forInputCount: plaintext.count))
+        do {
+            let produced = try transform.forward(plaintext, into: output)
+            sendSealed(UnsafeRawBufferPointer(rebasing: output[0..<produced]))
+        } catch {
+            end("sealing failed: \(error)", clean: false)
+        }
+    }
+
+    /// Writes wire bytes to the tunnel in order; what it does not take now waits in `tunnelOut`.
+    private func sendSealed(_ bytes: UnsafeRawBufferPointer) {
+        guard !finished, !bytes.isEmpty else { return }
+        if tunnelOutOffset < tunnelOut.count {
+            tunnelOut.append(contentsOf: bytes)
+            return
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let written: Int?
+            do {
+                written = try SystemIO.write(tunnelFD, UnsafeRawBufferPointer(rebasing: bytes[offset...]), isSocket: true)
+            } catch {
+                end("\(peerName): \(error)", clean: false)
+                return
+            }
+            guard let written else { break }
+            offset += written
+            bytesSent += UInt64(written)
+        }
+        if offset < bytes.count {
+            tunnelOut.removeAll(keepingCapacity: true)
+            tunnelOut.append(contentsOf: bytes[offset...])
+            tunnelOutOffset = 0
+            updateTunnelInterest()
+        }
+    }
+
+    private func tunnelWritable() {
+        while tunnelOutOffset < tunnelOut.count {
+            let written: Int?
+            do {
+                written = try tunnelOut.withUnsafeBytes {
+                    try SystemIO.write(tunnelFD, UnsafeRawBufferPointer(rebasing: $0[tunnelOutOffset...]), isSocket: true)
+                }
+            } catch {
+                end("\(peerName): \(error)", clean: false)
+                return
+            }
+            guard let written else { return }
+            tunnelOutOffset += written
+            bytesSent += UInt64(written)
+        }
+        tunnelOut.removeAll(keepingCapacity: tunnelOut.capacity <= 1 << 20)
+        tunnelOutOffset = 0
+        if closeWhenFlushed {
+            end("drained: no stream left", clean: true, byOwner: true)
+            return
+        }
+        endIfDrained()
+        if finished { return }
+        for id in waitingForTunnel {
+            guard let stream = streams[id] else { continue }
+            stream.waitingForTunnel = false
+            updateInterest(stream)
+        }
+        waitingForTunnel.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: the tunnel to local connections
+
+    private func tunnelReadable() {
+        for _ in 0..<SessionRelay.maxTunnelReads {
+            guard tunnelReading, !finished else { return }
+            let scratch = worker.inScratch
+            let result: ReadResult
+            do {
+                result = try SystemIO.read(tunnelFD, into: scratch)
+            } catch {
+                end("\(peerName): \(error)", clean: false)
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .endOfFile:
+                do {
+                    try transform?.backwardEnd()
+                    end("\(peerName) closed the tunnel", clean: false)
+                } catch {
+                    end("\(peerName): \(error)", clean: false)
+                }
+                return
+            case .bytes(let n):
+                bytesReceived += UInt64(n)
+                let frames: [MuxFrame]
+                do {
+                    let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+                    if let transform {
+                        let output = worker.outScratch(atLeast: transform.backwardCapacity(forInputCount: n))
+                        let produced = try transform.backward(input, into: output)
+                        frames = try decoder.decode(UnsafeRawBufferPointer(rebasing: output[0..<produced]))
+                    } else {
+                        frames = try decoder.decode(input)
+                    }
+                } catch let error as MuxError {
+                    protocolError(error)
+                    return
+                } catch {
+                    end("\(peerName): \(error)", clean: false)
+                    return
+                }
+                for frame in frames {
+                    receive(frame)
+                    if finished { return }
+                }
+                resumeStreamsWithWindow()
+            }
+        }
+    }
+
+    private func protocolError(_ error: MuxError) {
+        mux.goAway(.protocolError)
+        flush()
+        end("protocol error from \(peerName): \(error)", clean: false)
+    }
+
+    private func receive(_ frame: MuxFrame) {
+        let events: [MuxSession.Event]
+        do {
+            events = try mux.receive(frame)
+        } catch {
+            protocolError(error)
+            return
+        }
+        for event in events {
+            switch event {
+            case .opened(let id):
+                if side == .initiator || draining || onIncoming == nil {
+                    mux.reset(id)
+                    continue
+                }
+                streams[id] = LocalStream(id: id, name: "stream \(id)", onFinish: nil)
+                streamsCarried += 1
+                onIncoming?(id)
+            case .data(let id, let bytes):
+                guard let stream = streams[id] else { continue }
+                stream.toLocal.append(bytes)
+                stream.toLocalCount += bytes.count
+                toLocalBuffered += bytes.count
+                stream.lastActivity = .now
+                if stream.attached && stream.toLocalCount == bytes.count { writeLocal(stream) }
+            case .finished(let id):
+                guard let stream = streams[id] else { continue }
+                stream.remoteFinished = true
+                shutDownIfDelivered(stream)
+            case .reset(let id):
+                guard let stream = streams[id] else { continue }
+                finishStream(stream, reason: "the peer reset the stream", reset: true, byRelay: false)
+            case .refused(let id):
+                guard let stream = streams[id] else { continue }
+                finishStream(stream, reason: "the peer refused the stream", reset: true, byRelay: false)
+            case .pong(let value):
+                if let rtt = keepalive.answered(value, at: .now) { onRoundTrip?(rtt) }
+            case .goAway(let reason):
+                end(reason == .normal ? "\(peerName) ended the session" : "\(peerName) ended the session (\(reason))",
+                    clean: reason == .normal && streams.isEmpty)
+                return
+            }
+        }
+        if toLocalBuffered > options.maxBuffered && tunnelReading {
+            tunnelReading = false
+        }
+    }
+
+    private func resumeStreamsWithWindow() {
+        guard !waitingForWindow.isEmpty else { return }
+        for id in waitingForWindow {
+            guard let stream = streams[id] else { continue }
+            if mux.directAllowance(id) > 0 {
+                stream.waitingForWindow = false
+                updateInterest(stream)
+            }
+        }
+        waitingForWindow = waitingForWindow.filter { streams[$0]?.waitingForWindow == true }
+    }
+
+    /// Writes what the peer sent to the local connection; what it takes opens the stream's window.
+    private func writeLocal(_ stream: LocalStream) {
+        guard stream.attached else { return }
+        var taken = 0
+        defer {
+            if taken > 0 {
+                toLocalBuffered -= taken
+                stream.bytesIn += UInt64(taken)
+                stream.lastActivity = .now
+                mux.consumed(stream.id, taken, now: .now, rtt: keepalive.roundTrip)
+                if !tunnelReading && toLocalBuffered <= options.maxBuffered / 2 {
+                    tunnelReading = true
+                    updateTunnelInterest()
+                }
+            }
+        }
+        while let chunk = stream.toLocal.first {
+            let written: Int?
+            do {
+                written = try chunk.withUnsafeBytes {
+                    try SystemIO.write(stream.fd, UnsafeRawBufferPointer(rebasing: $0[stream.toLocalOffset...]), isSocket: true)
+                }
+            } catch {
+                mux.reset(stream.id)
+                finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
+                return
+            }
+            guard let written else {
+                updateInterest(stream)
+                return
+            }
+            taken += written
+            stream.toLocalCount -= written
+            stream.toLocalOffset += written
+            if stream.toLocalOffset == chunk.count {
+                stream.toLocal.removeFirst()
+                stream.toLocalOffset = 0
+            }
+        }
+        shutDownIfDelivered(stream)
+    }
+
+    private func shutDownIfDelivered(_ stream: LocalStream) {
+        guard stream.remoteFinished, stream.attached, stream.toLocalCount == 0, !stream.shutDownWrite else { return }
+        stream.shutDownWrite = true
+        SystemIO.shutdownWrite(stream.fd, isSocket: true)
+        completeIfDone(stream)
+    }
+
+    private func completeIfDone(_ stream: LocalStream) {
+        guard stream.sawEOF, stream.shutDownWrite else { return }
+        finishStream(stream, reason: "both sides closed", reset: false, byRelay: false)
+    }
+
+    /// Ends a stream's local side: closed in order when both directions ended, reset otherwise.
+    private func finishStream(_ stream: LocalStream, reason: String, reset: Bool, byRelay: Bool) {
+        guard streams.removeValue(forKey: stream.id) != nil else { return }
+        toLocalBuffered -= stream.toLocalCount
+        waitingForWindow.remove(stream.id)
+        waitingForTunnel.remove(stream.id)
+        if stream.attached {
+            byFD[stream.fd] = nil
+            if let poller = try? worker.descriptorPoller() { poller.forget(stream.fd) }
+            if worker.connections[stream.fd] === self { worker.connections[stream.fd] = nil }
+            if reset { try? SystemIO.resetOnClose(stream.fd) }
+            SystemIO.close(stream.fd)
+            stream.fd = -1
+        }
+        let report = RelayReport(bytesAToB: stream.bytesOut, bytesBToA: stream.bytesIn, duration: ContinuousClock.now - stream.started,
+                                 reason: reason, clean: !reset, reset: reset, endedByRelay: byRelay)
+        let callback = stream.onFinish
+        stream.onFinish = nil
+        callback?(report)
+        endIfDrained()
+    }
+}

@@ -1,0 +1,142 @@
+import Logging
+import ServiceLifecycle
+import Stunturn
+import StunturnMux
+import StunturnRelay
+import StunturnSockets
+import Synchronization
+
+extension ForwardContext {
+    var sessionOptions: SessionOptions {
+        SessionOptions(maxStreams: config.maxStreams, keepalive: config.keepalive, streamIdleTimeout: config.idleTimeout)
+    }
+
+    /// Signals as initiator, punches and runs the handshake: a session with the peer, up.
+    func openSession() async throws -> (session: RelaySession, peer: String) {
+        let start = ContinuousClock.now
+        let rendezvous = try await signaling.requestTCPPeer(
+            key: keys.signalingKey, targetIP: config.peerIP ?? "", timeout: config.signalTimeout)
+        let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: keys.punchTag, options: punchOptions)
+        let punched = ContinuousClock.now - start
+        let peer = tunnel.peerDescription
+        let secured = try await secure(tunnel, as: .initiator)
+        let session = startSession(on: tunnel, peer: peer, side: .initiator, secured: secured)
+        logger.info("tunnel up: session with the peer established", metadata: [
+            "peer": "\(peer)", "punch_ms": "\(punched.milliseconds)", "setup_ms": "\((ContinuousClock.now - start).milliseconds)",
+            "encrypted": "\(secured != nil)"])
+        return (session, peer)
+    }
+
+    /// Runs the multiplexer on an established tunnel.
+    func startSession(on tunnel: Socket, peer: String, side: MuxSession.Side, secured: TunnelSession?,
+                      onIncoming: (@Sendable (RelaySession, UInt32) -> Void)? = nil) -> RelaySession {
+        let logger = self.logger
+        return relay.session(tunnel: tunnel, peerName: "peer \(peer)", side: side, transform: secured.map(SealingTransform.init),
+                             options: sessionOptions, onIncoming: onIncoming) { rtt in
+            logger.debug("session round trip \(formatDuration(rtt))", metadata: ["peer": "\(peer)"])
+        }
+    }
+
+    /// Holds a session in the connection pool until it ends: on graceful shutdown it takes no new
+    /// streams and ends once its last stream has; cancellation (the drain time-out, a second
+    /// signal) resets it.
+    func hold(_ session: RelaySession) async -> SessionReport {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await session.ended
+            } onGracefulShutdown: {
+                session.drain()
+            }
+        } onCancel: {
+            session.close(reason: "agent shutting down")
+        }
+    }
+
+    /// Logs how a session ended: routine when in order or by the agent, a warning otherwise.
+    func logEnd(of report: SessionReport, peer: String, then: String = "") {
+        let level: Logger.Level = report.clean || report.endedByOwner ? .info : .warning
+        logger.log(level: level, "session with the peer ended: \(report)\(then)", metadata: ["peer": "\(peer)"])
+    }
+
+    /// Logs one carried stream's end and counts it.
+    func record(_ report: RelayReport, description: String, peer: String) {
+        if report.refused {
+            statistics.failedBeforeRelay()
+            logger.warning("\(description) not carried: \(report.reason)", metadata: ["peer": "\(peer)"])
+            return
+        }
+        statistics.finished(out: report.bytesAToB, in: report.bytesBToA)
+        logger.log(level: report.logLevel, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
+    }
+}
+
+/// The listen side's session, as the forward's connections find it: up, or being set up.
+final class SessionKeeper: Sendable {
+    private struct State {
+        var current: (session: RelaySession, peer: String)?
+        var lastFailure: String?
+        var waiters: [Int: CheckedContinuation<(RelaySession, String)?, Never>] = [:]
+        var nextWaiter = 0
+    }
+    private let state = Mutex(State())
+
+    func up(_ session: RelaySession, peer: String) {
+        let waiters = state.withLock { state in
+            state.current = (session, peer)
+            state.lastFailure = nil
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(returning: (session, peer)) }
+    }
+
+    func down(_ session: RelaySession, reason: String) {
+        state.withLock { state in
+            if state.current?.session === session { state.current = nil }
+            state.lastFailure = reason
+        }
+    }
+
+    func failed(_ reason: String) {
+        state.withLock { $0.lastFailure = reason }
+    }
+
+    /// Why there is no session, as last seen.
+    var lastFailure: String? { state.withLock { $0.lastFailure } }
+
+    /// The session once it is up, waiting at most `timeout`; nil if none came up in time.
+    func session(within timeout: Duration) async -> (session: RelaySession, peer: String)? {
+        if let current = state.withLock({ $0.current }), !current.session.isEnded { return current }
+        return await withTaskGroup(of: (RelaySession, String)?.self) { group in
+            group.addTask { await self.waitForNext() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    private func waitForNext() async -> (RelaySession, String)? {
+        let ticket = state.withLock { state -> Int in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> (RelaySession, String)?? in
+                    if let current = state.current, !current.session.isEnded { return .some(current) }
+                    if Task.isCancelled { return .some(nil) }
+                    state.waiters[ticket] = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: ticket) }
+            waiter?.resume(returning: nil)
+        }
+    }
+}
