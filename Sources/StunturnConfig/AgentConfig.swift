@@ -88,6 +88,9 @@ public struct AgentConfig: Sendable {
                 "idle_timeout \(forward.idleTimeout.map(DurationText.format) ?? "never")",
             ]
             lines.append("    " + timeouts.joined(separator: ", "))
+            if forward.transport == .tcp {
+                lines.append("    one session with the peer: keepalive \(DurationText.format(forward.keepalive)), max_streams \(forward.maxStreams)")
+            }
             if forward.plaintextInsecure {
                 lines.append("    WARNING: plaintext_insecure is on; this tunnel is NOT encrypted")
             }

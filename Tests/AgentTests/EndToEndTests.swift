@@ -21,7 +21,7 @@ import Testing
         #expect(answer == "\(payload.count) \(sha256(payload))")
         socket.close()
 
-        // 40 connections at once, each with its own tunnel.
+        // 40 connections at once, each a stream on the one session.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<40 {
                 group.addTask {

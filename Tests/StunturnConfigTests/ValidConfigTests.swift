@@ -74,6 +74,8 @@ import Testing
         #expect(forward.signalTimeout == .seconds(30))
         #expect(forward.connectTimeout == .seconds(5))
         #expect(forward.idleTimeout == nil)
+        #expect(forward.keepalive == .seconds(15))
+        #expect(forward.maxStreams == 1024)
         #expect(forward.plaintextInsecure == false)
     }
 
@@ -92,6 +94,8 @@ import Testing
             "    signal_timeout: 2m",
             "    connect_timeout: 1.5",
             "    idle_timeout: 1h",
+            "    keepalive: 5s",
+            "    max_streams: 64",
             "    plaintext_insecure: true"
         ))
         let forward = try #require(config.forwards.first)
@@ -105,6 +109,8 @@ import Testing
         #expect(forward.signalTimeout == .seconds(120))
         #expect(forward.connectTimeout == .milliseconds(1500))
         #expect(forward.idleTimeout == .seconds(3600))
+        #expect(forward.keepalive == .seconds(5))
+        #expect(forward.maxStreams == 64)
         #expect(forward.plaintextInsecure)
     }
 
