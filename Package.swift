@@ -51,6 +51,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "punch-exchange", dependencies: ["Stunturn"], path: "examples/punch-exchange"),
+        .executableTarget(name: "session-echo", dependencies: ["Stunturn"], path: "examples/session-echo"),
 
         .target(name: "StunturnTestSupport", dependencies: ["StunturnServer", "StunturnSockets"], path: "Tests/StunturnTestSupport"),
         .testTarget(name: "StunturnSocketsTests", dependencies: ["StunturnSockets", "StunturnTestSupport"]),

@@ -60,8 +60,8 @@ extension RelayEngine {
     /// judges the end), or plain frames when `transform` is nil.
     ///
     /// `onIncoming` runs on the relay's queue when the peer opens a stream: the owner answers with
-    /// `attach` (its local connection) or `refuse`, from anywhere, later. It is never called on
-    /// the initiator side, which refuses streams the peer opens. `onRoundTrip` reports each ping's
+    /// `attach` (its local connection) or `refuse`, from anywhere, later; without it, streams the
+    /// peer opens are refused (the agent's listen side). `onRoundTrip` reports each ping's
     /// round trip. The session ends when the tunnel breaks, the peer stops answering pings, either
     /// side sends GoAway, or the owner closes or drains it; its streams are then reset.
     public func session(tunnel: Socket, peerName: String, side: MuxSession.Side, transform: RelayTransform?,
@@ -254,7 +254,6 @@ final class SessionRelay: RelayClient {
 
     private let tunnelFD: Int32
     private let peerName: String
-    private let side: MuxSession.Side
     private let transform: RelayTransform?
     private let options: SessionOptions
     private let onRoundTrip: (@Sendable (Duration) -> Void)?
@@ -291,7 +290,6 @@ final class SessionRelay: RelayClient {
          onRoundTrip: (@Sendable (Duration) -> Void)?) {
         self.tunnelFD = tunnelFD
         self.peerName = peerName
-        self.side = side
         self.transform = transform
         self.options = options
         self.onRoundTrip = onRoundTrip
@@ -762,7 +760,7 @@ final class SessionRelay: RelayClient {
         for event in events {
             switch event {
             case .opened(let id):
-                if side == .initiator || draining || onIncoming == nil {
+                if draining || onIncoming == nil {
                     mux.reset(id)
                     continue
                 }

@@ -51,6 +51,9 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
     public let errno: Int32
     private let reason: String
 
+    /// The peer reset the connection (ECONNRESET, EPIPE): it did not end it in order.
+    public var isReset: Bool { errno == ECONNRESET || errno == EPIPE }
+
     public init(call: String, subject: String = "", errno code: Int32) {
         self.call = call
         self.subject = subject

@@ -188,3 +188,25 @@ import Testing
         try await rig.stopAll()
     }
 }
+
+extension SessionTests {
+    @Test func theSessionExampleEchoesEightStreams() async throws {
+        let example = URL(fileURLWithPath: agentBinary).deletingLastPathComponent().appendingPathComponent("session-echo").path
+        try #require(FileManager.default.isExecutableFile(atPath: example), "build the examples first: \(example)")
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: example)
+        serve.arguments = ["serve", rig.serverArgument, rig.key]
+        serve.standardOutput = FileHandle.nullDevice
+        serve.standardError = FileHandle.nullDevice
+        try serve.run()
+        defer { kill(serve.processIdentifier, SIGKILL) }
+        let (status, out, err) = try await runProgram(example, ["client", rig.serverArgument, rig.key], timeout: .seconds(60))
+        #expect(status == 0, "\(out)\n\(err)")
+        let answers = out.split(separator: "\n").filter { $0.contains("says hello") }
+        #expect(answers.count == 8 && !out.contains("MISMATCH"), "\(out)")
+        _ = try await reap(serve, timeout: .seconds(10))
+        try await rig.server!.stop()
+    }
+}
