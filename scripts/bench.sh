@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks stunturn-agent on loopback against socat, ssh -L and direct iperf3.
-# usage: scripts/bench.sh [--quick] [--only throughput,latency,signaling,footprint] [--no-build]
-#                         [--go-server PATH]   (the Go original's server, measured beside ours)
+# usage: scripts/bench.sh [--quick] [--only throughput,latency,signaling,footprint,sessions] [--no-build]
+#                         [--go-server PATH]       (the Go original's server, measured beside ours)
+#                         [--baseline-agent PATH]  (an older agent, one tunnel per connection, beside
+#                                                   the sessions; build one with scripts/bench/baseline.sh)
 # Prints a markdown table; figures go to bench-results/bench.json, plots to docs/bench-*.png
 # (when matplotlib is installed). Not part of the test suite.
 set -euo pipefail
@@ -17,7 +19,8 @@ while [ $# -gt 0 ]; do
         --only) ARGS+=(--only "$2"); shift ;;
         --no-build) BUILD=0 ;;
         --go-server) ARGS+=(--go-server "$2"); shift ;;
-        -h|--help) sed -n 2,6p "$0"; exit 0 ;;
+        --baseline-agent) ARGS+=(--baseline-agent "$2"); shift ;;
+        -h|--help) sed -n 2,8p "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift

@@ -496,6 +496,151 @@ def bench_footprint(env, connections):
             "targets": {"rss_mib_with_1000_connections": 100}}
 
 
+# ---------------------------------------------------------------- sessions
+
+def run_mixed_server(port):
+    """A service for one forward that carries both kinds of stream: a first byte 'E' echoes
+    (interactive), 'D' discards and answers the byte count at the end (bulk)."""
+    async def handle(reader, writer):
+        try:
+            mode = await reader.read(1)
+            if mode == b"E":
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            elif mode == b"D":
+                total = 0
+                while data := await reader.read(1 << 20):
+                    total += len(data)
+                writer.write(f"{total}\n".encode())
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(handle, HOST, port, backlog=4096)
+        async with srv:
+            await srv.serve_forever()
+    asyncio.run(main())
+
+
+def bulk_send(port, seconds, stop=None):
+    """Sends as fast as the path takes for `seconds` (or until `stop` is set); Gbit/s delivered,
+    as counted by the service."""
+    block = os.urandom(256 * 1024)
+    sent = 0
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        s.sendall(b"D")
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds and not (stop and stop.is_set()):
+            s.sendall(block)
+            sent += len(block)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            answer += chunk
+        took = time.perf_counter() - t0
+    got = int(answer.strip() or 0)
+    if got != sent:
+        raise RuntimeError(f"bulk stream: sent {sent} bytes, the service counted {got}")
+    return got * 8 / took / 1e9
+
+
+def interactive_probe(port, seconds, interval=0.01):
+    """One stream, one byte echoed every `interval`: each round trip in ms."""
+    rtts = []
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"E")
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            s.sendall(b"x")
+            if s.recv(1) != b"x":
+                raise RuntimeError("interactive echo failed")
+            rtts.append((time.perf_counter() - t0) * 1000)
+            time.sleep(interval)
+    return rtts
+
+
+def bench_sessions(env, baseline, rounds, seconds, count):
+    """The session against the per-connection tunnel it replaced (`baseline`, an older agent),
+    in the same run: one stream's throughput and relay CPU per GB, a new connection's time to
+    first echoed byte, and an interactive stream beside a bulk one on the same session."""
+    import threading
+    results = {}
+    server = env.server()
+    # Throughput of one stream, interleaved with the baseline and direct.
+    iport = free_port()
+    PROCS.start(["iperf3", "-s", "-B", HOST, "-p", str(iport)], log=env.logfile("iperf3-sessions"))
+    wait_port(iport)
+    agents = {"session": env.agent}
+    if baseline:
+        agents["per-connection (baseline)"] = baseline
+    targets, relays = {"direct": iport}, {"direct": []}
+    for name, binary in agents.items():
+        lport, e, l = Env(binary, env.tmp).agent_pair(server, iport)
+        targets[name], relays[name] = lport, [e.pid, l.pid]
+    rates = {n: [] for n in targets}
+    cpu = {n: [] for n in targets}
+    for r in range(rounds):
+        names = list(targets)[r % len(targets):] + list(targets)[:r % len(targets)]
+        for name in names:
+            c0 = sum(tree_cpu(p) for p in relays[name])
+            rate, carried, _ = iperf(targets[name], seconds)
+            rates[name].append(rate)
+            cpu[name].append((sum(tree_cpu(p) for p in relays[name]) - c0) / (carried / 1e9))
+        log(f"  throughput round {r + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.2f} Gbit/s" for n in targets))
+    results["throughput"] = {"gbit_s": {n: median(v) for n, v in rates.items()},
+                             "relay_cpu_s_per_gb": {n: median(v) for n, v in cpu.items() if n != "direct"},
+                             "runs": rates, "cpu_runs": cpu}
+    # Time to first echoed byte on a new connection.
+    echo = env.echo_server()
+    ttfb_targets = {"direct": echo}
+    for name, binary in agents.items():
+        ttfb_targets[name] = Env(binary, env.tmp).agent_pair(server, echo)[0]
+    for port in ttfb_targets.values():
+        echo_once(port)
+    samples = {n: [] for n in ttfb_targets}
+    for _ in range(count):
+        for name, port in ttfb_targets.items():
+            samples[name].append(echo_once(port, timeout=10) * 1000)
+        time.sleep(0.01)
+    results["ttfb_ms"] = {n: {"median": median(v), "p90": pct(v, 90), "n": len(v)} for n, v in samples.items()}
+    # An interactive stream beside a bulk one, on the one session.
+    mixed = free_port()
+    PROCS.start([sys.executable, os.path.abspath(__file__), "mixed-server", str(mixed)], log=env.logfile("mixed"))
+    wait_port(mixed)
+    mport = env.agent_pair(server, mixed)[0]
+    interactive_probe(mport, 0.5)
+    solo, shared, alone_rtts, beside_rtts = [], [], [], []
+    for r in range(rounds):
+        solo.append(bulk_send(mport, seconds))
+        alone_rtts += interactive_probe(mport, 2)
+        box = {}
+        t = threading.Thread(target=lambda: box.setdefault("rtts", interactive_probe(mport, seconds - 1)))
+        t.start()
+        shared.append(bulk_send(mport, seconds))
+        t.join()
+        beside_rtts += box.get("rtts", [])
+        log(f"  mixed round {r + 1}/{rounds}: bulk solo {solo[-1]:.2f}, beside interactive {shared[-1]:.2f} Gbit/s, "
+            f"interactive p99 {pct(box.get('rtts', []), 99):.2f} ms")
+    results["mixed"] = {
+        "bulk_solo_gbit_s": median(solo), "bulk_beside_interactive_gbit_s": median(shared),
+        "bulk_ratio": median(shared) / median(solo) if solo else float("nan"),
+        "interactive_alone_ms": {"median": median(alone_rtts), "p99": pct(alone_rtts, 99), "n": len(alone_rtts)},
+        "interactive_beside_bulk_ms": {"median": median(beside_rtts), "p99": pct(beside_rtts, 99), "n": len(beside_rtts)},
+    }
+    results["targets"] = {"one stream relay CPU-s/GB vs baseline": "within 5 %", "ttfb vs direct": "within 0.5 ms",
+                          "interactive p99 beside bulk": "< 25 ms", "bulk beside interactive": "≥ 80 % of solo"}
+    return results
+
+
 # ---------------------------------------------------------------- report
 
 def table(res):
@@ -549,6 +694,27 @@ def table(res):
         rows.append((f"Agent RSS, {f['open']} relayed connections open",
                      f"expose {r['expose agent'] / 1024:.1f} MiB, listen {r['listen agent'] / 1024:.1f} MiB",
                      f"{f['failed']} failed, opened in {f['seconds_to_open']:.1f} s", "≤ 100 MiB"))
+    se = res.get("sessions")
+    if se:
+        g, c = se["throughput"]["gbit_s"], se["throughput"]["relay_cpu_s_per_gb"]
+        base = "per-connection (baseline)"
+        for name in [n for n in ("direct", "session", base) if n in g]:
+            detail = f"relays {c[name]:.3f} CPU-s/GB" if name in c else ""
+            if name == "session" and base in c:
+                detail += f", {c['session'] / c[base]:.3f}x the baseline's"
+            rows.append((f"One stream, {name}", f"{g[name]:.2f} Gbit/s", detail,
+                         "CPU-s/GB within 5 % of the baseline" if name == "session" else ""))
+        t = se["ttfb_ms"]
+        for name in t:
+            extra = f"+{t[name]['median'] - t['direct']['median']:.2f} ms vs direct" if name != "direct" else ""
+            rows.append((f"New connection, first echoed byte, {name}", f"median {t[name]['median']:.2f} ms, p90 {t[name]['p90']:.2f} ms",
+                         extra, "within 0.5 ms of direct" if name == "session" else ""))
+        m = se["mixed"]
+        rows.append(("Interactive echo beside a bulk stream, one session",
+                     f"p99 {m['interactive_beside_bulk_ms']['p99']:.2f} ms (alone {m['interactive_alone_ms']['p99']:.2f} ms)",
+                     f"median {m['interactive_beside_bulk_ms']['median']:.2f} ms, n={m['interactive_beside_bulk_ms']['n']}", "p99 < 25 ms"))
+        rows.append(("Bulk stream beside the interactive one", f"{m['bulk_beside_interactive_gbit_s']:.2f} Gbit/s",
+                     f"{m['bulk_ratio']:.2f}x its solo {m['bulk_solo_gbit_s']:.2f} Gbit/s", "≥ 0.8x solo"))
     w = [max(len(r[c]) for r in rows + [("Measure", "Result", "Detail", "Target / reference")]) for c in range(4)]
     out = ["| " + " | ".join(h.ljust(w[c]) for c, h in enumerate(("Measure", "Result", "Detail", "Target / reference"))) + " |",
            "|" + "|".join("-" * (x + 2) for x in w) + "|"]
@@ -591,16 +757,22 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("echo-server")
     e.add_argument("port", type=int)
+    m = sub.add_parser("mixed-server")
+    m.add_argument("port", type=int)
     r = sub.add_parser("run")
     r.add_argument("--agent", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true")
-    r.add_argument("--only", default="throughput,latency,signaling,footprint")
+    r.add_argument("--only", default="throughput,latency,signaling,footprint,sessions")
     r.add_argument("--bench", required=True, help="the stunturn-bench load generator")
     r.add_argument("--go-server", help="the Go original's signaling server binary, measured beside ours")
+    r.add_argument("--baseline-agent", help="an older stunturn-agent (one tunnel per connection), measured beside this one")
     a = ap.parse_args()
     if a.cmd == "echo-server":
         run_echo_server(a.port)
+        return
+    if a.cmd == "mixed-server":
+        run_mixed_server(a.port)
         return
 
     def on_signal(signum, frame):
@@ -616,6 +788,8 @@ def main():
         "latency": lambda env: bench_latency(env, count=20 if q else 50),
         "signaling": lambda env: bench_signaling(env, count=10000, pairs=5000 if q else 20000, rounds=2 if q else 5),
         "footprint": lambda env: bench_footprint(env, connections=300 if q else 1000),
+        "sessions": lambda env: bench_sessions(env, a.baseline_agent, rounds=3 if q else 5, seconds=3 if q else 6,
+                                               count=50 if q else 200),
     }
     results = {"machine": machine(), "quick": q, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     tmp = tempfile.mkdtemp(prefix="stunturn-bench-")
