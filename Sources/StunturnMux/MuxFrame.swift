@@ -148,29 +148,13 @@ public struct MuxFrameDecoder: Sendable {
         buffer.append(contentsOf: bytes)
         var frames: [MuxFrame] = []
         while buffer.count - start >= MuxFrame.headerLength {
-            let header = buffer[start..<(start + MuxFrame.headerLength)]
-            guard header[start] == MuxFrame.version else {
-                throw MuxError(.unsupportedVersion, "mux frame of version \(header[start]), expected \(MuxFrame.version)")
-            }
-            guard let kind = MuxFrame.Kind(rawValue: header[start + 1]) else {
-                throw MuxError(.unknownType, "mux frame of unknown type \(header[start + 1])")
-            }
-            let flags = MuxFrame.Flags(rawValue: UInt16(header[start + 2]) << 8 | UInt16(header[start + 3]))
-            let streamID = Self.load(header, at: start + 4)
-            let length = Self.load(header, at: start + 8)
-            var payloadLength = 0
-            if kind == .data {
-                guard length <= maxPayload else {
-                    throw MuxError(.frameTooLarge, "mux data frame of \(length) bytes on stream \(streamID), limit \(maxPayload)")
-                }
-                payloadLength = Int(length)
-            } else if streamID != 0 && (kind == .ping || kind == .goAway) {
-                throw MuxError(.badStreamID, "mux \(kind) frame on stream \(streamID); it belongs to the session (0)")
-            }
+            let header = try Self.parseHeader(buffer[start..<(start + MuxFrame.headerLength)], maxPayload: maxPayload)
+            let payloadLength = header.kind == .data ? Int(header.length) : 0
             guard buffer.count - start >= MuxFrame.headerLength + payloadLength else { break }
             let payloadStart = start + MuxFrame.headerLength
-            let payload = Array(buffer[payloadStart..<(payloadStart + payloadLength)])
-            frames.append(MuxFrame(kind: kind, flags: flags, streamID: streamID, length: length, payload: payload))
+            var frame = header
+            frame.payload = Array(buffer[payloadStart..<(payloadStart + payloadLength)])
+            frames.append(frame)
             start = payloadStart + payloadLength
         }
         // Compact once the consumed part dominates, so the buffer stays about one frame large.
@@ -181,7 +165,36 @@ public struct MuxFrameDecoder: Sendable {
         return frames
     }
 
-    private static func load(_ bytes: ArraySlice<UInt8>, at offset: Int) -> UInt32 {
+    /// Reads one 12-byte header (`bytes` holds exactly that) into a frame without its payload;
+    /// for Data frames `length` is the payload that follows. Refuses what the header alone shows
+    /// is wrong: another version, an unknown type, a payload past `maxPayload`, a session frame
+    /// on a stream.
+    public static func parseHeader<Bytes: Collection<UInt8>>(_ bytes: Bytes, maxPayload: Int) throws(MuxError) -> MuxFrame
+    where Bytes.Index == Int {
+        precondition(bytes.count == MuxFrame.headerLength, "a mux header is 12 bytes")
+        let base = bytes.startIndex
+        guard bytes[base] == MuxFrame.version else {
+            throw MuxError(.unsupportedVersion, "mux frame of version \(bytes[base]), expected \(MuxFrame.version)")
+        }
+        guard let kind = MuxFrame.Kind(rawValue: bytes[base + 1]) else {
+            throw MuxError(.unknownType, "mux frame of unknown type \(bytes[base + 1])")
+        }
+        let flags = MuxFrame.Flags(rawValue: UInt16(bytes[base + 2]) << 8 | UInt16(bytes[base + 3]))
+        let streamID = load(bytes, at: base + 4)
+        let length = load(bytes, at: base + 8)
+        if kind == .data {
+            guard length <= maxPayload else {
+                throw MuxError(.frameTooLarge, "mux data frame of \(length) bytes on stream \(streamID), limit \(maxPayload)")
+            }
+        } else if streamID != 0 && (kind == .ping || kind == .goAway) {
+            throw MuxError(.badStreamID, "mux \(kind) frame on stream \(streamID); it belongs to the session (0)")
+        }
+        var frame = MuxFrame(kind: kind, flags: flags, streamID: streamID, length: length)
+        frame.length = length  // a Data frame's payload is not here yet
+        return frame
+    }
+
+    private static func load<Bytes: Collection<UInt8>>(_ bytes: Bytes, at offset: Int) -> UInt32 where Bytes.Index == Int {
         UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
     }
 }

@@ -197,6 +197,26 @@ public struct MuxSession: Sendable {
     /// Applies one frame from the peer. A protocol error ends the session: the caller sends
     /// GoAway(protocolError) and resets every stream.
     public mutating func receive(_ frame: MuxFrame) throws(MuxError) -> [Event] {
+        try receive(frame, payloadCount: frame.payload.count, deliver: true)
+    }
+
+    /// Applies a Data frame's header before its payload (`frame.length` bytes) has arrived, for an
+    /// owner that hands the payload to the stream itself as it comes in (no `.data` event). The
+    /// window is charged for the whole payload now; a FIN on the frame is not applied: the owner
+    /// passes it on with `receiveFin` once the payload has been delivered.
+    public mutating func receiveDataHeader(_ frame: MuxFrame) throws(MuxError) -> [Event] {
+        precondition(frame.kind == .data && frame.payload.isEmpty, "a data frame's header alone")
+        var header = frame
+        header.flags.remove(.fin)
+        return try receive(header, payloadCount: Int(frame.length), deliver: false)
+    }
+
+    /// The FIN of a Data frame whose payload the owner delivered (see `receiveDataHeader`).
+    public mutating func receiveFin(_ id: UInt32) throws(MuxError) -> [Event] {
+        try receive(.data(id, [], flags: .fin))
+    }
+
+    private mutating func receive(_ frame: MuxFrame, payloadCount: Int, deliver: Bool) throws(MuxError) -> [Event] {
         switch frame.kind {
         case .ping:
             if frame.flags.contains(.ack) { return [.pong(frame.length)] }
@@ -239,12 +259,12 @@ public struct MuxSession: Sendable {
         if frame.kind == .windowUpdate {
             try stream.send.grant(frame.length)
             if !stream.outgoing.isEmpty { ready.markReady(id) }
-        } else if !frame.payload.isEmpty {
+        } else if payloadCount > 0 {
             guard !stream.remoteFinished else {
                 throw MuxError(.dataAfterFin, "the peer sent data on stream \(id) after ending it")
             }
-            try stream.receive.received(frame.payload.count)
-            events.append(.data(id, frame.payload))
+            try stream.receive.received(payloadCount)
+            if deliver { events.append(.data(id, frame.payload)) }
         }
         if frame.flags.contains(.fin) && !stream.remoteFinished {
             stream.remoteFinished = true

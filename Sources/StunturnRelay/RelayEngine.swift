@@ -182,6 +182,18 @@ final class RelayWorker {
         return made
     }
 
+    /// Where sessions open the tunnel's records: frames are parsed in place there while the
+    /// replies they cause are sealed into `outScratch`.
+    private(set) var openScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 64)
+
+    func openScratch(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
+        if openScratch.count < count {
+            openScratch.deallocate()
+            openScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 64)
+        }
+        return openScratch
+    }
+
     func outScratch(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
         if outScratch.count < count {
             outScratch.deallocate()

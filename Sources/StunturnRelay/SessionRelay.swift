@@ -251,6 +251,8 @@ final class SessionRelay: RelayClient {
     static let framesPerRead = 3
     /// Reads of the tunnel per readiness report.
     static let maxTunnelReads = 16
+    /// The largest Data frame accepted from the peer.
+    static let maxReceivedPayload = 256 * 1024
 
     private let tunnelFD: Int32
     private let peerName: String
@@ -263,7 +265,12 @@ final class SessionRelay: RelayClient {
 
     private var worker: RelayWorker!
     private var mux: MuxSession
-    private var decoder: MuxFrameDecoder
+    /// The receive side's place in the frame stream: a header split across reads, or the Data
+    /// payload still to come.
+    private var headerBuffer: [UInt8] = []
+    private var dataStream: UInt32 = 0
+    private var dataRemaining = 0
+    private var dataFin = false
     private var keepalive: Keepalive
     private var streams: [UInt32: LocalStream] = [:]
     private var byFD: [Int32: UInt32] = [:]
@@ -294,7 +301,6 @@ final class SessionRelay: RelayClient {
         self.options = options
         self.onRoundTrip = onRoundTrip
         mux = MuxSession(side: side, maxStreams: options.maxStreams, maxFramePayload: SessionRelay.framePayload)
-        decoder = MuxFrameDecoder()
         keepalive = Keepalive(interval: options.keepalive, allowedMisses: options.allowedMisses)
     }
 
@@ -717,29 +723,110 @@ final class SessionRelay: RelayClient {
                 return
             case .bytes(let n):
                 bytesReceived += UInt64(n)
-                let frames: [MuxFrame]
+                let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+                guard let transform else {
+                    receivePlaintext(input)
+                    continue
+                }
+                let output = worker.openScratch(atLeast: transform.backwardCapacity(forInputCount: n))
+                let produced: Int
                 do {
-                    let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
-                    if let transform {
-                        let output = worker.outScratch(atLeast: transform.backwardCapacity(forInputCount: n))
-                        let produced = try transform.backward(input, into: output)
-                        frames = try decoder.decode(UnsafeRawBufferPointer(rebasing: output[0..<produced]))
-                    } else {
-                        frames = try decoder.decode(input)
-                    }
-                } catch let error as MuxError {
-                    protocolError(error)
-                    return
+                    produced = try transform.backward(input, into: output)
                 } catch {
                     end("\(peerName): \(error)", clean: false)
                     return
                 }
-                for frame in frames {
-                    receive(frame)
-                    if finished { return }
-                }
-                resumeStreamsWithWindow()
+                receivePlaintext(UnsafeRawBufferPointer(rebasing: output[0..<produced]))
             }
+        }
+    }
+
+    /// Parses frames in place from the opened plaintext: headers (gathered across reads when split),
+    /// and Data payloads written straight to their local connections, copied only when those
+    /// cannot take them now.
+    private func receivePlaintext(_ bytes: UnsafeRawBufferPointer) {
+        var offset = 0
+        while offset < bytes.count && !finished {
+            if dataRemaining > 0 {
+                let n = min(dataRemaining, bytes.count - offset)
+                deliver(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]), to: dataStream)
+                offset += n
+                dataRemaining -= n
+                if dataRemaining == 0 { endDataFrame() }
+                continue
+            }
+            let header: MuxFrame
+            do {
+                if headerBuffer.isEmpty && bytes.count - offset >= MuxFrame.headerLength {
+                    header = try MuxFrameDecoder.parseHeader(bytes[offset..<(offset + MuxFrame.headerLength)],
+                                                             maxPayload: SessionRelay.maxReceivedPayload)
+                    offset += MuxFrame.headerLength
+                } else {
+                    let take = min(MuxFrame.headerLength - headerBuffer.count, bytes.count - offset)
+                    headerBuffer.append(contentsOf: bytes[offset..<(offset + take)])
+                    offset += take
+                    guard headerBuffer.count == MuxFrame.headerLength else { break }
+                    header = try MuxFrameDecoder.parseHeader(headerBuffer, maxPayload: SessionRelay.maxReceivedPayload)
+                    headerBuffer.removeAll(keepingCapacity: true)
+                }
+            } catch {
+                protocolError(error)
+                return
+            }
+            guard header.kind == .data else {
+                receive(header)
+                continue
+            }
+            do {
+                handle(try mux.receiveDataHeader(header))
+            } catch {
+                protocolError(error)
+                return
+            }
+            dataStream = header.streamID
+            dataRemaining = Int(header.length)
+            dataFin = header.flags.contains(.fin)
+            if dataRemaining == 0 { endDataFrame() }
+        }
+        if !finished { resumeStreamsWithWindow() }
+    }
+
+    private func endDataFrame() {
+        guard dataFin, !finished else { return }
+        dataFin = false
+        do {
+            handle(try mux.receiveFin(dataStream))
+        } catch {
+            protocolError(error)
+        }
+    }
+
+    /// Hands part of a Data frame's payload to its stream's local connection.
+    private func deliver(_ bytes: UnsafeRawBufferPointer, to id: UInt32) {
+        guard let stream = streams[id] else { return }  // reset meanwhile: dropped
+        stream.lastActivity = .now
+        var written = 0
+        if stream.attached && stream.toLocalCount == 0 {
+            while written < bytes.count {
+                let n: Int?
+                do {
+                    n = try SystemIO.write(stream.fd, UnsafeRawBufferPointer(rebasing: bytes[written...]), isSocket: true)
+                } catch {
+                    mux.reset(stream.id)
+                    finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
+                    return
+                }
+                guard let n else { break }
+                written += n
+            }
+            if written > 0 { took(written, from: stream) }
+        }
+        if written < bytes.count {
+            stream.toLocal.append(Array(bytes[written...]))
+            stream.toLocalCount += bytes.count - written
+            toLocalBuffered += bytes.count - written
+            if toLocalBuffered > options.maxBuffered && tunnelReading { tunnelReading = false }
+            updateInterest(stream)
         }
     }
 
@@ -749,14 +836,16 @@ final class SessionRelay: RelayClient {
         end("protocol error from \(peerName): \(error)", clean: false)
     }
 
+    /// A frame without payload (WindowUpdate, Ping, GoAway).
     private func receive(_ frame: MuxFrame) {
-        let events: [MuxSession.Event]
         do {
-            events = try mux.receive(frame)
+            handle(try mux.receive(frame))
         } catch {
             protocolError(error)
-            return
         }
+    }
+
+    private func handle(_ events: [MuxSession.Event]) {
         for event in events {
             switch event {
             case .opened(let id):
@@ -768,12 +857,7 @@ final class SessionRelay: RelayClient {
                 streamsCarried += 1
                 onIncoming?(id)
             case .data(let id, let bytes):
-                guard let stream = streams[id] else { continue }
-                stream.toLocal.append(bytes)
-                stream.toLocalCount += bytes.count
-                toLocalBuffered += bytes.count
-                stream.lastActivity = .now
-                if stream.attached && stream.toLocalCount == bytes.count { writeLocal(stream) }
+                bytes.withUnsafeBytes { deliver($0, to: id) }
             case .finished(let id):
                 guard let stream = streams[id] else { continue }
                 stream.remoteFinished = true
@@ -791,9 +875,7 @@ final class SessionRelay: RelayClient {
                     clean: reason == .normal && streams.isEmpty)
                 return
             }
-        }
-        if toLocalBuffered > options.maxBuffered && tunnelReading {
-            tunnelReading = false
+            if finished { return }
         }
     }
 
@@ -809,16 +891,21 @@ final class SessionRelay: RelayClient {
         waitingForWindow = waitingForWindow.filter { streams[$0]?.waitingForWindow == true }
     }
 
-    /// Writes what the peer sent to the local connection; what it takes opens the stream's window.
+    /// The local connection took `count` of the peer's bytes: that opens the stream's window.
+    private func took(_ count: Int, from stream: LocalStream) {
+        stream.bytesIn += UInt64(count)
+        stream.lastActivity = .now
+        mux.consumed(stream.id, count, now: .now, rtt: keepalive.roundTrip)
+    }
+
+    /// Writes what the peer sent and the local connection could not take at once.
     private func writeLocal(_ stream: LocalStream) {
         guard stream.attached else { return }
         var taken = 0
         defer {
             if taken > 0 {
                 toLocalBuffered -= taken
-                stream.bytesIn += UInt64(taken)
-                stream.lastActivity = .now
-                mux.consumed(stream.id, taken, now: .now, rtt: keepalive.roundTrip)
+                took(taken, from: stream)
                 if !tunnelReading && toLocalBuffered <= options.maxBuffered / 2 {
                     tunnelReading = true
                     updateTunnelInterest()

@@ -187,3 +187,60 @@ struct Pair {
         #expect(throws: MuxError.self) { _ = try c.receive(.data(1, [2])) }
     }
 }
+
+/// The calls a session engine uses to move payload without copying it through the state machine:
+/// frames it builds itself from the window it is allowed, and payload delivered as it arrives.
+@Suite struct MuxDirectPathTests {
+    @Test func directFramesTakeTheWindowAndCarryTheOpeningFlags() throws {
+        var session = MuxSession(side: .initiator, maxFramePayload: 64 * 1024)
+        let opened = session.openStream()
+        let id = try #require(opened)
+        // One frame at most, within the 256 KiB window.
+        #expect(session.directAllowance(id) == 64 * 1024)
+        let firstFlags = session.sentDirect(id, 1000)
+        let secondFlags = session.sentDirect(id, 1000)
+        #expect(firstFlags == [.syn])
+        #expect(secondFlags == [])
+        for _ in 0..<4 { _ = session.sentDirect(id, min(session.directAllowance(id), 64 * 1024)) }
+        // 2,000 + 4 x 64 KiB is past 256 KiB: what is left of the window, then nothing.
+        #expect(session.directAllowance(id) == 0)
+        // The SYN it carried is not sent again, and a FIN queued later goes out on its own.
+        session.finish(id)
+        let fin = session.nextFrame()
+        let after = session.nextFrame()
+        #expect(fin == .data(id, [], flags: .fin))
+        #expect(after == nil)
+        #expect(session.directAllowance(id) == 0, "nothing direct after the local side ended")
+    }
+
+    @Test func payloadDeliveredByTheOwnerIsChargedToTheWindowAndTheFinComesAfter() throws {
+        var session = MuxSession(side: .responder)
+        let header = try MuxFrameDecoder.parseHeader(MuxFrame.data(1, [UInt8](repeating: 7, count: 300), flags: [.syn, .fin]).encoded().prefix(12),
+                                                     maxPayload: 1 << 18)
+        #expect(header.length == 300 && header.payload.isEmpty)
+        // The header opens the stream, and the FIN waits for the payload.
+        let opening = try session.receiveDataHeader(header)
+        let ending = try session.receiveFin(1)
+        #expect(opening == [.opened(1)])
+        #expect(ending == [.finished(1)])
+        // A header past the window is refused before its payload arrives.
+        var full = MuxFrame.data(3, [], flags: .syn)
+        full.length = UInt32(ReceiveWindow.initial + 1)
+        var copy = session
+        #expect(throws: MuxError.self) { _ = try copy.receiveDataHeader(full) }
+    }
+
+    @Test(arguments: [
+        ([1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], "version 1"),
+        ([0, 9, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0], "unknown type 9"),
+        ([0, 0, 0, 0, 0, 0, 0, 1, 0, 4, 0, 1], "262145 bytes"),
+        ([0, 2, 0, 1, 0, 0, 0, 5, 0, 0, 0, 1], "on stream 5"),
+    ] as [([UInt8], String)])
+    func headersAreJudgedAlone(_ bytes: [UInt8], _ message: String) {
+        #expect {
+            _ = try MuxFrameDecoder.parseHeader(bytes, maxPayload: 1 << 18)
+        } throws: { error in
+            "\(error)".contains(message)
+        }
+    }
+}
