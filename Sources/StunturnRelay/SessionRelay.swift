@@ -67,11 +67,12 @@ extension RelayEngine {
     public func session(tunnel: Socket, peerName: String, side: MuxSession.Side, transform: RelayTransform?,
                         options: SessionOptions = SessionOptions(),
                         onIncoming: (@Sendable (RelaySession, UInt32) -> Void)? = nil,
+                        connectIncoming: IncomingConnector? = nil,
                         onRoundTrip: (@Sendable (Duration) -> Void)? = nil) -> RelaySession {
         let worker = nextWorkerBound()
         let fd = tunnel.detach()
         let engine = SessionRelay(tunnelFD: fd, peerName: peerName, side: side, transform: transform, options: options,
-                                  onRoundTrip: onRoundTrip)
+                                  connector: connectIncoming, onRoundTrip: onRoundTrip)
         let handle = RelaySession(QueueBound(engine, on: worker.queue))
         worker.queue.async {
             let engine = handle.engine.value
@@ -80,6 +81,25 @@ extension RelayEngine {
             engine.start(on: worker.value)
         }
         return handle
+    }
+}
+
+/// Where a session connects the streams the peer opens, itself, on its queue: a non-blocking
+/// connect per stream, with no hop through a task (the exposing side's service).
+public struct IncomingConnector: Sendable {
+    public var address: SocketAddress
+    /// A connect that has not completed by then fails the stream.
+    public var timeout: Duration
+    /// The local side's name in reports, such as "service 127.0.0.1:22".
+    public var name: String
+    /// Runs on the relay's queue once each stream has ended (`refused` when it never connected).
+    public var onFinish: @Sendable (UInt32, RelayReport) -> Void
+
+    public init(address: SocketAddress, timeout: Duration, name: String, onFinish: @escaping @Sendable (UInt32, RelayReport) -> Void) {
+        self.address = address
+        self.timeout = timeout
+        self.name = name
+        self.onFinish = onFinish
     }
 }
 
@@ -217,6 +237,8 @@ final class LocalStream {
     var name: String
     var onFinish: (@Sendable (RelayReport) -> Void)?
     var armed = DescriptorPoller.Events()
+    /// The local connection is still being made (a stream the peer opened, connected by the session).
+    var connecting = false
     /// The local connection ended its input; the FIN is queued.
     var sawEOF = false
     var remoteFinished = false
@@ -245,10 +267,13 @@ final class LocalStream {
 /// A session's engine, on its worker's queue from `start` on: the tunnel's descriptor and every
 /// stream's local connection in the worker's epoll set, the multiplexer's state, and the sealing.
 final class SessionRelay: RelayClient {
-    /// One Data frame's payload at most: the round-robin turn of a stream.
-    static let framePayload = 64 * 1024
-    /// Frames read from one local connection per readiness report, sealed and sent together.
-    static let framesPerRead = 3
+    /// One Data frame's payload at most, read in one call: the worker's read buffer less a header
+    /// (the peer accepts up to 256 KiB).
+    static let framePayload = RelayEngine.defaultChunkSize - MuxFrame.headerLength
+    /// What one stream may send per readiness report before the others get their turn: large
+    /// enough that a bulk stream is not paying an event per frame, small enough (about a
+    /// millisecond of sealing) that an interactive one waits little behind it.
+    static let bytesPerTurn = 1 << 20
     /// Reads of the tunnel per readiness report.
     static let maxTunnelReads = 16
     /// The largest Data frame accepted from the peer.
@@ -259,6 +284,7 @@ final class SessionRelay: RelayClient {
     private let transform: RelayTransform?
     private let options: SessionOptions
     private let onRoundTrip: (@Sendable (Duration) -> Void)?
+    private let connector: IncomingConnector?
     var onIncoming: ((UInt32) -> Void)?
     /// Set on the queue before `start`; the session's end is reported through it.
     var handle: RelaySession?
@@ -294,7 +320,8 @@ final class SessionRelay: RelayClient {
     private let started = ContinuousClock.now
 
     init(tunnelFD: Int32, peerName: String, side: MuxSession.Side, transform: RelayTransform?, options: SessionOptions,
-         onRoundTrip: (@Sendable (Duration) -> Void)?) {
+         connector: IncomingConnector?, onRoundTrip: (@Sendable (Duration) -> Void)?) {
+        self.connector = connector
         self.tunnelFD = tunnelFD
         self.peerName = peerName
         self.transform = transform
@@ -322,7 +349,8 @@ final class SessionRelay: RelayClient {
         }
         worker.connections[tunnelFD] = self
         updateTunnelInterest()
-        let period = max(Duration.milliseconds(50), min(options.keepalive / 2, (options.streamIdleTimeout ?? options.keepalive) / 4))
+        let period = max(Duration.milliseconds(50), min(options.keepalive / 2, (options.streamIdleTimeout ?? options.keepalive) / 4,
+                                                        (connector?.timeout ?? options.keepalive) / 4))
         let timer = DispatchSource.makeTimerSource(queue: worker.queue)
         timer.schedule(deadline: .now(), repeating: period.dispatchInterval, leeway: .milliseconds(20))
         timer.setEventHandler { [unowned self] in self.tick() }
@@ -339,6 +367,11 @@ final class SessionRelay: RelayClient {
         }
         if keepalive.pingDue(at: now) {
             keepalive.sent(mux.ping(), at: now)
+        }
+        if let connector {
+            for stream in Array(streams.values) where stream.connecting && now - stream.started >= connector.timeout {
+                refuseConnect(stream, "connect \(connector.address): no answer within \(formatDuration(connector.timeout))")
+            }
         }
         if let idle = options.streamIdleTimeout {
             for stream in Array(streams.values) where now - stream.lastActivity >= idle {
@@ -493,6 +526,54 @@ final class SessionRelay: RelayClient {
         updateInterest(stream)
     }
 
+    /// Starts the non-blocking connect of a stream the peer opened; its bytes wait in the stream
+    /// until it completes.
+    private func connect(_ stream: LocalStream, with connector: IncomingConnector) {
+        stream.name = connector.name
+        stream.onFinish = { [id = stream.id] report in connector.onFinish(id, report) }
+        do {
+            let socket = try Socket(.stream, family: connector.address.family)
+            let done = try socket.connect(to: connector.address)
+            stream.connecting = !done
+            attachDescriptor(socket.detach(), to: stream)
+        } catch {
+            refuseConnect(stream, "\(error)")
+        }
+    }
+
+    private func connected(_ stream: LocalStream) {
+        let code = SystemIO.pendingError(stream.fd)
+        guard code == 0 else {
+            refuseConnect(stream, "\(SocketError(call: "connect", subject: "\(connector?.address.description ?? "")", errno: code))")
+            return
+        }
+        stream.connecting = false
+        stream.lastActivity = .now
+        writeLocal(stream)
+    }
+
+    /// The exposed service could not be reached: the stream is reset, the peer told, and the
+    /// report says why (`refused`: nothing was carried).
+    private func refuseConnect(_ stream: LocalStream, _ reason: String) {
+        mux.reset(stream.id)
+        guard streams.removeValue(forKey: stream.id) != nil else { return }
+        toLocalBuffered -= stream.toLocalCount
+        if stream.attached {
+            byFD[stream.fd] = nil
+            if let poller = try? worker.descriptorPoller() { poller.forget(stream.fd) }
+            if worker.connections[stream.fd] === self { worker.connections[stream.fd] = nil }
+            SystemIO.close(stream.fd)
+            stream.fd = -1
+        }
+        var report = RelayReport(bytesAToB: 0, bytesBToA: 0, duration: ContinuousClock.now - stream.started,
+                                 reason: "cannot reach the exposed service: \(reason)", clean: false, reset: true)
+        report.refused = true
+        let callback = stream.onFinish
+        stream.onFinish = nil
+        callback?(report)
+        endIfDrained()
+    }
+
     // MARK: readiness
 
     func ready(_ fd: Int32, _ events: DescriptorPoller.Events) {
@@ -504,6 +585,12 @@ final class SessionRelay: RelayClient {
             if !finished { updateTunnelInterest() }
         } else if let id = byFD[fd], let stream = streams[id] {
             stream.armed = []
+            if stream.connecting {
+                connected(stream)
+                if streams[id] != nil { updateInterest(stream) }
+                flush()
+                return
+            }
             if events.contains(.writable) && stream.toLocalCount > 0 { writeLocal(stream) }
             if events.contains(.readable) && streams[id] != nil { readLocal(stream) }
             if streams[id] != nil { updateInterest(stream) }
@@ -528,8 +615,12 @@ final class SessionRelay: RelayClient {
     private func updateInterest(_ stream: LocalStream) {
         guard stream.attached, !finished else { return }
         var wanted = DescriptorPoller.Events()
-        if !stream.sawEOF && !stream.waitingForWindow && !stream.waitingForTunnel { wanted.insert(.readable) }
-        if stream.toLocalCount > 0 { wanted.insert(.writable) }
+        if stream.connecting {
+            wanted = .writable
+        } else {
+            if !stream.sawEOF && !stream.waitingForWindow && !stream.waitingForTunnel { wanted.insert(.readable) }
+            if stream.toLocalCount > 0 { wanted.insert(.writable) }
+        }
         guard wanted != stream.armed, !wanted.isEmpty else { return }
         do {
             _ = try worker.descriptorPoller().watch(stream.fd, for: wanted)
@@ -543,52 +634,52 @@ final class SessionRelay: RelayClient {
     // MARK: local connections to the tunnel
 
     /// Reads the local connection straight into Data frames (a header, then the bytes read after
-    /// it), a few frames' worth, and seals and sends them together.
+    /// it in the same buffer), sealing and sending each frame as it is read, until the connection
+    /// would block, its window is spent, the tunnel is full, or this turn's budget is used (then
+    /// the other streams get theirs before it reads again).
     private func readLocal(_ stream: LocalStream) {
-        guard stream.attached, !stream.sawEOF else { return }
-        guard tunnelOutOffset >= tunnelOut.count else {
-            stream.waitingForTunnel = true
-            waitingForTunnel.insert(stream.id)
-            return
-        }
+        guard stream.attached, !stream.connecting, !stream.sawEOF else { return }
         let scratch = worker.inScratch
-        var used = 0
-        var ended = false
-        for _ in 0..<SessionRelay.framesPerRead {
-            let allowance = min(mux.directAllowance(stream.id), scratch.count - used - MuxFrame.headerLength)
-            guard allowance > 0 else {
-                if mux.directAllowance(stream.id) == 0 {
-                    stream.waitingForWindow = true
-                    waitingForWindow.insert(stream.id)
-                }
-                break
+        var budget = SessionRelay.bytesPerTurn
+        while budget > 0 && !finished {
+            guard tunnelOutOffset >= tunnelOut.count else {
+                stream.waitingForTunnel = true
+                waitingForTunnel.insert(stream.id)
+                return
             }
-            let payloadStart = used + MuxFrame.headerLength
+            let allowance = min(mux.directAllowance(stream.id), scratch.count - MuxFrame.headerLength)
+            guard allowance > 0 else {
+                stream.waitingForWindow = true
+                waitingForWindow.insert(stream.id)
+                return
+            }
             let result: ReadResult
             do {
-                result = try SystemIO.read(stream.fd, into: UnsafeMutableRawBufferPointer(rebasing: scratch[payloadStart..<(payloadStart + allowance)]))
+                result = try SystemIO.read(stream.fd, into: UnsafeMutableRawBufferPointer(
+                    rebasing: scratch[MuxFrame.headerLength..<(MuxFrame.headerLength + allowance)]))
             } catch {
-                sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<used]))
                 mux.reset(stream.id)
                 finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
                 return
             }
-            guard case .bytes(let n) = result else {
-                ended = result == .endOfFile
-                break
+            switch result {
+            case .wouldBlock:
+                return
+            case .endOfFile:
+                stream.sawEOF = true
+                mux.finish(stream.id)
+                completeIfDone(stream)
+                return
+            case .bytes(let n):
+                let flags = mux.sentDirect(stream.id, n)
+                Self.writeHeader(into: scratch, at: 0, flags: flags, stream: stream.id, length: n)
+                stream.bytesOut += UInt64(n)
+                stream.lastActivity = .now
+                sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<(MuxFrame.headerLength + n)]))
+                budget -= n
+                // A short read drained the socket: wait for its next report rather than read again.
+                if n < allowance { return }
             }
-            let flags = mux.sentDirect(stream.id, n)
-            Self.writeHeader(into: scratch, at: used, flags: flags, stream: stream.id, length: n)
-            used = payloadStart + n
-            stream.bytesOut += UInt64(n)
-            stream.lastActivity = .now
-            if n < allowance { break }
-        }
-        if used > 0 { sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<used])) }
-        if ended && !finished {
-            stream.sawEOF = true
-            mux.finish(stream.id)
-            completeIfDone(stream)
         }
     }
 
@@ -806,7 +897,7 @@ final class SessionRelay: RelayClient {
         guard let stream = streams[id] else { return }  // reset meanwhile: dropped
         stream.lastActivity = .now
         var written = 0
-        if stream.attached && stream.toLocalCount == 0 {
+        if stream.attached && !stream.connecting && stream.toLocalCount == 0 {
             while written < bytes.count {
                 let n: Int?
                 do {
@@ -849,13 +940,18 @@ final class SessionRelay: RelayClient {
         for event in events {
             switch event {
             case .opened(let id):
-                if draining || onIncoming == nil {
+                if draining || (onIncoming == nil && connector == nil) {
                     mux.reset(id)
                     continue
                 }
-                streams[id] = LocalStream(id: id, name: "stream \(id)", onFinish: nil)
+                let stream = LocalStream(id: id, name: "stream \(id)", onFinish: nil)
+                streams[id] = stream
                 streamsCarried += 1
-                onIncoming?(id)
+                if let connector {
+                    connect(stream, with: connector)
+                } else {
+                    onIncoming?(id)
+                }
             case .data(let id, let bytes):
                 bytes.withUnsafeBytes { deliver($0, to: id) }
             case .finished(let id):
@@ -900,7 +996,7 @@ final class SessionRelay: RelayClient {
 
     /// Writes what the peer sent and the local connection could not take at once.
     private func writeLocal(_ stream: LocalStream) {
-        guard stream.attached else { return }
+        guard stream.attached, !stream.connecting else { return }
         var taken = 0
         defer {
             if taken > 0 {
@@ -939,7 +1035,7 @@ final class SessionRelay: RelayClient {
     }
 
     private func shutDownIfDelivered(_ stream: LocalStream) {
-        guard stream.remoteFinished, stream.attached, stream.toLocalCount == 0, !stream.shutDownWrite else { return }
+        guard stream.remoteFinished, stream.attached, !stream.connecting, stream.toLocalCount == 0, !stream.shutDownWrite else { return }
         stream.shutDownWrite = true
         SystemIO.shutdownWrite(stream.fd, isSocket: true)
         completeIfDone(stream)

@@ -50,6 +50,14 @@ public enum SystemIO {
 
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
+    /// A socket's pending error (SO_ERROR): how its non-blocking connect ended, 0 when it connected.
+    public static func pendingError(_ fd: Int32) -> Int32 {
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0 else { return errno }
+        return code
+    }
+
     /// Makes the coming close of a socket send a reset instead of an orderly end (SO_LINGER 0),
     /// so its peer learns the connection broke and no TIME_WAIT is left; fails on other descriptors.
     public static func resetOnClose(_ fd: Int32) throws {

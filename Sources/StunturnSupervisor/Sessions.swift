@@ -29,10 +29,10 @@ extension ForwardContext {
 
     /// Runs the multiplexer on an established tunnel.
     func startSession(on tunnel: Socket, peer: String, side: MuxSession.Side, secured: TunnelSession?,
-                      onIncoming: (@Sendable (RelaySession, UInt32) -> Void)? = nil) -> RelaySession {
+                      connectIncoming: IncomingConnector? = nil) -> RelaySession {
         let logger = self.logger
         return relay.session(tunnel: tunnel, peerName: "peer \(peer)", side: side, transform: secured.map(SealingTransform.init),
-                             options: sessionOptions, onIncoming: onIncoming) { rtt in
+                             options: sessionOptions, connectIncoming: connectIncoming) { rtt in
             logger.debug("session round trip \(formatDuration(rtt))", metadata: ["peer": "\(peer)"])
         }
     }
@@ -99,6 +99,14 @@ final class SessionKeeper: Sendable {
 
     func failed(_ reason: String) {
         state.withLock { $0.lastFailure = reason }
+    }
+
+    /// The session, if it is up now.
+    var current: (session: RelaySession, peer: String)? {
+        state.withLock { state in
+            guard let current = state.current, !current.session.isEnded else { return nil }
+            return current
+        }
     }
 
     /// Why there is no session, as last seen.

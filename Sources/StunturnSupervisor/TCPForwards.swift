@@ -66,10 +66,19 @@ struct ExposeForward: Sendable {
             let punched = ContinuousClock.now - start
             peer = tunnel.peerDescription
             let secured = try await context.secure(tunnel, as: .responder, consequence: "; nothing reached \(target)")
-            let context = self.context, target = self.target
-            session = context.startSession(on: tunnel, peer: peer, side: .responder, secured: secured) { session, id in
-                Task { await ExposeForward.connect(id, on: session, to: target, peer: peer, context: context) }
+            // Resolved once per session: each stream then connects at once, from the relay's queue.
+            let address: SocketAddress
+            do {
+                address = try await context.localAddress(target)
+            } catch {
+                throw SessionFailure(.serviceUnreachable, "cannot resolve the exposed service \(target): \(error)", underlying: error)
             }
+            let context = self.context, target = self.target
+            let connector = IncomingConnector(address: address, timeout: context.config.connectTimeout, name: "service \(target)") { id, report in
+                context.statistics.started()
+                context.record(report, description: "stream \(id) to \(target)", peer: peer)
+            }
+            session = context.startSession(on: tunnel, peer: peer, side: .responder, secured: secured, connectIncoming: connector)
             log.info("tunnel up: session with the peer established", metadata: [
                 "peer": "\(peer)", "punch_ms": "\(punched.milliseconds)", "encrypted": "\(secured != nil)"])
         } catch {
@@ -78,24 +87,6 @@ struct ExposeForward: Sendable {
             return
         }
         context.logEnd(of: await context.hold(session), peer: peer)
-    }
-
-    /// Connects a stream the peer opened to the exposed service; a service that cannot be reached
-    /// resets the stream, and the log says why.
-    private static func connect(_ id: UInt32, on session: RelaySession, to target: Endpoint, peer: String, context: ForwardContext) async {
-        context.statistics.started()
-        let local: Socket
-        do {
-            local = try await Socket.connect(to: try await context.localAddress(target), timeout: context.config.connectTimeout)
-        } catch {
-            session.refuse(id, reason: "cannot reach the exposed service: \(error)")
-            context.statistics.failedBeforeRelay()
-            context.logger.warning("stream \(id) not carried: cannot reach the exposed service \(target): \(error)", metadata: ["peer": "\(peer)"])
-            return
-        }
-        session.attach(id, local, name: "service \(target)") { report in
-            context.record(report, description: "stream \(id) to \(target)", peer: peer)
-        }
     }
 }
 
@@ -159,6 +150,16 @@ struct ListenForward: Sendable {
             do {
                 let (connection, from) = try await listener.accept(until: nil)
                 backoff.reset()
+                // With the session up, the connection is a stream on it at once; the session
+                // itself is what the connection pool holds and drains.
+                if let (session, peer) = keeper.current {
+                    context.statistics.started()
+                    let context = self.context
+                    session.open(connection, name: "client \(from)") { report in
+                        context.record(report, description: "connection from \(from)", peer: peer)
+                    }
+                    continue
+                }
                 if !context.submit({ await carry(connection, from: from, keeper: keeper) }) {
                     log.info("connection from \(from) refused: the agent is shutting down")
                     connection.close()
