@@ -13,6 +13,7 @@ for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE): signal.
 os.execvp("bash", ["bash"] + sys.argv[1:])' "$0" "$@"
 fi
 
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PREFIX="${NATLAB_PREFIX:-stl-}"
 NODES=(inet pub nat-a nat-b peer-a peer-b)
 SERVER_IP=203.0.113.10
@@ -20,6 +21,8 @@ SERVER_PORT=3478
 SERVICE_PORT=7000   # the exposed service, on peer-b's loopback
 LISTEN_PORT=7001    # the forward's local port, on peer-a's loopback
 LOG_ROOT="${NATLAB_LOGDIR:-/tmp/natlab-logs}"
+DELAY_QUEUE=7       # NFQUEUE number the delayer binds in inet (queues are per namespace)
+NAT_B_PUBLIC=198.51.100.130
 
 usage() {
     cat <<'EOF'
@@ -63,8 +66,10 @@ Router kinds (how a NAT router treats unsolicited inbound packets):
   answer    Linux default: TCP RST, ICMP port unreachable for UDP.
   drop      Silently discarded.
 
---loss PCT drops PCT % of packets crossing the internet (iptables statistic). --delay MS adds
-one-way delay per internet hop with sch_netem; kernels without it skip the delay and say so.
+--loss PCT drops PCT % of packets crossing the internet (iptables statistic). --delay MS holds
+every packet the internet router (inet) forwards for MS milliseconds, so peer-to-peer RTT grows
+by 2*MS. It uses sch_netem when the kernel has it, else an NFQUEUE rule on inet plus
+scripts/natlab/delay.py running in inet (NATLAB_DELAY=netem|nfqueue forces one; default auto).
 
 Expected outcomes: a direct path exists unless one side is edm and the other is not 'none'.
 An edm router sends to the peer from a fresh port that nobody announced; the other NAT filters
@@ -158,6 +163,47 @@ setup_router() {
     fi
 }
 
+# Every packet inet forwards waits MS ms, whichever way it goes. Sets DELAY_BY to what does it:
+# netem, nfqueue or none. netem delays on egress of inet's three links, which every forwarded packet
+# leaves by exactly once; kernels without sch_netem get the same from NFQUEUE + delay.py.
+setup_delay() {  # ms
+    local ms=$1 mode=${NATLAB_DELAY:-auto} dev
+    [[ $mode == auto || $mode == netem || $mode == nfqueue ]] || die "NATLAB_DELAY must be auto, netem or nfqueue"
+    if [[ $mode == auto || $mode == netem ]]; then
+        local ok=1
+        for dev in srv wan-a wan-b; do
+            nx inet tc qdisc add dev "$dev" root netem delay "${ms}ms" 2>/dev/null || { ok=0; break; }
+        done
+        if [[ $ok == 1 ]]; then DELAY_BY=netem; return 0; fi
+        for dev in srv wan-a wan-b; do nx inet tc qdisc del dev "$dev" root 2>/dev/null || true; done
+        [[ $mode == netem ]] && die "--delay: this kernel has no sch_netem (tc qdisc netem)"
+    fi
+    if start_delayer "$ms"; then DELAY_BY=nfqueue; return 0; fi
+    log "delay skipped: no sch_netem and no working NFQUEUE here; the lab runs without added delay"
+    DELAY_BY=none
+}
+
+# The delayer runs inside inet, so `down` (kill_ns_processes) ends it with the namespace.
+# --queue-bypass: while nothing is bound to the queue, packets pass instead of being dropped.
+start_delayer() {  # ms
+    local ms=$1 logfile="$LOG_ROOT/${PREFIX}delay.log"
+    mkdir -p "$LOG_ROOT"
+    nx inet iptables -A FORWARD -j NFQUEUE --queue-num "$DELAY_QUEUE" --queue-bypass 2>/dev/null || return 1
+    ip netns exec "$(ns inet)" python3 "$SCRIPT_DIR/natlab/delay.py" --queue "$DELAY_QUEUE" --delay-ms "$ms" \
+        >"$logfile" 2>&1 </dev/null &
+    if ! wait_until 5 delayer_bound; then
+        log "delayer did not bind NFQUEUE $DELAY_QUEUE within 5 s: $(tail -n 3 "$logfile" 2>/dev/null | tr '\n' ' ')"
+        kill_ns_processes "$(ns inet)"
+        nx inet iptables -D FORWARD -j NFQUEUE --queue-num "$DELAY_QUEUE" --queue-bypass 2>/dev/null || true
+        return 1
+    fi
+}
+
+# /proc/net is per namespace: inet's own list of bound queues.
+delayer_bound() {
+    nx inet awk -v q="$DELAY_QUEUE" '$1 == q { found = 1 } END { exit !found }' /proc/net/netfilter/nfnetlink_queue 2>/dev/null
+}
+
 cmd_up() {
     local nat_a=eim-apdf nat_b=eim-apdf router=answer loss=0 delay=0
     while [[ $# -gt 0 ]]; do
@@ -226,22 +272,14 @@ cmd_up() {
         p=$(awk -v l="$loss" 'BEGIN { printf "%.4f", l / 100 }')
         nx inet iptables -A FORWARD -m statistic --mode random --probability "$p" -j DROP
     fi
-    if [[ $delay -gt 0 ]]; then
-        local dev ok=1
-        for dev in srv wan-a wan-b; do
-            ip netns exec "$(ns inet)" tc qdisc add dev "$dev" root netem delay "${delay}ms" 2>/dev/null || { ok=0; break; }
-        done
-        if [[ $ok == 0 ]]; then
-            for dev in srv wan-a wan-b; do ip netns exec "$(ns inet)" tc qdisc del dev "$dev" root 2>/dev/null || true; done
-            log "delay skipped: this kernel has no sch_netem (tc qdisc netem); the lab runs without added delay"
-        fi
-    fi
+    DELAY_BY=none
+    if [[ $delay -gt 0 ]]; then setup_delay "$delay"; fi
 
     # Both peers must have a route to the server before anything runs on top.
     for node in peer-a peer-b; do
         nx "$node" ip route get "$SERVER_IP" >/dev/null || die "$node has no route to the server: lab is broken"
     done
-    log "up: nat-a=$nat_a nat-b=$nat_b router=$router loss=$loss% delay=${delay}ms server=$SERVER_IP:$SERVER_PORT"
+    log "up: nat-a=$nat_a nat-b=$nat_b router=$router loss=$loss% delay=${delay}ms ($DELAY_BY) server=$SERVER_IP:$SERVER_PORT"
 }
 
 cmd_exec() {
