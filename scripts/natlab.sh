@@ -41,6 +41,12 @@ usage: natlab.sh COMMAND [options]
         Bring the lab up, run server (pub), expose (peer-b) and listen (peer-a) agents, push real
         traffic through the forward, print one RESULT line, tear everything down. Exit 0 when the
         outcome is the expected one for the pairing.
+  latency --agent PATH [--baseline-agent PATH] [--delay MS] [--count N]
+        On a lab with MS ms delay (default 20) per crossing of the internet, eim-apdf on both
+        sides: once the forward works, time N (default 30) new TCP connections to the listen port,
+        one after another, each from connect until its first byte is echoed back, and the RTT
+        between the two NATs. One line per agent (the baseline on a fresh lab, same delay):
+        LATENCY agent=current|baseline median_ms= p90_ms= rtt_ms= ratio=median/rtt n=
   matrix --agent PATH [--quick] [--punch-timeout S]
         Run every case; progress on stderr, a markdown table on stdout. --quick: no loss runs,
         answering routers only.
@@ -327,7 +333,7 @@ cmd_check() {
 write_helper() {
     cat >"$1" <<'PY'
 # Echo services and clients for the lab; every wait has a deadline.
-import hashlib, os, socket, sys, threading, time
+import hashlib, math, os, socket, statistics, struct, sys, threading, time
 
 def tcp_echo(port):
     srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -410,8 +416,78 @@ def udp_client(port, count, limit):
                 done += 1; break
     print(f"ok {time.monotonic()-start:.2f} answered={done}/{count} sent={sent}")
 
-cmd = sys.argv[1]; args = [float(a) if "." in a else int(a) for a in sys.argv[2:]]
-{"tcp-echo": tcp_echo, "udp-echo": udp_echo, "tcp-client": tcp_client, "udp-client": udp_client}[cmd](*args)
+def percentile(values, p):  # nearest rank
+    v = sorted(values); return v[max(0, math.ceil(p / 100 * len(v)) - 1)]
+
+def tcp_latency(port, count, warm_limit, sample_limit):
+    # Time from starting a new connection to the forward until one byte comes back, count times,
+    # 0.2 s apart, once a first echo has shown the forward works.
+    def one(limit):
+        start = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=limit) as c:
+            c.settimeout(max(0.1, limit - (time.perf_counter() - start)))
+            c.sendall(b"L")
+            if c.recv(1) != b"L":
+                raise OSError("no echo (connection closed)")
+        return (time.perf_counter() - start) * 1000
+    start = time.monotonic(); warm = None
+    while time.monotonic() - start < warm_limit:
+        try:
+            one(min(10, warm_limit)); warm = time.monotonic() - start; break
+        except OSError:
+            time.sleep(0.5)
+    if warm is None:
+        print(f"failed warm-up: no echo within {warm_limit}s"); return
+    samples = []; failed = 0
+    for i in range(count):
+        if i:
+            time.sleep(0.2)
+        try:
+            samples.append(one(sample_limit))
+        except OSError:
+            failed += 1
+    if not samples:
+        print(f"failed all {count} samples"); return
+    print(f"latency median_ms={statistics.median(samples):.2f} p90_ms={percentile(samples, 90):.2f} n={len(samples)} "
+          f"failed={failed} warm_s={warm:.2f} samples=" + ",".join(f"{x:.1f}" for x in samples))
+
+def icmp_rtt(dst, count):
+    # ping without needing ping installed: raw ICMP echo, median of count answers; the first,
+    # unanswered or not, is a warm-up and not counted.
+    def checksum(b):
+        t = sum(struct.unpack(f"!{len(b) // 2}H", b)); t = (t >> 16) + (t & 0xFFFF); t += t >> 16
+        return ~t & 0xFFFF
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    ident = os.getpid() & 0xFFFF; rtts = []
+    for seq in range(count + 1):
+        body = os.urandom(16)
+        pkt = struct.pack("!BBHHH", 8, 0, checksum(struct.pack("!BBHHH", 8, 0, 0, ident, seq) + body), ident, seq) + body
+        start = time.perf_counter(); s.sendto(pkt, (dst, 0))
+        while (left := start + 2 - time.perf_counter()) > 0:
+            s.settimeout(left)
+            try:
+                d, _ = s.recvfrom(4096)
+            except socket.timeout:
+                break
+            kind, _, _, rid, rseq = struct.unpack_from("!BBHHH", d, (d[0] & 15) * 4)
+            if kind == 0 and rid == ident and rseq == seq:
+                if seq:
+                    rtts.append((time.perf_counter() - start) * 1000)
+                break
+        time.sleep(0.2)
+    print(f"rtt median_ms={statistics.median(rtts):.2f} n={len(rtts)}" if rtts else f"rtt none n=0")
+
+def arg(a):
+    for kind in (int, float):
+        try:
+            return kind(a)
+        except ValueError:
+            pass
+    return a
+
+cmd = sys.argv[1]; args = [arg(a) for a in sys.argv[2:]]
+{"tcp-echo": tcp_echo, "udp-echo": udp_echo, "tcp-client": tcp_client, "udp-client": udp_client,
+ "tcp-latency": tcp_latency, "icmp-rtt": icmp_rtt}[cmd](*args)
 PY
 }
 
@@ -457,6 +533,25 @@ spawn() {  # node logfile cmd... ; sets SPAWNED
     CASE_PIDS+=("$SPAWNED")
 }
 
+# Server (pub), echo service and expose agent (peer-b), listen agent (peer-a), each started once
+# the one before is ready; logs and the helper in CASE_DIR. Sets SERVER_PID, EXPOSE_PID, LISTEN_PID.
+start_agents() {  # agent proto punch_timeout
+    local agent=$1 proto=$2 punch_timeout=$3 key udp_flag=() helper="$CASE_DIR/helper.py"
+    key=$(python3 -c 'import uuid; print(uuid.uuid4())')
+    [[ $proto == udp ]] && udp_flag=(--udp)
+    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout" --log-level debug)
+
+    spawn pub "$CASE_DIR/server.log" "$agent" server --listen "$SERVER_IP:$SERVER_PORT"; SERVER_PID=$SPAWNED
+    wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
+    spawn peer-b "$CASE_DIR/service.log" python3 "$helper" "$proto-echo" "$SERVICE_PORT"
+    wait_until 5 port_open peer-b "$proto" "$SERVICE_PORT" || die "echo service did not start"
+    spawn peer-b "$CASE_DIR/expose.log" "$agent" forward --expose "127.0.0.1:$SERVICE_PORT" "${common[@]}"; EXPOSE_PID=$SPAWNED
+    # The exposing side is ready once its long-poll is parked at the server.
+    wait_until 10 server_has_client || log "expose agent is not polling the server after 10 s"
+    spawn peer-a "$CASE_DIR/listen.log" "$agent" forward --listen "127.0.0.1:$LISTEN_PORT" "${common[@]}"; LISTEN_PID=$SPAWNED
+    wait_until 10 port_open peer-a "$proto" "$LISTEN_PORT" || log "listen agent did not open $proto $LISTEN_PORT within 10 s"
+}
+
 cmd_case() {
     local nat_a="" nat_b="" proto="" router=answer loss=0 delay=0 agent="" punch_timeout=8
     while [[ $# -gt 0 ]]; do
@@ -497,21 +592,10 @@ cmd_case() {
     [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
     grep -v '^natlab: up:' "$CASE_DIR/up.log" >&2 || true
 
-    local key udp_flag=() helper="$CASE_DIR/helper.py" server_pid expose_pid listen_pid
-    key=$(python3 -c 'import uuid; print(uuid.uuid4())')
-    [[ $proto == udp ]] && udp_flag=(--udp)
+    local helper="$CASE_DIR/helper.py" server_pid expose_pid listen_pid
     write_helper "$helper"
-    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout" --log-level debug)
-
-    spawn pub "$CASE_DIR/server.log" "$agent" server --listen "$SERVER_IP:$SERVER_PORT"; server_pid=$SPAWNED
-    wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
-    spawn peer-b "$CASE_DIR/service.log" python3 "$helper" "$proto-echo" "$SERVICE_PORT"
-    wait_until 5 port_open peer-b "$proto" "$SERVICE_PORT" || die "echo service did not start"
-    spawn peer-b "$CASE_DIR/expose.log" "$agent" forward --expose "127.0.0.1:$SERVICE_PORT" "${common[@]}"; expose_pid=$SPAWNED
-    # The exposing side is ready once its long-poll is parked at the server.
-    wait_until 10 server_has_client || log "expose agent is not polling the server after 10 s"
-    spawn peer-a "$CASE_DIR/listen.log" "$agent" forward --listen "127.0.0.1:$LISTEN_PORT" "${common[@]}"; listen_pid=$SPAWNED
-    wait_until 10 port_open peer-a "$proto" "$LISTEN_PORT" || log "listen agent did not open $proto $LISTEN_PORT within 10 s"
+    start_agents "$agent" "$proto" "$punch_timeout"
+    server_pid=$SERVER_PID; expose_pid=$EXPOSE_PID; listen_pid=$LISTEN_PID
 
     # Traffic. The client's limit is generous; a forward that neither works nor fails by then hangs.
     local limit=$((punch_timeout + 25)) client_out="$CASE_DIR/client.out" client_pid t0 failed_at="" now
@@ -603,6 +687,84 @@ server_has_client() {
     [[ -n $(nx pub ss -Htn state established "sport = :$SERVER_PORT" 2>/dev/null) ]]
 }
 
+# ---------------------------------------------------------------- latency
+
+# One measurement on a fresh lab (eim-apdf both sides, answering routers, TCP); prints its
+# LATENCY line on stdout. Returns 1 when it could not measure.
+latency_run() {  # name agent delay count
+    local name=$1 agent=$2 delay=$3 count=$4
+    CASE_DIR="$LOG_ROOT/latency-$name"
+    rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
+    log "latency: $name ($agent), delay ${delay}ms, $count connections"
+    local rc=0
+    set +e
+    (set -e; cmd_up --nat-a eim-apdf --nat-b eim-apdf --router answer --delay "$delay") 2>"$CASE_DIR/up.log"
+    rc=$?
+    set -e
+    [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
+    grep -v '^natlab: up:' "$CASE_DIR/up.log" >&2 || true
+
+    local helper="$CASE_DIR/helper.py" rtt_line rtt
+    write_helper "$helper"
+    # The round trip between the two NATs' public addresses, across inet: what every packet
+    # between the peers goes through. Measured on the quiet lab, before any agent runs.
+    rtt_line=$(nx nat-a timeout 20 python3 "$helper" icmp-rtt "$NAT_B_PUBLIC" 10 2>&1 || true)
+    rtt=$(sed -n 's/^rtt median_ms=\([^ ]*\).*/\1/p' <<<"$rtt_line")
+    [[ -n $rtt ]] || { log "latency: no ping answer from $NAT_B_PUBLIC: $rtt_line"; rtt=0; }
+
+    start_agents "$agent" tcp 8
+    # The client times inside peer-a; timeout bounds it as a whole (warm-up 60 s, 10 s a sample).
+    local out="$CASE_DIR/latency.out" limit=$((60 + count * 11 + 10)) line
+    spawn peer-a "$out" timeout "$limit" python3 "$helper" tcp-latency "$LISTEN_PORT" "$count" 60 10
+    wait "$SPAWNED" 2>/dev/null || true
+    line=$(head -n1 "$out" 2>/dev/null || true)
+    case_cleanup
+    if [[ $line != latency* ]]; then
+        echo "LATENCY agent=$name failed rtt_ms=$rtt detail=${line:-none} (logs in $CASE_DIR)"
+        return 1
+    fi
+    local median p90 n failed ratio
+    median=$(sed -n 's/.* median_ms=\([^ ]*\).*/\1/p' <<<"$line")
+    p90=$(sed -n 's/.* p90_ms=\([^ ]*\).*/\1/p' <<<"$line")
+    n=$(sed -n 's/.* n=\([^ ]*\).*/\1/p' <<<"$line")
+    failed=$(sed -n 's/.* failed=\([^ ]*\).*/\1/p' <<<"$line")
+    ratio=$(awk -v m="$median" -v r="$rtt" 'BEGIN { if (r > 0) printf "%.2f", m / r; else print "n/a" }')
+    log "latency: $name: $line"
+    local extra=""
+    [[ -n $failed && $failed != 0 ]] && extra=" failed=$failed"
+    echo "LATENCY agent=$name median_ms=$median p90_ms=$p90 rtt_ms=$rtt ratio=$ratio n=$n$extra"
+}
+
+cmd_latency() {
+    local agent="" baseline="" delay=20 count=30
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --agent) agent=$2; shift 2 ;;
+            --baseline-agent) baseline=$2; shift 2 ;;
+            --delay) delay=$2; shift 2 ;;
+            --count) count=$2; shift 2 ;;
+            *) die "latency: unknown option $1" ;;
+        esac
+    done
+    [[ -n $agent ]] || die "latency needs --agent PATH"
+    local a
+    for a in "$agent" ${baseline:+"$baseline"}; do
+        [[ -x $a ]] || die "agent binary $a is missing or not executable"
+    done
+    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    [[ -z $baseline ]] || baseline=$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")
+    [[ $delay =~ ^[0-9]+$ ]] || die "--delay must be whole milliseconds"
+    [[ $count =~ ^[0-9]+$ && $count -ge 1 ]] || die "--count must be a positive whole number"
+    trap case_cleanup EXIT
+    trap 'exit 130' INT TERM
+    local bad=0
+    latency_run current "$agent" "$delay" "$count" || bad=1
+    if [[ -n $baseline ]]; then
+        latency_run baseline "$baseline" "$delay" "$count" || bad=1
+    fi
+    return $bad
+}
+
 # ---------------------------------------------------------------- matrix
 
 cmd_matrix() {
@@ -678,6 +840,7 @@ case $command in
     check) cmd_check "$@" ;;
     case) cmd_case "$@" ;;
     matrix) cmd_matrix "$@" ;;
+    latency) cmd_latency "$@" ;;
     -h|--help|help) usage ;;
     *) usage; exit 2 ;;
 esac
