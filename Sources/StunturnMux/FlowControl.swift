@@ -27,6 +27,11 @@ public struct ReceiveWindow: Sendable {
         self.maximum = maximum
     }
 
+    /// Round trips shorter than this count as this long when deciding growth: a ping on an idle
+    /// loopback or LAN path answers in tens of microseconds, while the data path's round trip
+    /// (scheduling, the kernel's socket buffers) is far longer, and windows would never grow.
+    public static let minimumRoundTrip: Duration = .milliseconds(1)
+
     /// A Data frame of `count` bytes arrived; more than the credit is a protocol error.
     public mutating func received(_ count: Int) throws(MuxError) {
         guard count <= credit else {
@@ -37,12 +42,13 @@ public struct ReceiveWindow: Sendable {
 
     /// The local side took `count` bytes. Returns the WindowUpdate delta to send now, or nil while
     /// less than half the window has been taken. `rtt` is the session's last measured round trip.
-    public mutating func consumed(_ count: Int, now: ContinuousClock.Instant, rtt: Duration?) -> UInt32? {
+    /// `maxGrowth` caps how much the window may grow now (the session's budget left).
+    public mutating func consumed(_ count: Int, now: ContinuousClock.Instant, rtt: Duration?, maxGrowth: Int = .max) -> UInt32? {
         consumedSinceUpdate += count
         guard consumedSinceUpdate >= size / 2 else { return nil }
         var growth = 0
-        if let rtt, let lastUpdate, size < maximum, now - lastUpdate < rtt * 2 {
-            growth = min(size, maximum - size)
+        if let rtt, let lastUpdate, size < maximum, now - lastUpdate < max(rtt, Self.minimumRoundTrip) * 2 {
+            growth = min(size, maximum - size, maxGrowth)
             size += growth
         }
         let delta = consumedSinceUpdate + growth

@@ -49,6 +49,8 @@ public struct MuxSession: Sendable {
     /// Bytes the session holds for sending across all streams; writes past it are refused.
     public let maxBuffered: Int
     public let maxFramePayload: Int
+    /// What all streams' receive windows may add up to through growth (each starts at 256 KiB).
+    public let receiveBudget: Int
     private var streams: [UInt32: Stream] = [:]
     private var nextID: UInt32
     private var ready = RoundRobin<UInt32>()
@@ -56,8 +58,10 @@ public struct MuxSession: Sendable {
     private var buffered = 0
     private var nextPing: UInt32 = 1
 
-    public init(side: Side, maxStreams: Int = 1024, maxBuffered: Int = 32 << 20, maxFramePayload: Int = 64 * 1024) {
+    public init(side: Side, maxStreams: Int = 1024, maxBuffered: Int = 32 << 20, maxFramePayload: Int = 64 * 1024,
+                receiveBudget: Int = 32 << 20) {
         self.side = side
+        self.receiveBudget = receiveBudget
         self.maxStreams = maxStreams
         self.maxBuffered = maxBuffered
         self.maxFramePayload = maxFramePayload
@@ -74,6 +78,7 @@ public struct MuxSession: Sendable {
         let id = nextID
         nextID &+= 2
         streams[id] = Stream(receive: ReceiveWindow(), send: SendWindow(), pendingFlags: .syn, acknowledged: false)
+        grantedWindows += ReceiveWindow.initial
         // The SYN goes out at once, with the first data if any is written before it is sent.
         ready.markReady(id)
         return id
@@ -102,18 +107,31 @@ public struct MuxSession: Sendable {
     /// The local connection broke: RST at once, and the stream is gone.
     public mutating func reset(_ id: UInt32) {
         guard let stream = streams.removeValue(forKey: id) else { return }
+        grantedWindows -= stream.receive.size
         buffered -= stream.outgoing.count
         ready.remove(id)
         control.append(MuxFrame.windowUpdate(id, delta: 0, flags: .rst))
     }
 
     /// The local connection took `count` bytes of a stream's data; may queue a window update.
+    /// Windows grow only while the sum of all streams' windows stays within `receiveBudget`, so
+    /// what the peer may have in flight to this side, and so what it buffers, is bounded.
     public mutating func consumed(_ id: UInt32, _ count: Int, now: ContinuousClock.Instant, rtt: Duration?) {
         guard var stream = streams[id] else { return }
-        if let delta = stream.receive.consumed(count, now: now, rtt: rtt) {
+        let before = stream.receive.size
+        if let delta = stream.receive.consumed(count, now: now, rtt: rtt, maxGrowth: max(0, receiveBudget - grantedWindows)) {
             control.append(.windowUpdate(id, delta: delta))
         }
+        grantedWindows += stream.receive.size - before
         streams[id] = stream
+    }
+
+    /// The sum of every open stream's receive window.
+    public private(set) var grantedWindows = 0
+
+    private mutating func drop(_ id: UInt32) {
+        guard let stream = streams.removeValue(forKey: id) else { return }
+        grantedWindows -= stream.receive.size
     }
 
     /// Whether `id` is open on this side (not yet ended both ways, not reset).
@@ -147,6 +165,7 @@ public struct MuxSession: Sendable {
     /// connections) and a GoAway with `reason` is the next frame.
     public mutating func goAway(_ reason: MuxFrame.GoAwayReason) {
         streams = [:]
+        grantedWindows = 0
         ready = RoundRobin()
         buffered = 0
         control = [.goAway(reason)]
@@ -186,7 +205,7 @@ public struct MuxSession: Sendable {
             }
             if !stream.outgoing.isEmpty || (stream.localFinished && !stream.finSent) { ready.markReady(id) }
             let done = stream.finSent && stream.remoteFinished
-            if done { streams[id] = nil } else { streams[id] = stream }
+            if done { drop(id) } else { streams[id] = stream }
             return .data(id, payload, flags: flags)
         }
         return nil
@@ -241,6 +260,7 @@ public struct MuxSession: Sendable {
                 return []
             }
             streams[id] = Stream(receive: ReceiveWindow(), send: SendWindow(), pendingFlags: .ack, acknowledged: true)
+            grantedWindows += ReceiveWindow.initial
             ready.markReady(id)
             events.append(.opened(id))
         }
@@ -249,7 +269,7 @@ public struct MuxSession: Sendable {
             return events
         }
         if frame.flags.contains(.rst) {
-            streams[id] = nil
+            drop(id)
             buffered -= stream.outgoing.count
             ready.remove(id)
             events.append(stream.acknowledged ? .reset(id) : .refused(id))
@@ -270,7 +290,7 @@ public struct MuxSession: Sendable {
             stream.remoteFinished = true
             events.append(.finished(id))
         }
-        if stream.finSent && stream.remoteFinished { streams[id] = nil } else { streams[id] = stream }
+        if stream.finSent && stream.remoteFinished { drop(id) } else { streams[id] = stream }
         return events
     }
 }

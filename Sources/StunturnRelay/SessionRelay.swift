@@ -271,9 +271,9 @@ final class SessionRelay: RelayClient {
     /// (the peer accepts up to 256 KiB).
     static let framePayload = RelayEngine.defaultChunkSize - MuxFrame.headerLength
     /// What one stream may send per readiness report before the others get their turn: large
-    /// enough that a bulk stream is not paying an event per frame, small enough (about a
-    /// millisecond of sealing) that an interactive one waits little behind it.
-    static let bytesPerTurn = 1 << 20
+    /// enough that a bulk stream is not paying an event per frame, small enough (a few
+    /// milliseconds of sealing) that an interactive one waits little behind it.
+    static let bytesPerTurn = 4 << 20
     /// Reads of the tunnel per readiness report.
     static let maxTunnelReads = 16
     /// The largest Data frame accepted from the peer.
@@ -297,6 +297,8 @@ final class SessionRelay: RelayClient {
     private var dataStream: UInt32 = 0
     private var dataRemaining = 0
     private var dataFin = false
+    /// Consecutive payload pieces of one stream, gathered for one write.
+    private var run: (stream: UInt32, pieces: [UnsafeRawBufferPointer]) = (0, [])
     private var keepalive: Keepalive
     private var streams: [UInt32: LocalStream] = [:]
     private var byFD: [Int32: UInt32] = [:]
@@ -327,7 +329,10 @@ final class SessionRelay: RelayClient {
         self.transform = transform
         self.options = options
         self.onRoundTrip = onRoundTrip
-        mux = MuxSession(side: side, maxStreams: options.maxStreams, maxFramePayload: SessionRelay.framePayload)
+        // Windows grow within half the buffer cap, so streams whose readers stopped cannot fill it
+        // alone: the tunnel pauses only when very many stopped streams each hold a whole window.
+        mux = MuxSession(side: side, maxStreams: options.maxStreams, maxFramePayload: SessionRelay.framePayload,
+                         receiveBudget: options.maxBuffered / 2)
         keepalive = Keepalive(interval: options.keepalive, allowedMisses: options.allowedMisses)
     }
 
@@ -780,12 +785,15 @@ final class SessionRelay: RelayClient {
         }
         endIfDrained()
         if finished { return }
-        for id in waitingForTunnel {
-            guard let stream = streams[id] else { continue }
-            stream.waitingForTunnel = false
-            updateInterest(stream)
-        }
+        // Streams that stopped because the tunnel was full read again now, in turn.
+        let waiting = waitingForTunnel
         waitingForTunnel.removeAll(keepingCapacity: true)
+        for id in waiting {
+            guard let stream = streams[id], !finished else { continue }
+            stream.waitingForTunnel = false
+            if tunnelOutOffset >= tunnelOut.count { readLocal(stream) }
+            if streams[id] != nil { updateInterest(stream) }
+        }
     }
 
     // MARK: the tunnel to local connections
@@ -840,10 +848,15 @@ final class SessionRelay: RelayClient {
         while offset < bytes.count && !finished {
             if dataRemaining > 0 {
                 let n = min(dataRemaining, bytes.count - offset)
-                deliver(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]), to: dataStream)
+                if run.stream != dataStream { deliverRun() }
+                run.stream = dataStream
+                run.pieces.append(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
                 offset += n
                 dataRemaining -= n
-                if dataRemaining == 0 { endDataFrame() }
+                if dataRemaining == 0 && dataFin {
+                    deliverRun()
+                    endDataFrame()
+                }
                 continue
             }
             let header: MuxFrame
@@ -864,6 +877,9 @@ final class SessionRelay: RelayClient {
                 protocolError(error)
                 return
             }
+            // Payload for the same stream, frame after frame, goes out in one write; anything
+            // else (another stream, flags, a control frame) first delivers what is gathered.
+            if header.kind != .data || header.streamID != run.stream || !header.flags.isEmpty { deliverRun() }
             guard header.kind == .data else {
                 receive(header)
                 continue
@@ -879,7 +895,18 @@ final class SessionRelay: RelayClient {
             dataFin = header.flags.contains(.fin)
             if dataRemaining == 0 { endDataFrame() }
         }
+        // The pieces point into `bytes`: delivered (or copied) before it is reused.
+        deliverRun()
         if !finished { resumeStreamsWithWindow() }
+    }
+
+    /// Delivers the gathered payload pieces of one stream.
+    private func deliverRun() {
+        guard !run.pieces.isEmpty else { return }
+        let pieces = run.pieces
+        run.pieces.removeAll(keepingCapacity: true)
+        guard !finished else { return }
+        deliver(pieces, to: run.stream)
     }
 
     private func endDataFrame() {
@@ -892,33 +919,38 @@ final class SessionRelay: RelayClient {
         }
     }
 
-    /// Hands part of a Data frame's payload to its stream's local connection.
-    private func deliver(_ bytes: UnsafeRawBufferPointer, to id: UInt32) {
+    /// Hands Data payload to its stream's local connection: written at once when the connection
+    /// takes it (one gathering write), the rest kept in the stream until it is writable.
+    private func deliver(_ pieces: [UnsafeRawBufferPointer], to id: UInt32) {
         guard let stream = streams[id] else { return }  // reset meanwhile: dropped
         stream.lastActivity = .now
+        let total = pieces.reduce(0) { $0 + $1.count }
         var written = 0
         if stream.attached && !stream.connecting && stream.toLocalCount == 0 {
-            while written < bytes.count {
-                let n: Int?
-                do {
-                    n = try SystemIO.write(stream.fd, UnsafeRawBufferPointer(rebasing: bytes[written...]), isSocket: true)
-                } catch {
-                    mux.reset(stream.id)
-                    finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
-                    return
-                }
-                guard let n else { break }
-                written += n
+            do {
+                written = try (pieces.count == 1 ? SystemIO.write(stream.fd, pieces[0], isSocket: true)
+                                                 : SystemIO.send(stream.fd, gathering: pieces)) ?? 0
+            } catch {
+                mux.reset(stream.id)
+                finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
+                return
             }
             if written > 0 { took(written, from: stream) }
         }
-        if written < bytes.count {
-            stream.toLocal.append(Array(bytes[written...]))
-            stream.toLocalCount += bytes.count - written
-            toLocalBuffered += bytes.count - written
-            if toLocalBuffered > options.maxBuffered && tunnelReading { tunnelReading = false }
-            updateInterest(stream)
+        guard written < total else { return }
+        var skip = written
+        for piece in pieces {
+            if skip >= piece.count {
+                skip -= piece.count
+                continue
+            }
+            stream.toLocal.append(Array(piece[skip...]))
+            skip = 0
         }
+        stream.toLocalCount += total - written
+        toLocalBuffered += total - written
+        if toLocalBuffered > options.maxBuffered && tunnelReading { tunnelReading = false }
+        updateInterest(stream)
     }
 
     private func protocolError(_ error: MuxError) {
@@ -953,7 +985,7 @@ final class SessionRelay: RelayClient {
                     onIncoming?(id)
                 }
             case .data(let id, let bytes):
-                bytes.withUnsafeBytes { deliver($0, to: id) }
+                bytes.withUnsafeBytes { deliver([$0], to: id) }
             case .finished(let id):
                 guard let stream = streams[id] else { continue }
                 stream.remoteFinished = true
@@ -975,16 +1007,22 @@ final class SessionRelay: RelayClient {
         }
     }
 
+    /// Streams that stopped for want of window read again as soon as the peer's update is in:
+    /// at once, without waiting for another readiness report.
     private func resumeStreamsWithWindow() {
         guard !waitingForWindow.isEmpty else { return }
-        for id in waitingForWindow {
-            guard let stream = streams[id] else { continue }
-            if mux.directAllowance(id) > 0 {
-                stream.waitingForWindow = false
-                updateInterest(stream)
+        let waiting = waitingForWindow
+        waitingForWindow.removeAll(keepingCapacity: true)
+        for id in waiting {
+            guard let stream = streams[id], !finished else { continue }
+            guard mux.directAllowance(id) > 0 else {
+                waitingForWindow.insert(id)
+                continue
             }
+            stream.waitingForWindow = false
+            readLocal(stream)
+            if streams[id] != nil { updateInterest(stream) }
         }
-        waitingForWindow = waitingForWindow.filter { streams[$0]?.waitingForWindow == true }
     }
 
     /// The local connection took `count` of the peer's bytes: that opens the stream's window.

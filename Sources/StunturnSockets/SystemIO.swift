@@ -26,6 +26,18 @@ public enum SystemIO {
         return try retryingSyscall("write", "fd \(fd)") { Glibc.write(fd, buffer.baseAddress, buffer.count) }
     }
 
+    /// Writes several buffers, in order, with one call on a socket (sendmsg, MSG_NOSIGNAL); nil
+    /// when nothing could be written.
+    public static func send(_ fd: Int32, gathering buffers: [UnsafeRawBufferPointer]) throws -> Int? {
+        var vectors = buffers.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        return try vectors.withUnsafeMutableBufferPointer { vectors in
+            var message = msghdr()
+            message.msg_iov = vectors.baseAddress
+            message.msg_iovlen = vectors.count
+            return try retryingSyscall("sendmsg", "fd \(fd)") { sendmsg(fd, &message, Int32(MSG_NOSIGNAL)) }
+        }
+    }
+
     public static func setNonBlocking(_ fd: Int32) throws {
         let flags = fcntl(fd, F_GETFL)
         _ = try retryingSyscall("fcntl", "fd \(fd)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
