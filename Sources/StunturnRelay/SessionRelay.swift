@@ -275,7 +275,7 @@ final class SessionRelay: RelayClient {
     /// milliseconds of sealing) that an interactive one waits little behind it.
     static let bytesPerTurn = 4 << 20
     /// Reads of the tunnel per readiness report.
-    static let maxTunnelReads = 16
+    static let maxTunnelReads = 32
     /// The largest Data frame accepted from the peer.
     static let maxReceivedPayload = 256 * 1024
 
