@@ -35,7 +35,8 @@ public final class PeerSession: Sendable {
 
     private init(peer: String, tunnel: Socket, side: MuxSession.Side, secured: TunnelSession, options: PeerSessionOptions) {
         self.peer = peer
-        (incoming, incomingContinuation) = AsyncStream.makeStream(of: PeerStream.self, bufferingPolicy: .bufferingNewest(options.maxStreams))
+        // Unbounded here: the session itself refuses streams past maxStreams.
+        (incoming, incomingContinuation) = AsyncStream.makeStream(of: PeerStream.self)
         let continuation = incomingContinuation
         session = RelayEngine.shared.session(
             tunnel: tunnel, peerName: "peer \(peer)", side: side, transform: SealingTransform(secured),
@@ -80,7 +81,10 @@ public final class PeerSession: Sendable {
             guard left > .zero else {
                 throw SignalingError(.noInitiator, "no initiator with this key came to \(server) within \(formatDuration(wait))")
             }
+            let polled = ContinuousClock.now
             guard let rendezvous = try await client.pollForInitiator(key: keys.signalingKey, wait: min(left, .seconds(25))) else {
+                // A server that answers at once (no long-poll) is asked again after a pause, not in a loop.
+                if ContinuousClock.now - polled < .seconds(1) { try await Task.sleep(for: .seconds(1)) }
                 continue
             }
             let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: keys.punchTag, options: options.punch)
@@ -103,6 +107,9 @@ public final class PeerSession: Sendable {
     /// Ends the session now; its streams are reset.
     public func close() { session.close(reason: "closed by its owner") }
 
+    /// A session nobody holds any more ends, resetting its streams.
+    deinit { session.close(reason: "no longer used") }
+
     /// Waits for the session to end and says why.
     public var ended: SessionReport { get async { await session.ended } }
 
@@ -120,6 +127,11 @@ public final class PeerStream: Sendable {
     private let report = Mutex<RelayReport?>(nil)
 
     init(_ socket: Socket) { self.socket = socket }
+
+    /// A stream dropped without `close` is reset: it cannot pass for a complete one.
+    deinit {
+        if socket.isOpen { try? socket.setAbortiveClose() }
+    }
 
     /// Writes all of `bytes`; waits while the peer's window is full.
     public func write(_ bytes: [UInt8]) async throws {
@@ -173,7 +185,7 @@ public struct PeerStreamError: Error, CustomStringConvertible {
 extension Socket {
     /// Two connected TCP sockets on the loopback interface: a stream's local end, whose resets
     /// reach the other side as resets (a Unix socket pair cannot carry one).
-    static func loopbackPair() async throws -> (Socket, Socket) {
+    public static func loopbackPair() async throws -> (Socket, Socket) {
         let listener = try Socket.listener(on: .loopback(), backlog: 1)
         defer { listener.close() }
         let address = try listener.localAddress()

@@ -210,6 +210,11 @@ struct ConfigParser {
                 }
             case "keepalive":
                 draft.keepalive = duration(value, path: fieldPath, allowZero: false)
+                if let interval = draft.keepalive, interval < ForwardConfig.minimumKeepalive {
+                    report(value, path: fieldPath,
+                           "must be at least 1s (three unanswered pings end the session), got '\(value.string ?? "")'")
+                    draft.keepalive = nil
+                }
             case "max_streams":
                 draft.maxStreams = integer(value, path: fieldPath, in: ForwardConfig.maxStreamsRange)
             case "plaintext_insecure":

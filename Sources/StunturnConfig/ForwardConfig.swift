@@ -25,6 +25,7 @@ public struct ForwardConfig: Sendable {
     public static let defaultSignalTimeout: Duration = .seconds(30)
     public static let defaultConnectTimeout: Duration = .seconds(5)
     public static let defaultKeepalive: Duration = .seconds(15)
+    public static let minimumKeepalive: Duration = .seconds(1)
     public static let defaultMaxStreams = 1024
     public static let maxStreamsRange = 1...65_536
 

@@ -12,9 +12,11 @@ public struct SessionOptions: Sendable {
     public var allowedMisses: Int
     /// A stream with no traffic either way for this long is reset (YAML `idle_timeout`).
     public var streamIdleTimeout: Duration?
-    /// Bytes the session holds on the way to its local connections, across all streams; past it
-    /// the tunnel is not read until they have taken some. Each stream's own window (256 KiB, up to
-    /// 16 MiB) bounds it first; this bounds the sum.
+    /// What the session may hold on the way to its local connections: streams' windows grow
+    /// (from 256 KiB, up to 16 MiB each) only while all windows together stay within half of it.
+    /// What a peer may send, and so what the session buffers, is bounded by the windows it was
+    /// given: `maxStreams` x 256 KiB plus that growth; more is a protocol error. The tunnel is
+    /// always read, so pings and window updates are never stuck behind a stopped reader.
     public var maxBuffered: Int
 
     public init(maxStreams: Int = 1024, keepalive: Duration = .seconds(15), allowedMisses: Int = 3,
@@ -94,6 +96,8 @@ public struct IncomingConnector: Sendable {
     public var name: String
     /// Runs on the relay's queue once each stream has ended (`refused` when it never connected).
     public var onFinish: @Sendable (UInt32, RelayReport) -> Void
+    /// Runs on the relay's queue when the peer opens a stream, before it is connected.
+    public var onOpen: (@Sendable (UInt32) -> Void)?
 
     public init(address: SocketAddress, timeout: Duration, name: String, onFinish: @escaping @Sendable (UInt32, RelayReport) -> Void) {
         self.address = address
@@ -239,6 +243,8 @@ final class LocalStream {
     var armed = DescriptorPoller.Events()
     /// The local connection is still being made (a stream the peer opened, connected by the session).
     var connecting = false
+    /// Watched for errors alone once already: not again.
+    var hungUp = false
     /// The local connection ended its input; the FIN is queued.
     var sawEOF = false
     var remoteFinished = false
@@ -276,6 +282,10 @@ final class SessionRelay: RelayClient {
     static let bytesPerTurn = 4 << 20
     /// Reads of the tunnel per readiness report.
     static let maxTunnelReads = 32
+    /// Payload pieces written with one call at most (well within IOV_MAX, 1024).
+    static let maxGathered = 256
+    /// How long a drained session waits for the peer to close after its GoAway.
+    static let lingerTime: Duration = .seconds(2)
     /// The largest Data frame accepted from the peer.
     static let maxReceivedPayload = 256 * 1024
 
@@ -315,6 +325,12 @@ final class SessionRelay: RelayClient {
     private var timer: DispatchSourceTimer?
     private var draining = false
     private var closeWhenFlushed = false
+    /// This side's direction of the tunnel is over: nothing more may be sealed or sent.
+    private var closeRecordSent = false
+    /// Since when this side, having sent its GoAway, waits for the peer's end.
+    private var lingerSince: ContinuousClock.Instant?
+    /// Why the peer ended the session in order (its GoAway); streams still delivering finish.
+    private var peerEnded: String?
     private var finished = false
     private var streamsCarried = 0
     private var bytesSent: UInt64 = 0
@@ -354,6 +370,7 @@ final class SessionRelay: RelayClient {
         }
         worker.connections[tunnelFD] = self
         updateTunnelInterest()
+        guard !finished else { return }
         let period = max(Duration.milliseconds(50), min(options.keepalive / 2, (options.streamIdleTimeout ?? options.keepalive) / 4,
                                                         (connector?.timeout ?? options.keepalive) / 4))
         let timer = DispatchSource.makeTimerSource(queue: worker.queue)
@@ -366,11 +383,16 @@ final class SessionRelay: RelayClient {
     private func tick() {
         guard !finished else { return }
         let now = ContinuousClock.now
-        if keepalive.peerGone(at: now) {
+        if let lingerSince {
+            // The peer did not close after our GoAway: it has had its chance.
+            if now - lingerSince >= SessionRelay.lingerTime { end("drained: no stream left", clean: true, byOwner: true) }
+            return
+        }
+        if peerEnded == nil && keepalive.peerGone(at: now) {
             end("the peer answered none of \(options.allowedMisses) pings (keepalive \(formatDuration(options.keepalive)))", clean: false)
             return
         }
-        if keepalive.pingDue(at: now) {
+        if peerEnded == nil && keepalive.pingDue(at: now) {
             keepalive.sent(mux.ping(), at: now)
         }
         if let connector {
@@ -399,7 +421,7 @@ final class SessionRelay: RelayClient {
     }
 
     private func endIfDrained() {
-        guard draining, streams.isEmpty, !finished, !closeWhenFlushed else { return }
+        guard draining, streams.isEmpty, !finished, !closeRecordSent else { return }
         // The last streams' FINs go out first; the GoAway waits until the tunnel has taken them.
         flush()
         guard tunnelOutOffset >= tunnelOut.count else { return }
@@ -407,14 +429,26 @@ final class SessionRelay: RelayClient {
         flush()
         sendCloseRecord()
         if tunnelOutOffset < tunnelOut.count {
-            // The GoAway goes out before the descriptor closes; the writable report ends it.
+            // The GoAway goes out before the descriptor closes; the writable report goes on.
             closeWhenFlushed = true
         } else {
-            end("drained: no stream left", clean: true, byOwner: true)
+            linger()
         }
     }
 
+    /// After our GoAway and close record: this side's direction ends (a FIN, not a reset), and
+    /// the session waits, briefly, for the peer's end, so that nothing the peer still sends meets a
+    /// closed socket (whose reset could destroy the GoAway before the peer reads it).
+    private func linger() {
+        guard lingerSince == nil, !finished else { return }
+        lingerSince = .now
+        SystemIO.shutdownWrite(tunnelFD, isSocket: true)
+        tunnelReading = true
+        updateTunnelInterest()
+    }
+
     private func sendCloseRecord() {
+        closeRecordSent = true
         guard let transform else { return }
         do {
             let output = worker.outScratch(atLeast: transform.forwardEndCapacity)
@@ -427,7 +461,7 @@ final class SessionRelay: RelayClient {
 
     /// Ends the session: every stream still open is reset, the tunnel closed (reset unless the
     /// end was an orderly one), and the owner told why.
-    private func end(_ reason: String, clean: Bool, byOwner: Bool = false) {
+    private func end(_ reason: String, clean: Bool, byOwner: Bool = false, abortive: Bool? = nil) {
         guard !finished else { return }
         finished = true
         for stream in Array(streams.values) {
@@ -437,7 +471,11 @@ final class SessionRelay: RelayClient {
         timer = nil
         if let poller = try? worker?.descriptorPoller() { poller.forget(tunnelFD) }
         if worker?.connections[tunnelFD] === self { worker.connections[tunnelFD] = nil }
-        if !clean { try? SystemIO.resetOnClose(tunnelFD) }
+        if abortive ?? !clean {
+            try? SystemIO.resetOnClose(tunnelFD)
+        } else {
+            SystemIO.shutdownWrite(tunnelFD, isSocket: true)
+        }
         SystemIO.close(tunnelFD)
         let report = SessionReport(reason: reason, clean: clean, endedByOwner: byOwner, streamsCarried: streamsCarried,
                                    duration: ContinuousClock.now - started)
@@ -456,6 +494,8 @@ final class SessionRelay: RelayClient {
             refusal = "the session has ended"
         } else if draining {
             refusal = "the session is draining"
+        } else if let peerEnded {
+            refusal = peerEnded
         } else if streams.count >= options.maxStreams {
             refusal = "the session carries \(streams.count) streams, its limit (max_streams)"
         } else {
@@ -534,6 +574,7 @@ final class SessionRelay: RelayClient {
     /// Starts the non-blocking connect of a stream the peer opened; its bytes wait in the stream
     /// until it completes.
     private func connect(_ stream: LocalStream, with connector: IncomingConnector) {
+        connector.onOpen?(stream.id)
         stream.name = connector.name
         stream.onFinish = { [id = stream.id] report in connector.onFinish(id, report) }
         do {
@@ -561,22 +602,7 @@ final class SessionRelay: RelayClient {
     /// report says why (`refused`: nothing was carried).
     private func refuseConnect(_ stream: LocalStream, _ reason: String) {
         mux.reset(stream.id)
-        guard streams.removeValue(forKey: stream.id) != nil else { return }
-        toLocalBuffered -= stream.toLocalCount
-        if stream.attached {
-            byFD[stream.fd] = nil
-            if let poller = try? worker.descriptorPoller() { poller.forget(stream.fd) }
-            if worker.connections[stream.fd] === self { worker.connections[stream.fd] = nil }
-            SystemIO.close(stream.fd)
-            stream.fd = -1
-        }
-        var report = RelayReport(bytesAToB: 0, bytesBToA: 0, duration: ContinuousClock.now - stream.started,
-                                 reason: "cannot reach the exposed service: \(reason)", clean: false, reset: true)
-        report.refused = true
-        let callback = stream.onFinish
-        stream.onFinish = nil
-        callback?(report)
-        endIfDrained()
+        finishStream(stream, reason: "cannot reach the exposed service: \(reason)", reset: true, byRelay: false, refused: true)
     }
 
     // MARK: readiness
@@ -591,8 +617,22 @@ final class SessionRelay: RelayClient {
         } else if let id = byFD[fd], let stream = streams[id] {
             stream.armed = []
             if stream.connecting {
-                connected(stream)
+                // Only a writable report on a socket that has a peer is a finished connect (a
+                // report may be a stale one, for an earlier socket under the same number).
+                if events.contains(.writable) && (SystemIO.pendingError(fd) != 0 || SystemIO.isConnected(fd)) { connected(stream) }
                 if streams[id] != nil { updateInterest(stream) }
+                flush()
+                return
+            }
+            if stream.sawEOF && stream.toLocalCount == 0 && !stream.shutDownWrite {
+                // Only errors are watched now (see updateInterest): a reset of the local side.
+                let code = SystemIO.pendingError(fd)
+                if code != 0 {
+                    mux.reset(stream.id)
+                    finishStream(stream, reason: "\(stream.name): \(SocketError(call: "recv", errno: code))", reset: true, byRelay: false)
+                } else {
+                    stream.hungUp = true
+                }
                 flush()
                 return
             }
@@ -626,7 +666,12 @@ final class SessionRelay: RelayClient {
             if !stream.sawEOF && !stream.waitingForWindow && !stream.waitingForTunnel { wanted.insert(.readable) }
             if stream.toLocalCount > 0 { wanted.insert(.writable) }
         }
-        guard wanted != stream.armed, !wanted.isEmpty else { return }
+        // A connection that ended its input and has nothing to take is still watched for errors,
+        // so its reset is noticed while the peer's side stays open (once: a hang-up without an
+        // error would be reported again and again).
+        let watchErrors = wanted.isEmpty && stream.sawEOF && !stream.shutDownWrite && !stream.hungUp && stream.armed.isEmpty
+        guard wanted != stream.armed, !wanted.isEmpty || watchErrors else { return }
+        if watchErrors { stream.hungUp = true }
         do {
             _ = try worker.descriptorPoller().watch(stream.fd, for: wanted)
             stream.armed = wanted
@@ -703,7 +748,7 @@ final class SessionRelay: RelayClient {
     /// Sends the frames the multiplexer has queued (SYNs, FINs, resets, window updates, pings),
     /// sealed together, while the tunnel takes them.
     private func flush() {
-        guard !finished else { return }
+        guard !finished, !closeRecordSent else { return }
         while tunnelOutOffset >= tunnelOut.count, let frame = mux.nextFrame() {
             frame.encode(appendingTo: &plain)
             if plain.count >= 64 * 1024 {
@@ -720,7 +765,7 @@ final class SessionRelay: RelayClient {
     }
 
     private func sealAndSend(_ plaintext: UnsafeRawBufferPointer) {
-        guard !plaintext.isEmpty, !finished else { return }
+        guard !plaintext.isEmpty, !finished, !closeRecordSent else { return }
         guard let transform else {
             sendSealed(plaintext)
             return
@@ -780,7 +825,7 @@ final class SessionRelay: RelayClient {
         tunnelOut.removeAll(keepingCapacity: tunnelOut.capacity <= 1 << 20)
         tunnelOutOffset = 0
         if closeWhenFlushed {
-            end("drained: no stream left", clean: true, byOwner: true)
+            linger()
             return
         }
         endIfDrained()
@@ -813,15 +858,28 @@ final class SessionRelay: RelayClient {
             case .wouldBlock:
                 return
             case .endOfFile:
+                if lingerSince != nil {
+                    end("drained: no stream left", clean: true, byOwner: true)
+                    return
+                }
                 do {
                     try transform?.backwardEnd()
-                    end("\(peerName) closed the tunnel", clean: false)
                 } catch {
                     end("\(peerName): \(error)", clean: false)
+                    return
                 }
+                guard let ended = peerEnded else {
+                    end("\(peerName) closed the tunnel", clean: false)
+                    return
+                }
+                // After its GoAway: the streams it had finished still deliver what they hold.
+                tunnelReading = false
+                if streams.isEmpty { end(ended, clean: true) }
                 return
             case .bytes(let n):
                 bytesReceived += UInt64(n)
+                // Past our GoAway nothing the peer sends matters any more: read only to its end.
+                if lingerSince != nil { continue }
                 let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
                 guard let transform else {
                     receivePlaintext(input)
@@ -848,7 +906,7 @@ final class SessionRelay: RelayClient {
         while offset < bytes.count && !finished {
             if dataRemaining > 0 {
                 let n = min(dataRemaining, bytes.count - offset)
-                if run.stream != dataStream { deliverRun() }
+                if run.stream != dataStream || run.pieces.count >= SessionRelay.maxGathered { deliverRun() }
                 run.stream = dataStream
                 run.pieces.append(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
                 offset += n
@@ -949,14 +1007,14 @@ final class SessionRelay: RelayClient {
         }
         stream.toLocalCount += total - written
         toLocalBuffered += total - written
-        if toLocalBuffered > options.maxBuffered && tunnelReading { tunnelReading = false }
         updateInterest(stream)
     }
 
     private func protocolError(_ error: MuxError) {
         mux.goAway(.protocolError)
         flush()
-        end("protocol error from \(peerName): \(error)", clean: false)
+        // Closed with a FIN, not a reset, so the peer can read the GoAway that says why.
+        end("protocol error from \(peerName): \(error)", clean: false, abortive: false)
     }
 
     /// A frame without payload (WindowUpdate, Ping, GoAway).
@@ -972,7 +1030,7 @@ final class SessionRelay: RelayClient {
         for event in events {
             switch event {
             case .opened(let id):
-                if draining || (onIncoming == nil && connector == nil) {
+                if draining || peerEnded != nil || (onIncoming == nil && connector == nil) {
                     mux.reset(id)
                     continue
                 }
@@ -999,8 +1057,18 @@ final class SessionRelay: RelayClient {
             case .pong(let value):
                 if let rtt = keepalive.answered(value, at: .now) { onRoundTrip?(rtt) }
             case .goAway(let reason):
-                end(reason == .normal ? "\(peerName) ended the session" : "\(peerName) ended the session (\(reason))",
-                    clean: reason == .normal && streams.isEmpty)
+                let why = reason == .normal ? "\(peerName) ended the session" : "\(peerName) ended the session (\(reason))"
+                guard reason == .normal else {
+                    end(why, clean: false)
+                    return
+                }
+                // Streams finished both ways may still hold bytes for their local connections:
+                // those are delivered and closed in order; only streams still open are reset.
+                peerEnded = why
+                for stream in Array(streams.values) where mux.contains(stream.id) || !stream.attached {
+                    finishStream(stream, reason: "session ended: \(why)", reset: true, byRelay: false)
+                }
+                if streams.isEmpty { end(why, clean: true) }
                 return
             }
             if finished { return }
@@ -1040,10 +1108,6 @@ final class SessionRelay: RelayClient {
             if taken > 0 {
                 toLocalBuffered -= taken
                 took(taken, from: stream)
-                if !tunnelReading && toLocalBuffered <= options.maxBuffered / 2 {
-                    tunnelReading = true
-                    updateTunnelInterest()
-                }
             }
         }
         while let chunk = stream.toLocal.first {
@@ -1085,11 +1149,18 @@ final class SessionRelay: RelayClient {
     }
 
     /// Ends a stream's local side: closed in order when both directions ended, reset otherwise.
-    private func finishStream(_ stream: LocalStream, reason: String, reset: Bool, byRelay: Bool) {
+    private func finishStream(_ stream: LocalStream, reason: String, reset: Bool, byRelay: Bool, refused: Bool = false) {
         guard streams.removeValue(forKey: stream.id) != nil else { return }
         toLocalBuffered -= stream.toLocalCount
         waitingForWindow.remove(stream.id)
         waitingForTunnel.remove(stream.id)
+        var report = RelayReport(bytesAToB: stream.bytesOut, bytesBToA: stream.bytesIn, duration: ContinuousClock.now - stream.started,
+                                 reason: reason, clean: !reset, reset: reset, endedByRelay: byRelay)
+        report.refused = refused
+        // The owner learns how the stream ended before its local side sees the close.
+        let callback = stream.onFinish
+        stream.onFinish = nil
+        callback?(report)
         if stream.attached {
             byFD[stream.fd] = nil
             if let poller = try? worker.descriptorPoller() { poller.forget(stream.fd) }
@@ -1098,11 +1169,10 @@ final class SessionRelay: RelayClient {
             SystemIO.close(stream.fd)
             stream.fd = -1
         }
-        let report = RelayReport(bytesAToB: stream.bytesOut, bytesBToA: stream.bytesIn, duration: ContinuousClock.now - stream.started,
-                                 reason: reason, clean: !reset, reset: reset, endedByRelay: byRelay)
-        let callback = stream.onFinish
-        stream.onFinish = nil
-        callback?(report)
+        if let peerEnded, streams.isEmpty {
+            end(peerEnded, clean: true)
+            return
+        }
         endIfDrained()
     }
 }

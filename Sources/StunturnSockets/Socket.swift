@@ -273,15 +273,6 @@ extension Socket {
         return socket
     }
 
-    /// Two connected, non-blocking stream sockets (a local socket pair): what one writes the other
-    /// reads. They have no IP address; `family` is nominal.
-    public static func streamPair() throws -> (Socket, Socket) {
-        var fds: [Int32] = [-1, -1]
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        guard socketpair(AF_UNIX, type, 0, &fds) == 0 else { throw SocketError(call: "socketpair", errno: errno) }
-        return (Socket(adopting: fds[0], kind: .stream, family: .ipv4), Socket(adopting: fds[1], kind: .stream, family: .ipv4))
-    }
-
     /// A bound UDP socket.
     public static func udp(on address: SocketAddress, reuse: Bool = false) throws -> Socket {
         let socket = try Socket(.datagram, family: address.family)

@@ -62,6 +62,16 @@ public enum SystemIO {
 
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
+    /// Whether a socket is connected to a peer (getpeername succeeds): a non-blocking connect
+    /// that reports writable with no pending error has completed only if this holds.
+    public static func isConnected(_ fd: Int32) -> Bool {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        return withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
+        }
+    }
+
     /// A socket's pending error (SO_ERROR): how its non-blocking connect ended, 0 when it connected.
     public static func pendingError(_ fd: Int32) -> Int32 {
         var code: Int32 = 0

@@ -55,7 +55,7 @@ public final class Agent: Sendable {
     /// Runs until the task is cancelled, or, with `handlingSignals`, until SIGTERM/SIGINT and the
     /// drain that follows.
     public func run(handlingSignals: Bool = false) async throws {
-        let (pool, services) = try self.services()
+        let (_, services) = try self.services()
         var configuration = ServiceGroupConfiguration(services: services, logger: logger)
         configuration.maximumGracefulShutdownDuration = config.drainTimeout
         let group = ServiceGroup(configuration: configuration)
@@ -65,11 +65,14 @@ public final class Agent: Sendable {
         }
         let drain = config.drainTimeout
         try await SignalledShutdown.run(group, logger: logger) { signal in
-            "received \(signal); shutting down: no new connections, \(pool.openCount) open connection(s) may finish within \(formatDuration(drain)) (a second signal resets them now)"
+            "received \(signal); shutting down: no new connections, \(self.openConnections) open connection(s) may finish within \(formatDuration(drain)) (a second signal resets them now)"
         } second: { signal in
-            "received \(signal) again; shutting down now, resetting \(pool.openCount) open connection(s)"
+            "received \(signal) again; shutting down now, resetting \(self.openConnections) open connection(s)"
         }
     }
+
+    /// Local connections carried now, over every forward.
+    var openConnections: Int { statistics.values.reduce(0) { $0 + max(0, $1.snapshot.active) } }
 
     /// Carries one connection over stdin/stdout (for ssh's ProxyCommand) as the one stream of its
     /// own session; returns when it ends, with its report, or nil when no session could be set up
@@ -85,23 +88,31 @@ public final class Agent: Sendable {
             logger.warning("stdio not carried: \(context.describeFailure(error))")
             return nil
         }
-        // stdin and stdout reach the session through a socket pair: the relay copes with whatever
-        // they are (pipes, terminals, regular files), the session sees one socket like any stream.
-        // A local socket pair cannot carry a reset (closing one end is an end-of-file at the
-        // other), so a stream that ends abnormally closes the stdio relay itself.
-        let (near, far) = try Socket.streamPair()
+        // stdin and stdout reach the session through a loopback TCP pair: the relay copes with
+        // whatever they are (pipes, terminals, regular files), the session sees one socket like
+        // any stream, and a reset on either side of the pair reaches the other as a reset. stdout
+        // cannot be reset, so a stream that ends abnormally also closes the stdio relay itself.
+        let near: Socket, far: Socket
+        do {
+            (near, far) = try await Socket.loopbackPair()
+        } catch {
+            session.close(reason: "stdio could not be set up: \(error)")
+            throw error
+        }
         let local = RelayHolder()
-        async let streamReport: RelayReport = {
+        let stream = Task {
             let report = await session.carry(far, name: "stdio")
             if report.reset { local.cancel(reason: "the stream was reset: \(report.reason)") }
             return report
-        }()
+        }
         let localReport = await withCheckedContinuation { (continuation: CheckedContinuation<RelayReport, Never>) in
             local.set(relay.relay(endpoint, RelayEndpoint(socket: near, name: "stdio pair"), idleTimeout: forward.idleTimeout) {
                 continuation.resume(returning: $0)
             })
         }
-        var report = await streamReport
+        // stdin or stdout failed (or sat idle): the pair was reset, and so is the stream.
+        if localReport.reset { stream.cancel() }
+        var report = await stream.value
         session.drain()
         context.logEnd(of: await session.ended, peer: peer)
         // The stream's end says how the peer's side went; the local relay's whether stdout took it all.

@@ -2,11 +2,13 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// The agent's relayed connections, as one service that the group shuts down last.
+/// The agent's sessions and connections in flight, as one service that the group shuts down last.
 ///
-/// Forwards hand each connection (its signaling, punch, handshake and relay) to the pool and go on
-/// accepting. On graceful shutdown the pool takes no more work and waits for what it has; the
-/// group's drain time-out then cancels the rest, which resets those connections at both ends.
+/// Forwards hand their work to the pool and go on: each session with a peer (held until it ends;
+/// its streams are the local connections), a listen side's connection waiting for its session,
+/// a UDP flow. On graceful shutdown the pool takes no more work and waits for what it has (a
+/// session drains: no new streams, and it ends once its last stream has); the group's drain
+/// time-out then cancels the rest, which resets those connections at both ends.
 final class ConnectionPool: Service, Sendable, CustomStringConvertible {
     var description: String { "connections" }
 
@@ -50,7 +52,7 @@ final class ConnectionPool: Service, Sendable, CustomStringConvertible {
             }
         } onCancel: {
             let open = self.openCount
-            if open > 0 { logger.info("resetting \(open) connection(s) still open") }
+            if open > 0 { logger.info("resetting what is still open (\(open) session(s) or waiting connection(s))") }
         }
     }
 }

@@ -81,21 +81,6 @@ struct ForwardContext: Sendable {
         }
     }
 
-    /// Relays until either side ends; task cancellation closes the relay.
-    func carry(_ local: RelayEndpoint, _ tunnel: RelayEndpoint, transform: RelayTransform?) async -> RelayReport {
-        let holder = RelayHolder()
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<RelayReport, Never>) in
-                let connection = relay.relay(local, tunnel, transform: transform, idleTimeout: config.idleTimeout) {
-                    continuation.resume(returning: $0)
-                }
-                holder.set(connection)
-            }
-        } onCancel: {
-            holder.cancel()
-        }
-    }
-
     /// One line saying why a session failed, by the stage that failed.
     func describeFailure(_ error: Error) -> String {
         switch error {

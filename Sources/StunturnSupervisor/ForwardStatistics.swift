@@ -9,7 +9,7 @@ public final class ForwardStatistics: Sendable {
         public var bytesOut: UInt64 = 0
         public var bytesIn: UInt64 = 0
         public var description: String {
-            "\(sessions) sessions (\(active) active, \(failed) failed), \(bytesOut) bytes out, \(bytesIn) bytes in"
+            "\(sessions) connections (\(active) open, \(failed) failed), \(bytesOut) bytes out, \(bytesIn) bytes in"
         }
     }
 
@@ -21,6 +21,8 @@ public final class ForwardStatistics: Sendable {
 
     func started() { value.withLock { $0.sessions += 1; $0.active += 1 } }
     func failedBeforeRelay() { value.withLock { $0.failed += 1; $0.active -= 1 } }
+    /// A session could not be set up (no connection was waiting on it).
+    func failedSetup() { value.withLock { $0.failed += 1 } }
     func finished(out: UInt64, in received: UInt64) {
         value.withLock {
             $0.active -= 1

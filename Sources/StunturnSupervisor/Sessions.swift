@@ -77,6 +77,7 @@ final class SessionKeeper: Sendable {
         var lastFailure: String?
         var waiters: [Int: CheckedContinuation<(RelaySession, String)?, Never>] = [:]
         var nextWaiter = 0
+        var shutDown = false
     }
     private let state = Mutex(State())
 
@@ -95,6 +96,16 @@ final class SessionKeeper: Sendable {
             if state.current?.session === session { state.current = nil }
             state.lastFailure = reason
         }
+    }
+
+    /// No session will come up again: waiters are answered with nil, now and from now on.
+    func shutDown() {
+        let waiters = state.withLock { state in
+            state.shutDown = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
     }
 
     func failed(_ reason: String) {
@@ -136,7 +147,7 @@ final class SessionKeeper: Sendable {
             await withCheckedContinuation { continuation in
                 let ready = state.withLock { state -> (RelaySession, String)?? in
                     if let current = state.current, !current.session.isEnded { return .some(current) }
-                    if Task.isCancelled { return .some(nil) }
+                    if Task.isCancelled || state.shutDown { return .some(nil) }
                     state.waiters[ticket] = continuation
                     return nil
                 }

@@ -74,15 +74,15 @@ struct ExposeForward: Sendable {
                 throw SessionFailure(.serviceUnreachable, "cannot resolve the exposed service \(target): \(error)", underlying: error)
             }
             let context = self.context, target = self.target
-            let connector = IncomingConnector(address: address, timeout: context.config.connectTimeout, name: "service \(target)") { id, report in
-                context.statistics.started()
+            var connector = IncomingConnector(address: address, timeout: context.config.connectTimeout, name: "service \(target)") { id, report in
                 context.record(report, description: "stream \(id) to \(target)", peer: peer)
             }
+            connector.onOpen = { _ in context.statistics.started() }
             session = context.startSession(on: tunnel, peer: peer, side: .responder, secured: secured, connectIncoming: connector)
             log.info("tunnel up: session with the peer established", metadata: [
                 "peer": "\(peer)", "punch_ms": "\(punched.milliseconds)", "encrypted": "\(secured != nil)"])
         } catch {
-            context.statistics.failedBeforeRelay()
+            context.statistics.failedSetup()
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
             return
         }
@@ -137,7 +137,11 @@ struct ListenForward: Sendable {
         log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
         let keeper = SessionKeeper()
         await withDiscardingTaskGroup { group in
-            group.addTask { await keepSession(keeper) }
+            group.addTask {
+                await keepSession(keeper)
+                // No session comes up any more: connections waiting for one stop waiting.
+                keeper.shutDown()
+            }
             await accept(on: listener, keeper: keeper)
             group.cancelAll()
         }

@@ -235,7 +235,7 @@ struct Forward: AsyncParsableCommand {
         try punchTimeout.check("--punch-timeout", 0.001...3600)
         try signalTimeout.check("--signal-timeout", 0.001...3600)
         try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
-        try keepalive.check("--keepalive", 0.001...86_400)
+        try keepalive.check("--keepalive", 1...86_400)
         guard ForwardConfig.maxStreamsRange.contains(maxStreams) else {
             throw ValidationError("--max-streams must be \(ForwardConfig.maxStreamsRange.lowerBound)-\(ForwardConfig.maxStreamsRange.upperBound), got \(maxStreams)")
         }

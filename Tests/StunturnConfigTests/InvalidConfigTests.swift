@@ -117,6 +117,8 @@ private func oneForward(_ extra: String..., top: [String] = ["server: signal.exa
                   "unknown log level 'verbose'; valid values: trace, debug, info, notice, warning, error, critical"),
         BadConfig("keepalive zero", oneForward("    keepalive: 0"),
                   line: 6, path: "forwards[0].keepalive", "must be greater than 0, got '0'"),
+        BadConfig("keepalive too short", oneForward("    keepalive: 250ms"),
+                  line: 6, path: "forwards[0].keepalive", "must be at least 1s (three unanswered pings end the session), got '250ms'"),
         BadConfig("max_streams zero", oneForward("    max_streams: 0"),
                   line: 6, path: "forwards[0].max_streams", "must be 1-65536, got 0"),
         BadConfig("max_streams not a number", oneForward("    max_streams: lots"),
