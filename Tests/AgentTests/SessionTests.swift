@@ -24,6 +24,14 @@ import Testing
         return String(decoding: try await readToEnd(socket, timeout: timeout), as: UTF8.self)
     }
 
+    /// `block` `times` over (whole-array appends: fast even in a debug build).
+    static func repeated(_ block: [UInt8], times: Int) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(block.count * times)
+        for _ in 0..<times { bytes.append(contentsOf: block) }
+        return bytes
+    }
+
     static func count(_ text: String, in log: String) -> Int { log.components(separatedBy: text).count - 1 }
 
     @Test func twoHundredConcurrentConnectionsShareOneSession() async throws {
@@ -62,17 +70,26 @@ import Testing
     @Test func aStoppedReaderStallsOnlyItsOwnStream() async throws {
         let rig = try TunnelRig()
         try await rig.startAll()
-        // The stalled stream: it sends far more than every buffer on the way holds, echoed back,
-        // and never reads the echo.
+        // The stalled stream: it sends far more than every buffer on the way holds (its window
+        // of up to 16 MiB, the kernel's socket buffers), echoed back, and never reads the echo.
         let stalled = try await connectWithRetry(rig.listenAddress)
         defer { stalled.close() }
-        let flood = Self.randomBytes(8 << 20)
+        let flood = Self.repeated(Self.randomBytes(1 << 20), times: 128)
         let writer = Task {
             try? await stalled.writeAll([UInt8(ascii: "E")] + flood, until: .now + .seconds(60))
         }
         defer { writer.cancel() }
-        // Wait until the flood has filled the stalled stream's windows and buffers.
+        // Wait until the flood has filled the stalled stream's windows and buffers: the service
+        // has taken part of it and then takes no more (it waits to write its echo).
         try await waitUntil("the service has taken part of the flood") { rig.service.bytesReceived > 1 << 20 }
+        var last = -1
+        try await waitUntil("the stalled stream stops moving\n\(rig.logs)", timeout: .seconds(30), interval: .milliseconds(500)) {
+            let now = rig.service.bytesReceived
+            defer { last = now }
+            return now == last
+        }
+        #expect(last < flood.count, "the whole flood went through: nothing stalled")
+        let stalledAt = rig.service.bytesReceived
         // Another stream on the same session still moves several MiB, each way, at once.
         let payload = Self.randomBytes(4 << 20)
         let started = ContinuousClock.now
@@ -81,6 +98,8 @@ import Testing
         let reply = try await echo(rig.listenAddress, "still interactive", timeout: .seconds(10))
         #expect(reply == "still interactive")
         #expect(ContinuousClock.now - started < .seconds(30))
+        // Still stalled: only its own stream waited.
+        #expect(rig.service.bytesReceived - stalledAt == payload.count + 2 + "still interactive".utf8.count)
         // The stalled stream is intact too, once its reader reads again.
         var echoed: [UInt8] = []
         while echoed.count < 1 << 20 {
@@ -145,6 +164,8 @@ import Testing
         kill(expose, SIGSTOP)
         // Three pings a second apart go unanswered: the session ends, its streams are reset.
         let frozeAt = ContinuousClock.now
+        let before = Self.count("answered none of 3 pings", in: rig.listen!.log)
+        #expect(before == 0, "the session was lost before the peer froze\n\(rig.logs)")
         let failure = await readUntilFailure(held, timeout: .seconds(20))
         #expect(failure?.errno == ECONNRESET, "read ended with \(String(describing: failure))\n\(rig.logs)")
         #expect(ContinuousClock.now - frozeAt < .seconds(15))
@@ -206,7 +227,7 @@ extension SessionTests {
         #expect(status == 0, "\(out)\n\(err)")
         let answers = out.split(separator: "\n").filter { $0.contains("says hello") }
         #expect(answers.count == 8 && !out.contains("MISMATCH"), "\(out)")
-        _ = try await reap(serve, timeout: .seconds(10))
+        #expect(try await reap(serve, timeout: .seconds(10)) == 0, "the serving side did not end in order")
         try await rig.server!.stop()
     }
 }

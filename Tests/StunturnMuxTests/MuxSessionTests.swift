@@ -244,3 +244,32 @@ struct Pair {
         }
     }
 }
+
+@Suite struct ReceiveBudgetTests {
+    @Test func windowsGrowOnlyWithinTheSessionBudget() throws {
+        // A budget of 2 MiB: two fast streams grow their windows until the sum reaches it.
+        var session = MuxSession(side: .responder, receiveBudget: 2 << 20)
+        let start = ContinuousClock.now
+        for id in [UInt32(1), 3] {
+            _ = try session.receive(.data(id, [], flags: .syn))
+        }
+        #expect(session.grantedWindows == 2 * ReceiveWindow.initial)
+        var now = start
+        for _ in 0..<200 {
+            for id in [UInt32(1), 3] {
+                // Each stream takes half its window right away (well within two round trips).
+                now += .microseconds(10)
+                var frame = MuxFrame(kind: .data, streamID: id)
+                frame.length = UInt32(ReceiveWindow.initial / 2)
+                _ = try session.receiveDataHeader(frame)
+                session.consumed(id, ReceiveWindow.initial / 2, now: now, rtt: .milliseconds(5))
+            }
+        }
+        #expect(session.grantedWindows <= 2 << 20, "windows grew past the budget: \(session.grantedWindows)")
+        #expect(session.grantedWindows > 2 * ReceiveWindow.initial, "windows never grew")
+        // Streams that end give their windows back.
+        session.reset(1)
+        session.reset(3)
+        #expect(session.grantedWindows == 0)
+    }
+}

@@ -4,7 +4,7 @@ import StunturnTestSupport
 import Testing
 
 /// The library's sessions, between two `PeerSession`s in this process through a real server.
-@Suite struct PeerSessionTests {
+@Suite(.timeLimit(.minutes(1))) struct PeerSessionTests {
     static func pair(_ address: String, key: String) async throws -> (PeerSession, PeerSession) {
         async let accepted = PeerSession.accept(server: address, key: key, wait: .seconds(20))
         let connected = try await PeerSession.connect(server: address, key: key)
