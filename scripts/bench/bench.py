@@ -519,11 +519,7 @@ def run_mixed_server(port):
         finally:
             writer.close()
 
-    async def main():
-        srv = await asyncio.start_server(handle, HOST, port, backlog=4096)
-        async with srv:
-            await srv.serve_forever()
-    asyncio.run(main())
+    serve_tcp(handle, port)
 
 
 def bulk_send(port, seconds, stop=None):
@@ -734,6 +730,15 @@ def machine():
             "python": platform.python_version()}
 
 
+def serve_tcp(handle, port):
+    """Runs an asyncio TCP server on HOST:port with `handle` for each connection, for ever."""
+    async def main():
+        srv = await asyncio.start_server(handle, HOST, port, backlog=4096)
+        async with srv:
+            await srv.serve_forever()
+    asyncio.run(main())
+
+
 def run_echo_server(port):
     async def handle(reader, writer):
         try:
@@ -745,11 +750,7 @@ def run_echo_server(port):
         finally:
             writer.close()
 
-    async def main():
-        srv = await asyncio.start_server(handle, HOST, port, backlog=4096)
-        async with srv:
-            await srv.serve_forever()
-    asyncio.run(main())
+    serve_tcp(handle, port)
 
 
 def main():
