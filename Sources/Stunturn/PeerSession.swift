@@ -38,23 +38,27 @@ public final class PeerSession: Sendable {
         // Unbounded here: the session itself refuses streams past maxStreams.
         (incoming, incomingContinuation) = AsyncStream.makeStream(of: PeerStream.self)
         let continuation = incomingContinuation
+        // The peer's new streams are taken one at a time, in the order they were opened.
+        let (opened, openedIDs) = AsyncStream.makeStream(of: UInt32.self)
         session = RelayEngine.shared.session(
             tunnel: tunnel, peerName: "peer \(peer)", side: side, transform: SealingTransform(secured),
             options: SessionOptions(maxStreams: options.maxStreams, keepalive: options.keepalive),
-            onIncoming: { session, id in
-                Task {
-                    do {
-                        let (near, far) = try await Socket.loopbackPair()
-                        let stream = PeerStream(near)
-                        session.attach(id, far, name: "stream \(id)") { stream.ended($0) }
-                        if case .terminated = continuation.yield(stream) { stream.reset() }
-                    } catch {
-                        session.refuse(id, reason: "\(error)")
-                    }
+            onIncoming: { _, id in openedIDs.yield(id) })
+        Task { [session] in
+            for await id in opened {
+                do {
+                    let (near, far) = try await Socket.loopbackPair()
+                    let stream = PeerStream(near)
+                    session.attach(id, far, name: "stream \(id)") { stream.ended($0) }
+                    if case .terminated = continuation.yield(stream) { stream.reset() }
+                } catch {
+                    session.refuse(id, reason: "\(error)")
                 }
-            })
+            }
+        }
         Task { [session] in
             _ = await session.ended
+            openedIDs.finish()
             continuation.finish()
         }
     }
@@ -93,11 +97,15 @@ public final class PeerSession: Sendable {
         }
     }
 
-    /// Opens a stream; no round trip: what is written goes out right behind the opening.
+    /// Opens a stream; no round trip: what is written goes out right behind the opening. Throws
+    /// `PeerStreamError` when the session cannot take it (its stream limit, or it has ended).
     public func openStream() async throws -> PeerStream {
         let (near, far) = try await Socket.loopbackPair()
         let stream = PeerStream(near)
-        session.open(far, name: "stream") { stream.ended($0) }
+        if let refusal = await session.tryOpen(far, name: "stream", onFinish: { stream.ended($0) }) {
+            stream.reset()
+            throw PeerStreamError(reason: refusal)
+        }
         return stream
     }
 

@@ -126,6 +126,28 @@ public final class RelaySession: Sendable {
         engine.async { $0.openStream(fd: fd, name: name, onFinish: onFinish) }
     }
 
+    /// Opens a stream for `local` and waits for the session's answer: nil once the stream is open,
+    /// or why it was refused (then `onFinish` has run with `refused` set).
+    public func tryOpen(_ local: Socket, name: String, onFinish: @escaping @Sendable (RelayReport) -> Void) async -> String? {
+        let fd = local.detach()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            let answered = Mutex(false)
+            let answer: @Sendable (String?) -> Void = { refusal in
+                let first = answered.withLock { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: refusal) }
+            }
+            engine.async { engine in
+                engine.openStream(fd: fd, name: name, onFinish: { report in
+                    if report.refused { answer(report.reason) }
+                    onFinish(report)
+                }) { _ in answer(nil) }
+            }
+        }
+    }
+
     /// Carries `local` as a stream until it ends; cancellation resets the stream.
     public func carry(_ local: Socket, name: String) async -> RelayReport {
         let fd = local.detach()

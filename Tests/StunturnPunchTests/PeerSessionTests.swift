@@ -5,10 +5,34 @@ import Testing
 
 /// The library's sessions, between two `PeerSession`s in this process through a real server.
 @Suite(.timeLimit(.minutes(1))) struct PeerSessionTests {
-    static func pair(_ address: String, key: String) async throws -> (PeerSession, PeerSession) {
-        async let accepted = PeerSession.accept(server: address, key: key, wait: .seconds(20))
-        let connected = try await PeerSession.connect(server: address, key: key)
+    static func pair(_ address: String, key: String, options: PeerSessionOptions = PeerSessionOptions()) async throws -> (PeerSession, PeerSession) {
+        async let accepted = PeerSession.accept(server: address, key: key, wait: .seconds(20), options: options)
+        let connected = try await PeerSession.connect(server: address, key: key, options: options)
         return (connected, try await accepted)
+    }
+
+    @Test func pastItsLimitOpenStreamThrowsAndIncomingStreamsComeInOrder() async throws {
+        try await withServer { _, address in
+            var options = PeerSessionOptions()
+            options.maxStreams = 20
+            let (client, server) = try await Self.pair(address, key: "library-limit-\(UInt64.random(in: 0...UInt64.max))", options: options)
+            var opened: [PeerStream] = []
+            for i in 0..<20 {
+                let stream = try await client.openStream()
+                try await stream.write([UInt8(i)])
+                opened.append(stream)
+            }
+            await #expect(throws: PeerStreamError.self) { _ = try await client.openStream() }
+            // The peer sees them in the order they were opened, each with its first byte.
+            var iterator = server.incoming.makeAsyncIterator()
+            for i in 0..<20 {
+                let stream = try #require(await iterator.next())
+                #expect(try await stream.read(maxLength: 1) == [UInt8(i)])
+                stream.close()
+            }
+            for stream in opened { stream.close() }
+            client.close()
+        }
     }
 
     @Test func streamsOpenFromBothSidesAndEndInOrder() async throws {
