@@ -77,12 +77,23 @@ public struct MuxFrame: Equatable, Sendable {
     /// Appends the frame as it goes on the wire.
     public func encode(appendingTo out: inout [UInt8]) {
         out.reserveCapacity(out.count + Self.headerLength + payload.count)
-        out.append(Self.version)
-        out.append(kind.rawValue)
-        Self.append(flags.rawValue, to: &out)
-        Self.append(streamID, to: &out)
-        Self.append(length, to: &out)
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: Self.headerLength))
+        out.withUnsafeMutableBytes { Self.writeHeader(kind: kind, flags: flags, streamID: streamID, length: length,
+                                                      into: UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
         out.append(contentsOf: payload)
+    }
+
+    /// Writes a frame's 12-byte header at the start of `buffer`, for a sender that puts the
+    /// payload right behind it itself (such as one read straight from a socket).
+    public static func writeHeader(kind: Kind, flags: Flags, streamID: UInt32, length: UInt32,
+                                   into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= headerLength, "room for a mux header")
+        buffer[0] = version
+        buffer[1] = kind.rawValue
+        buffer.storeBytes(of: flags.rawValue.bigEndian, toByteOffset: 2, as: UInt16.self)
+        buffer.storeBytes(of: streamID.bigEndian, toByteOffset: 4, as: UInt32.self)
+        buffer.storeBytes(of: length.bigEndian, toByteOffset: 8, as: UInt32.self)
     }
 
     public func encoded() -> [UInt8] {
@@ -91,9 +102,6 @@ public struct MuxFrame: Equatable, Sendable {
         return out
     }
 
-    private static func append<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {
-        withUnsafeBytes(of: value.bigEndian) { out.append(contentsOf: $0) }
-    }
 }
 
 /// Why the multiplexer refused what the peer sent; each is a protocol error that ends the session.

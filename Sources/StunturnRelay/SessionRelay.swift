@@ -271,9 +271,6 @@ final class LocalStream {
     var sawEOF = false
     var remoteFinished = false
     var shutDownWrite = false
-    /// Reading stopped until the stream's window opens again, or the tunnel takes what it holds.
-    var waitingForWindow = false
-    var waitingForTunnel = false
     /// The peer's bytes not yet taken by the local connection.
     var toLocal: [[UInt8]] = []
     var toLocalOffset = 0
@@ -334,6 +331,8 @@ final class SessionRelay: RelayClient {
     private var keepalive: Keepalive
     private var streams: [UInt32: LocalStream] = [:]
     private var byFD: [Int32: UInt32] = [:]
+    /// Streams whose reading stopped until their window opens again, or until the tunnel takes
+    /// what it holds.
     private var waitingForWindow = Set<UInt32>()
     private var waitingForTunnel = Set<UInt32>()
     /// Sealed bytes the tunnel has not taken yet; local connections are not read meanwhile.
@@ -685,7 +684,9 @@ final class SessionRelay: RelayClient {
         if stream.connecting {
             wanted = .writable
         } else {
-            if !stream.sawEOF && !stream.waitingForWindow && !stream.waitingForTunnel { wanted.insert(.readable) }
+            if !stream.sawEOF && !waitingForWindow.contains(stream.id) && !waitingForTunnel.contains(stream.id) {
+                wanted.insert(.readable)
+            }
             if stream.toLocalCount > 0 { wanted.insert(.writable) }
         }
         // A connection that ended its input and has nothing to take is still watched for errors,
@@ -715,13 +716,11 @@ final class SessionRelay: RelayClient {
         var budget = SessionRelay.bytesPerTurn
         while budget > 0 && !finished {
             guard tunnelOutOffset >= tunnelOut.count else {
-                stream.waitingForTunnel = true
                 waitingForTunnel.insert(stream.id)
                 return
             }
             let allowance = min(mux.directAllowance(stream.id), scratch.count - MuxFrame.headerLength)
             guard allowance > 0 else {
-                stream.waitingForWindow = true
                 waitingForWindow.insert(stream.id)
                 return
             }
@@ -744,7 +743,7 @@ final class SessionRelay: RelayClient {
                 return
             case .bytes(let n):
                 let flags = mux.sentDirect(stream.id, n)
-                Self.writeHeader(into: scratch, at: 0, flags: flags, stream: stream.id, length: n)
+                MuxFrame.writeHeader(kind: .data, flags: flags, streamID: stream.id, length: UInt32(n), into: scratch)
                 stream.bytesOut += UInt64(n)
                 stream.lastActivity = .now
                 sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<(MuxFrame.headerLength + n)]))
@@ -752,18 +751,6 @@ final class SessionRelay: RelayClient {
                 // A short read drained the socket: wait for its next report rather than read again.
                 if n < allowance { return }
             }
-        }
-    }
-
-    private static func writeHeader(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, flags: MuxFrame.Flags,
-                                     stream: UInt32, length: Int) {
-        buffer[offset] = MuxFrame.version
-        buffer[offset + 1] = MuxFrame.Kind.data.rawValue
-        buffer[offset + 2] = UInt8(flags.rawValue >> 8)
-        buffer[offset + 3] = UInt8(flags.rawValue & 0xff)
-        for i in 0..<4 {
-            buffer[offset + 4 + i] = UInt8(truncatingIfNeeded: stream >> (24 - 8 * UInt32(i)))
-            buffer[offset + 8 + i] = UInt8(truncatingIfNeeded: UInt32(length) >> (24 - 8 * UInt32(i)))
         }
     }
 
@@ -808,19 +795,7 @@ final class SessionRelay: RelayClient {
             tunnelOut.append(contentsOf: bytes)
             return
         }
-        var offset = 0
-        while offset < bytes.count {
-            let written: Int?
-            do {
-                written = try SystemIO.write(tunnelFD, UnsafeRawBufferPointer(rebasing: bytes[offset...]), isSocket: true)
-            } catch {
-                end("\(peerName): \(error)", clean: false)
-                return
-            }
-            guard let written else { break }
-            offset += written
-            bytesSent += UInt64(written)
-        }
+        guard let offset = writeToTunnel(bytes) else { return }
         if offset < bytes.count {
             tunnelOut.removeAll(keepingCapacity: true)
             tunnelOut.append(contentsOf: bytes[offset...])
@@ -829,21 +804,30 @@ final class SessionRelay: RelayClient {
         }
     }
 
-    private func tunnelWritable() {
-        while tunnelOutOffset < tunnelOut.count {
+    /// Writes as much of `bytes` as the tunnel takes now and returns how much that was; nil when
+    /// the write failed (the session has then ended).
+    private func writeToTunnel(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var offset = 0
+        while offset < bytes.count {
             let written: Int?
             do {
-                written = try tunnelOut.withUnsafeBytes {
-                    try SystemIO.write(tunnelFD, UnsafeRawBufferPointer(rebasing: $0[tunnelOutOffset...]), isSocket: true)
-                }
+                written = try SystemIO.write(tunnelFD, UnsafeRawBufferPointer(rebasing: bytes[offset...]), isSocket: true)
             } catch {
                 end("\(peerName): \(error)", clean: false)
-                return
+                return nil
             }
-            guard let written else { return }
-            tunnelOutOffset += written
+            guard let written else { break }
+            offset += written
             bytesSent += UInt64(written)
         }
+        return offset
+    }
+
+    private func tunnelWritable() {
+        let start = tunnelOutOffset
+        guard let written = tunnelOut.withUnsafeBytes({ writeToTunnel(UnsafeRawBufferPointer(rebasing: $0[start...])) }) else { return }
+        tunnelOutOffset += written
+        guard tunnelOutOffset >= tunnelOut.count else { return }
         tunnelOut.removeAll(keepingCapacity: tunnelOut.capacity <= 1 << 20)
         tunnelOutOffset = 0
         if closeWhenFlushed {
@@ -857,7 +841,6 @@ final class SessionRelay: RelayClient {
         waitingForTunnel.removeAll(keepingCapacity: true)
         for id in waiting {
             guard let stream = streams[id], !finished else { continue }
-            stream.waitingForTunnel = false
             if tunnelOutOffset >= tunnelOut.count { readLocal(stream) }
             if streams[id] != nil { updateInterest(stream) }
         }
@@ -1109,7 +1092,6 @@ final class SessionRelay: RelayClient {
                 waitingForWindow.insert(id)
                 continue
             }
-            stream.waitingForWindow = false
             readLocal(stream)
             if streams[id] != nil { updateInterest(stream) }
         }
