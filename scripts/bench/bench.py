@@ -502,22 +502,15 @@ def run_mixed_server(port):
     """A service for one forward that carries both kinds of stream: a first byte 'E' echoes
     (interactive), 'D' discards and answers the byte count at the end (bulk)."""
     async def handle(reader, writer):
-        try:
-            mode = await reader.read(1)
-            if mode == b"E":
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            elif mode == b"D":
-                total = 0
-                while data := await reader.read(1 << 20):
-                    total += len(data)
-                writer.write(f"{total}\n".encode())
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
+        mode = await reader.read(1)
+        if mode == b"E":
+            await echo(reader, writer)
+        elif mode == b"D":
+            total = 0
+            while data := await reader.read(1 << 20):
+                total += len(data)
+            writer.write(f"{total}\n".encode())
+            await writer.drain()
 
     serve_tcp(handle, port)
 
@@ -731,26 +724,31 @@ def machine():
 
 
 def serve_tcp(handle, port):
-    """Runs an asyncio TCP server on HOST:port with `handle` for each connection, for ever."""
-    async def main():
-        srv = await asyncio.start_server(handle, HOST, port, backlog=4096)
-        async with srv:
-            await srv.serve_forever()
-    asyncio.run(main())
-
-
-def run_echo_server(port):
-    async def handle(reader, writer):
+    """Runs an asyncio TCP server on HOST:port with `handle` for each connection, for ever; a
+    connection that fails just ends, and is always closed."""
+    async def guarded(reader, writer):
         try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+            await handle(reader, writer)
         except OSError:
             pass
         finally:
             writer.close()
 
-    serve_tcp(handle, port)
+    async def main():
+        srv = await asyncio.start_server(guarded, HOST, port, backlog=4096)
+        async with srv:
+            await srv.serve_forever()
+    asyncio.run(main())
+
+
+async def echo(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+def run_echo_server(port):
+    serve_tcp(echo, port)
 
 
 def main():
