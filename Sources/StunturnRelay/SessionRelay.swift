@@ -110,12 +110,7 @@ public struct IncomingConnector: Sendable {
 /// A handle on one session: open streams on it, answer the peer's, end it.
 public final class RelaySession: Sendable {
     let engine: QueueBound<SessionRelay>
-    private struct EndState {
-        var report: SessionReport?
-        var waiters: [Int: CheckedContinuation<SessionReport?, Never>] = [:]
-        var nextWaiter = 0
-    }
-    private let end = Mutex(EndState())
+    private let end = AwaitedValue<SessionReport>()
 
     init(_ engine: QueueBound<SessionRelay>) { self.engine = engine }
 
@@ -199,43 +194,19 @@ public final class RelaySession: Sendable {
     /// Waits for the session to end.
     public var ended: SessionReport {
         get async {
-            // Without cancellation the wait only ends with a report.
-            await withTaskCancellationHandler(operation: { await waitForEnd() }, onCancel: {}) ?? report!
+            // Not cancellable, and the report is never closed: the wait ends only with it.
+            await end.wait(cancellable: false)!
         }
     }
-
-    private var report: SessionReport? { end.withLock { $0.report } }
 
     /// Waits for the session to end; nil when the waiting task is cancelled first (the session
     /// goes on).
     public func endedUnlessCancelled() async -> SessionReport? {
-        await waitForEnd(cancellable: true)
-    }
-
-    private func waitForEnd(cancellable: Bool = false) async -> SessionReport? {
-        let ticket = end.withLock { state -> Int in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<SessionReport?, Never>) in
-                let ready = end.withLock { state -> SessionReport?? in
-                    if let report = state.report { return .some(report) }
-                    if cancellable && Task.isCancelled { return .some(nil) }
-                    state.waiters[ticket] = continuation
-                    return nil
-                }
-                if let ready { continuation.resume(returning: ready) }
-            }
-        } onCancel: {
-            guard cancellable else { return }
-            let waiter = end.withLock { $0.waiters.removeValue(forKey: ticket) }
-            waiter?.resume(returning: nil)
-        }
+        await end.wait()
     }
 
     /// True once the session has ended.
-    public var isEnded: Bool { end.withLock { $0.report != nil } }
+    public var isEnded: Bool { end.value != nil }
 
     public var status: SessionStatus {
         get async {
@@ -246,12 +217,7 @@ public final class RelaySession: Sendable {
     }
 
     func finished(_ report: SessionReport) {
-        let waiters = end.withLock { state -> [CheckedContinuation<SessionReport?, Never>] in
-            state.report = report
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(returning: report) }
+        end.set(report)
     }
 }
 

@@ -72,62 +72,37 @@ extension ForwardContext {
 
 /// The listen side's session, as the forward's connections find it: up, or being set up.
 final class SessionKeeper: Sendable {
-    private struct State {
-        var current: (session: RelaySession, peer: String)?
-        var lastFailure: String?
-        var waiters: [Int: CheckedContinuation<(RelaySession, String)?, Never>] = [:]
-        var nextWaiter = 0
-        var shutDown = false
-    }
-    private let state = Mutex(State())
+    private let slot = AwaitedValue<(session: RelaySession, peer: String)>(isUsable: { !$0.session.isEnded })
+    private let failure = Mutex<String?>(nil)
 
     func up(_ session: RelaySession, peer: String) {
-        let waiters = state.withLock { state in
-            state.current = (session, peer)
-            state.lastFailure = nil
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(returning: (session, peer)) }
+        failure.withLock { $0 = nil }
+        slot.set((session, peer))
     }
 
     func down(_ session: RelaySession, reason: String) {
-        state.withLock { state in
-            if state.current?.session === session { state.current = nil }
-            state.lastFailure = reason
-        }
+        slot.clear(if: { $0.session === session })
+        failure.withLock { $0 = reason }
     }
 
     /// No session will come up again: waiters are answered with nil, now and from now on.
-    func shutDown() {
-        let waiters = state.withLock { state in
-            state.shutDown = true
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(returning: nil) }
-    }
+    func shutDown() { slot.close() }
 
     func failed(_ reason: String) {
-        state.withLock { $0.lastFailure = reason }
+        failure.withLock { $0 = reason }
     }
 
     /// The session, if it is up now.
-    var current: (session: RelaySession, peer: String)? {
-        state.withLock { state in
-            guard let current = state.current, !current.session.isEnded else { return nil }
-            return current
-        }
-    }
+    var current: (session: RelaySession, peer: String)? { slot.value }
 
     /// Why there is no session, as last seen.
-    var lastFailure: String? { state.withLock { $0.lastFailure } }
+    var lastFailure: String? { failure.withLock { $0 } }
 
     /// The session once it is up, waiting at most `timeout`; nil if none came up in time.
     func session(within timeout: Duration) async -> (session: RelaySession, peer: String)? {
-        if let current = state.withLock({ $0.current }), !current.session.isEnded { return current }
-        return await withTaskGroup(of: (RelaySession, String)?.self) { group in
-            group.addTask { await self.waitForNext() }
+        if let current { return current }
+        return await withTaskGroup(of: (session: RelaySession, peer: String)?.self) { group in
+            group.addTask { await self.slot.wait() }
             group.addTask {
                 try? await Task.sleep(for: timeout)
                 return nil
@@ -135,27 +110,6 @@ final class SessionKeeper: Sendable {
             let first = await group.next() ?? nil
             group.cancelAll()
             return first
-        }
-    }
-
-    private func waitForNext() async -> (RelaySession, String)? {
-        let ticket = state.withLock { state -> Int in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let ready = state.withLock { state -> (RelaySession, String)?? in
-                    if let current = state.current, !current.session.isEnded { return .some(current) }
-                    if Task.isCancelled || state.shutDown { return .some(nil) }
-                    state.waiters[ticket] = continuation
-                    return nil
-                }
-                if let ready { continuation.resume(returning: ready) }
-            }
-        } onCancel: {
-            let waiter = state.withLock { $0.waiters.removeValue(forKey: ticket) }
-            waiter?.resume(returning: nil)
         }
     }
 }
