@@ -26,7 +26,10 @@ let package = Package(
         .target(name: "StunturnSockets", dependencies: ["CStunturnSystem"]),
         .target(name: "StunturnConfig", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "StunturnSignaling", dependencies: ["StunturnSockets", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "StunturnServer", dependencies: ["StunturnSignaling", "StunturnSockets", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "StunturnServer", dependencies: [
+            "StunturnSignaling", "StunturnSockets", "StunturnRelay",
+            .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "StunturnPunch", dependencies: ["StunturnSockets"]),
         .target(name: "StunturnSecure", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "StunturnMux"),

@@ -1,12 +1,36 @@
 import Foundation
 import Yams
 
+/// A file holding the operator's token for the signaling server (`server_token_file`,
+/// `--server-token-file`): the first line that is neither blank nor a `#` comment.
+public enum ServerTokenFile {
+    public static func read(_ path: String) throws(ConfigFileError) -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigFileError("cannot read the token file '\(path)'")
+        }
+        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let first = lines.first(where: { !$0.isEmpty && !$0.hasPrefix("#") }) else {
+            throw ConfigFileError("the token file '\(path)' holds no token")
+        }
+        guard first.count <= 256, !first.contains(where: \.isWhitespace) else {
+            throw ConfigFileError("in '\(path)': a token is 1-256 characters without spaces")
+        }
+        return first
+    }
+}
+
+public struct ConfigFileError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Walks the composed YAML tree, collecting every problem with its line instead of stopping at the first.
 struct ConfigParser {
-    static let topLevelKeys = ["server", "serve", "log_level", "drain_timeout", "forwards"]
+    static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "drain_timeout", "forwards"]
     static let forwardKeys = [
-        "name", "expose", "listen", "key", "protocol", "server", "peer_ip", "tries",
+        "name", "expose", "listen", "key", "protocol", "server", "server_token", "server_token_file", "peer_ip", "tries",
         "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "keepalive", "max_streams", "plaintext_insecure",
+        "relay", "relay_after",
     ]
     private static let keygenHint = "e.g. from 'stunturn-agent keygen'"
 
@@ -57,6 +81,7 @@ struct ConfigParser {
         var logLevel = AgentConfig.defaultLogLevel
         var drainTimeout = AgentConfig.defaultDrainTimeout
         var forwardsNode: Node?
+        var token = TokenSetting()
 
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
@@ -64,6 +89,8 @@ struct ConfigParser {
             case "server":
                 serverGiven = true
                 server = endpoint(value, path: "server")
+            case "server_token", "server_token_file":
+                token.read(key, value, parser: &self, path: key)
             case "serve":
                 serveGiven = true
                 serveNode = value
@@ -97,7 +124,8 @@ struct ConfigParser {
                        "no signaling server: set 'server' at the top or on this forward")
             }
             if draft.serverGiven && draft.server == nil { forwardServer = nil }
-            guard let forward = draft.build(server: forwardServer) else { continue }
+            guard var forward = draft.build(server: forwardServer) else { continue }
+            if !draft.token.given { forward.serverToken = token.value }
             forwards.append(forward)
         }
         reportDuplicateNames(drafts)
@@ -130,16 +158,19 @@ struct ConfigParser {
         var keepalive: Duration? = ForwardConfig.defaultKeepalive
         var maxStreams: Int? = ForwardConfig.defaultMaxStreams
         var plaintextInsecure: Bool? = false
+        var relay: RelayMode? = .auto
+        var relayAfter: Duration? = ForwardConfig.defaultRelayAfter
+        var token = TokenSetting()
 
         func build(server: Endpoint?) -> ForwardConfig? {
             guard let name, let mode, let key, let transport, let server, let peerIP, let tries,
                   let punchTimeout, let signalTimeout, let connectTimeout, let idleTimeout,
-                  let keepalive, let maxStreams, let plaintextInsecure else { return nil }
+                  let keepalive, let maxStreams, let plaintextInsecure, let relay, let relayAfter, !token.failed else { return nil }
             return ForwardConfig(
                 name: name, mode: mode, key: key, transport: transport, server: server, peerIP: peerIP,
                 tries: tries, punchTimeout: punchTimeout, signalTimeout: signalTimeout,
                 connectTimeout: connectTimeout, idleTimeout: idleTimeout, keepalive: keepalive, maxStreams: maxStreams,
-                plaintextInsecure: plaintextInsecure)
+                plaintextInsecure: plaintextInsecure, relay: relay, relayAfter: relayAfter, serverToken: token.value)
         }
     }
 
@@ -219,6 +250,13 @@ struct ConfigParser {
                 draft.maxStreams = integer(value, path: fieldPath, in: ForwardConfig.maxStreamsRange)
             case "plaintext_insecure":
                 draft.plaintextInsecure = boolean(value, path: fieldPath)
+            case "relay":
+                draft.relay = choice(value, path: fieldPath, from: RelayMode.allCases.map(\.rawValue), what: "relay policy")
+                    .flatMap(RelayMode.init(rawValue:))
+            case "relay_after":
+                draft.relayAfter = duration(value, path: fieldPath, allowZero: true, zeroMeans: "relay at once")
+            case "server_token", "server_token_file":
+                draft.token.read(key, value, parser: &self, path: fieldPath)
             default:
                 reportUnknownKey(keyNode, parentPath: path, known: Self.forwardKeys,
                                  otherLevel: Self.topLevelKeys.filter { $0 != "server" },
@@ -319,6 +357,58 @@ struct ConfigParser {
             return nil
         }
         return endpoint
+    }
+
+    /// `server_token` or `server_token_file`, at the top or on a forward: at most one of the two.
+    struct TokenSetting {
+        var value: String?
+        var given = false
+        var failed = false
+
+        mutating func read(_ key: String, _ node: Node, parser: inout ConfigParser, path: String) {
+            if given {
+                parser.report(node, path: path, "set only one of 'server_token' or 'server_token_file'")
+                failed = true
+                return
+            }
+            given = true
+            if key == "server_token" {
+                value = parser.token(node, path: path)
+            } else if let file = parser.scalarText(node, path: path, expected: "the path of a file holding the token") {
+                value = parser.tokenFromFile(file, node: node, path: path)
+            }
+            if value == nil { failed = true }
+        }
+    }
+
+    fileprivate mutating func token(_ node: Node, path: String) -> String? {
+        guard let text = scalarText(node, path: path, expected: "the token the server's operator gave you") else { return nil }
+        return checkedToken(text, node: node, path: path, origin: "")
+    }
+
+    private mutating func checkedToken(_ text: String, node: Node, path: String, origin: String) -> String? {
+        guard !text.isEmpty, text.count <= 256, !text.contains(where: \.isWhitespace) else {
+            report(node, path: path, "\(origin)a token is 1-256 characters without spaces")
+            return nil
+        }
+        return text
+    }
+
+    /// The first token in a file (blank lines and `#` comments skipped); a relative path is taken
+    /// from the config file's folder.
+    fileprivate mutating func tokenFromFile(_ file: String, node: Node, path: String) -> String? {
+        var resolved = file
+        if !file.hasPrefix("/"), let slash = source.lastIndex(of: "/") {
+            resolved = String(source[...slash]) + file
+        }
+        let first: String
+        do {
+            first = try ServerTokenFile.read(resolved)
+        } catch {
+            report(node, path: path, error.description)
+            return nil
+        }
+        return first
     }
 
     private mutating func name(_ node: Node, path: String) -> String? {

@@ -17,6 +17,17 @@ public enum TransportProtocol: String, Sendable, CaseIterable {
     case tcp, udp
 }
 
+/// Whether a forward's sessions may travel through the signaling server's relay.
+public enum RelayMode: String, Sendable, CaseIterable {
+    /// Direct and relayed attempts together; the relay carries the session when no direct path is
+    /// up within `relay_after`, and the agent keeps trying direct.
+    case auto
+    /// Direct paths only.
+    case never
+    /// Always relayed.
+    case only
+}
+
 /// One validated forward with every default filled in.
 public struct ForwardConfig: Sendable {
     public static let defaultTries = 300
@@ -28,6 +39,7 @@ public struct ForwardConfig: Sendable {
     public static let minimumKeepalive: Duration = .seconds(1)
     public static let defaultMaxStreams = 1024
     public static let maxStreamsRange = 1...65_536
+    public static let defaultRelayAfter: Duration = .seconds(1)
 
     /// Unique within the config; appears in logs.
     public var name: String
@@ -54,6 +66,12 @@ public struct ForwardConfig: Sendable {
     public var maxStreams: Int
     /// Turns tunnel encryption off; only for measuring its overhead.
     public var plaintextInsecure: Bool
+    /// Whether sessions may be relayed through the server.
+    public var relay: RelayMode
+    /// With `relay: auto`, how long a direct attempt has before the relay carries the session.
+    public var relayAfter: Duration
+    /// The operator's token presented to the server (from `server_token` or `server_token_file`).
+    public var serverToken: String?
 
     public init(
         name: String,
@@ -69,7 +87,10 @@ public struct ForwardConfig: Sendable {
         idleTimeout: Duration? = nil,
         keepalive: Duration = ForwardConfig.defaultKeepalive,
         maxStreams: Int = ForwardConfig.defaultMaxStreams,
-        plaintextInsecure: Bool = false
+        plaintextInsecure: Bool = false,
+        relay: RelayMode = .auto,
+        relayAfter: Duration = ForwardConfig.defaultRelayAfter,
+        serverToken: String? = nil
     ) {
         self.name = name
         self.mode = mode
@@ -85,5 +106,8 @@ public struct ForwardConfig: Sendable {
         self.keepalive = keepalive
         self.maxStreams = maxStreams
         self.plaintextInsecure = plaintextInsecure
+        self.relay = relay
+        self.relayAfter = relayAfter
+        self.serverToken = serverToken
     }
 }

@@ -117,10 +117,13 @@ public final class RelayEngine: Sendable {
     /// Starts relaying between `a` and `b`; `onFinish` runs once, after both descriptors are closed.
     /// The relay owns `transform` from now on: it is used on the relay's queue only.
     @discardableResult
+    /// - Parameter rateLimit: bytes per second each direction may carry at most; nil for no limit.
     public func relay(_ a: RelayEndpoint, _ b: RelayEndpoint, transform: RelayTransform? = nil,
-                      idleTimeout: Duration? = nil, onFinish: @escaping @Sendable (RelayReport) -> Void) -> RelayConnection {
+                      idleTimeout: Duration? = nil, rateLimit: Int? = nil,
+                      onFinish: @escaping @Sendable (RelayReport) -> Void) -> RelayConnection {
         let worker = nextWorkerBound()
-        let splice = QueueBound(RelaySplice(a: a, b: b, transform: transform, idleTimeout: idleTimeout, onFinish: onFinish),
+        let splice = QueueBound(RelaySplice(a: a, b: b, transform: transform, idleTimeout: idleTimeout, rateLimit: rateLimit,
+                                            onFinish: onFinish),
                                 on: worker.queue)
         worker.queue.async { splice.value.start(on: worker.value) }
         return RelayConnection(splice)
@@ -208,6 +211,37 @@ protocol RelayClient: AnyObject {
     func ready(_ fd: Int32, _ events: DescriptorPoller.Events)
 }
 
+/// A rate limit: `rate` bytes per second, with a burst of a tenth of a second (at least 64 KiB).
+struct TokenBucket {
+    let rate: Int
+    let burst: Int
+    private(set) var tokens: Int
+    private var refilled = ContinuousClock.now
+
+    init(rate: Int) {
+        self.rate = rate
+        burst = max(65_536, rate / 10)
+        tokens = burst
+    }
+
+    /// Nil when a read may go ahead now; otherwise how long until a useful amount has refilled.
+    mutating func waitBeforeNextRead() -> Duration? {
+        let now = ContinuousClock.now
+        let elapsed = now - refilled
+        let earned = Double(elapsed.components.seconds) * Double(rate) + Double(elapsed.components.attoseconds) * 1e-18 * Double(rate)
+        if earned >= 1 {
+            tokens = min(burst, tokens + Int(min(earned, Double(burst))))
+            refilled = now
+        }
+        if tokens > 0 { return nil }
+        // Wait for a quarter of the burst, so a limited relay reads in sizeable pieces.
+        let needed = Double(burst / 4 - tokens)
+        return .nanoseconds(Int64(max(1_000_000, needed / Double(rate) * 1e9)))
+    }
+
+    mutating func take(_ count: Int) { tokens -= count }
+}
+
 /// One relayed connection, on its worker's queue from `start` on.
 final class RelaySplice: RelayClient {
     /// One direction of the relay.
@@ -237,6 +271,10 @@ final class RelaySplice: RelayClient {
         /// copying them into this process.
         var pipe: (read: Int32, write: Int32, capacity: Int)?
         var inPipe = 0
+        /// The direction's rate limit, when it has one.
+        var bucket: TokenBucket?
+        /// Reading paused until the bucket has refilled.
+        var throttled = false
 
         init(src: RelayEndpoint, dst: RelayEndpoint, transform: RelayTransform?, isForward: Bool) {
             srcFD = src.readFD
@@ -284,7 +322,7 @@ final class RelaySplice: RelayClient {
     private var abortive = false
     private var endedByRelay = false
 
-    init(a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?,
+    init(a: RelayEndpoint, b: RelayEndpoint, transform: RelayTransform?, idleTimeout: Duration?, rateLimit: Int? = nil,
          onFinish: @escaping @Sendable (RelayReport) -> Void) {
         self.a = a
         self.b = b
@@ -295,6 +333,9 @@ final class RelaySplice: RelayClient {
         descriptors = fds
         aToB = Direction(src: a, dst: b, transform: transform, isForward: true)
         bToA = Direction(src: b, dst: a, transform: transform, isForward: false)
+        if let rateLimit, rateLimit > 0 {
+            for d in [aToB, bToA] { d.bucket = TokenBucket(rate: rateLimit) }
+        }
         #if os(Linux)
         if transform == nil && a.isSocket && b.isSocket && SystemIO.hasSplice {
             // Without a pipe (out of descriptors) the direction copies through user space instead.
@@ -387,7 +428,7 @@ final class RelaySplice: RelayClient {
     }
 
     private func readable(_ d: Direction) {
-        guard !finished, d.reading, !d.sawEOF, !d.hasPending else { return }
+        guard !finished, d.reading, !d.throttled, !d.sawEOF, !d.hasPending else { return }
         #if os(Linux)
         if let pipe = d.pipe {
             readableSpliced(d, pipe)
@@ -395,7 +436,7 @@ final class RelaySplice: RelayClient {
         }
         #endif
         let scratch = worker.inScratch
-        drainSource(d, read: { try SystemIO.read(d.srcFD, into: scratch) }) { n in
+        drainSource(d, read: { try SystemIO.read(d.srcFD, into: UnsafeMutableRawBufferPointer(rebasing: scratch[0..<allowance(d, scratch.count)])) }) { n in
             let input = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
             guard let transform = d.transform else { return send(input, on: d) }
             let output = worker.outScratch(atLeast: d.isForward ? transform.forwardCapacity(forInputCount: n)
@@ -415,6 +456,10 @@ final class RelaySplice: RelayClient {
     /// (false: stop, the destination is full or the relay ended). End-of-file half-closes.
     private func drainSource(_ d: Direction, read: () throws -> ReadResult, deliver: (Int) -> Bool) {
         for _ in 0..<RelaySplice.maxReadsPerEvent {
+            if let wait = d.bucket?.waitBeforeNextRead() {
+                throttle(d, for: wait)
+                return
+            }
             let result: ReadResult
             do {
                 result = try read()
@@ -436,6 +481,7 @@ final class RelaySplice: RelayClient {
             case .bytes(let n):
                 lastActivity = .now
                 d.bytes += UInt64(n)
+                d.bucket?.take(n)
                 if !deliver(n) { return }
             }
         }
@@ -489,7 +535,7 @@ final class RelaySplice: RelayClient {
 
     #if os(Linux)
     private func readableSpliced(_ d: Direction, _ pipe: (read: Int32, write: Int32, capacity: Int)) {
-        drainSource(d, read: { try SystemIO.splice(from: d.srcFD, to: pipe.write, count: pipe.capacity - d.inPipe) }) { n in
+        drainSource(d, read: { try SystemIO.splice(from: d.srcFD, to: pipe.write, count: allowance(d, pipe.capacity - d.inPipe)) }) { n in
             d.inPipe += n
             return drainPipe(d, pipe)
         }
@@ -591,8 +637,27 @@ final class RelaySplice: RelayClient {
         updateInterest(d.srcFD)
     }
 
+    /// How much the next read of `d` may take: `room`, or less when the direction is rate limited.
+    private func allowance(_ d: Direction, _ room: Int) -> Int {
+        guard let bucket = d.bucket else { return room }
+        return max(1, min(room, bucket.tokens))
+    }
+
+    /// Pauses reading `d` until its bucket has refilled.
+    private func throttle(_ d: Direction, for wait: Duration) {
+        d.throttled = true
+        suspendRead(d)
+        let forward = d.isForward
+        QueueBound(self, on: worker.queue).asyncAfter(wait.dispatchInterval) { splice in
+            let d = forward ? splice.aToB : splice.bToA
+            d.throttled = false
+            guard !splice.finished, !d.sawEOF, !d.writeArmed else { return }
+            splice.resumeRead(d)
+        }
+    }
+
     private func resumeRead(_ d: Direction) {
-        guard !d.reading else { return }
+        guard !d.reading, !d.throttled else { return }
         d.reading = true
         updateInterest(d.srcFD)
         // Data that arrived while paused: look now rather than wait for the report.

@@ -1,5 +1,6 @@
 import Dispatch
 import Logging
+import StunturnRelay
 import StunturnSignaling
 import StunturnSockets
 import Synchronization
@@ -27,6 +28,22 @@ public final class RendezvousServer: Sendable {
         public var maxLongPoll: Duration = .seconds(60)
         /// Bounds descriptors; connections past it are closed at once.
         public var maxConnections = 120_000
+        /// Whether TCP pairings may be relayed through this server when the peers ask for it.
+        public var relay = true
+        /// Relayed sessions at once, those granted and not yet joined included.
+        public var relayMaxSessions = 1000
+        /// Relayed sessions at once per key.
+        public var relayMaxPerKey = 8
+        /// Bytes per second each direction of one relayed session may carry; nil for no limit.
+        public var relayRate: Int? = 12_500_000
+        /// How long the first side of a granted relay waits for the other.
+        public var relayWait: Duration = .seconds(10)
+        /// A relayed session with no byte either way for this long is ended (agents ping every 15 s).
+        public var relayIdleTimeout: Duration = .seconds(600)
+        /// The operator's tokens: with them, only clients presenting one are relayed.
+        public var authTokens: AuthTokens?
+        /// Pair only clients presenting a valid token (needs `authTokens`).
+        public var requireAuth = false
         public init() {}
     }
 
@@ -40,6 +57,15 @@ public final class RendezvousServer: Sendable {
         /// Receivers long-polling for an initiator.
         public var waitingReceivers = 0
         public var openConnections = 0
+        /// Relayed sessions joined since the start, and now.
+        public var relayedSessions = 0
+        public var activeRelays = 0
+        /// Relays granted on pairings, not yet joined.
+        public var pendingRelays = 0
+        /// Bytes carried by relayed sessions that have ended, both directions.
+        public var relayedBytes: UInt64 = 0
+        /// Pairings whose peers asked for a relay and were refused one, and relay connections refused.
+        public var relayRefused = 0
     }
 
     public let options: Options
@@ -149,6 +175,13 @@ final class ServerCore {
     private var stopped: [CheckedContinuation<Void, Never>] = []
     private var isStopped = false
     private var stats = RendezvousServer.Statistics()
+    /// Relays granted on a pairing, by id, until both sides have joined or the wait ends.
+    private var grants: [String: RelayGrant] = [:]
+    /// Relays running, by id.
+    private var relays: [String: (connection: RelayConnection, key: KeyBytes)] = [:]
+    /// Granted and running relays per key.
+    private var relaysPerKey: [KeyBytes: Int] = [:]
+    private lazy var relayEngine = RelayEngine(workers: 2)
 
     init(options: RendezvousServer.Options, logger: Logger, queue: DispatchQueue) {
         self.options = options
@@ -161,6 +194,8 @@ final class ServerCore {
         s.waitingInitiators = waitingInitiatorCount
         s.waitingReceivers = waitingReceivers.values.reduce(0) { $0 + $1.count }
         s.openConnections = connections.count
+        s.activeRelays = relays.count
+        s.pendingRelays = grants.count
         return s
     }
 
@@ -178,6 +213,8 @@ final class ServerCore {
         sweepTimer?.cancel()
         for connection in connections.values { close(connection) }
         connections.removeAll()
+        grants.removeAll()
+        for relay in relays.values { relay.connection.close(reason: "server stopping") }
         clients?.cancel()
         waitingInitiators.removeAll()
         waitingReceivers.removeAll()
@@ -314,7 +351,7 @@ final class ServerCore {
             case .incomplete:
                 if sawEOF { drop(connection, reason: "closed before sending a complete hello") }
             }
-        case .waitingAsInitiator, .waitingAsReceiver:
+        case .waitingAsInitiator, .waitingAsReceiver, .waitingForRelay:
             // A waiting client only ever closes; a little trailing whitespace is tolerated, a
             // client that keeps sending is dropped.
             connection.ignoredBytes += received
@@ -348,6 +385,16 @@ final class ServerCore {
         }
         connection.hello = hello
         connection.buffer = []
+        let authorized = options.authTokens?.accepts(hello.token) ?? false
+        connection.mayRelay = options.relay && (options.authTokens == nil || authorized)
+        if options.requireAuth && !authorized {
+            reject(connection, ServerErrorText.authRequired)
+            return
+        }
+        if hello.transport == ClientHello.relayTransport {
+            arriveRelay(connection, hello)
+            return
+        }
         switch hello.effectiveRole {
         case .initiator: arriveInitiator(connection, hello)
         case .receiver: arriveReceiver(connection, hello)
@@ -420,8 +467,145 @@ final class ServerCore {
         let receiverSees = udp ? ih.address : initiator.peer.description
         stats.paired += 1
         logger.debug("paired", metadata: ["initiator": "\(initiator.peer)", "receiver": "\(receiver.peer)", "protocol": "\(ih.transport)"])
-        reply(initiator, ServerReply(transport: ih.transport, peerAddress: initiatorSees))
-        reply(receiver, ServerReply(transport: ih.transport, peerAddress: receiverSees))
+        var toInitiator = ServerReply(transport: ih.transport, peerAddress: initiatorSees, peerRelay: rh.relay)
+        var toReceiver = ServerReply(transport: ih.transport, peerAddress: receiverSees, peerRelay: ih.relay)
+        if !udp, Self.wantsRelay(ih) || Self.wantsRelay(rh) {
+            switch grantRelay(initiator: initiator, receiver: receiver) {
+            case .success(let id):
+                toInitiator.relayID = id
+                toReceiver.relayID = id
+            case .failure(let refusal):
+                stats.relayRefused += 1
+                logger.debug("relay refused", metadata: ["initiator": "\(initiator.peer)", "reason": "\(refusal.reason)"])
+                toInitiator.relayRefused = refusal.reason
+                toReceiver.relayRefused = refusal.reason
+            }
+        }
+        reply(initiator, toInitiator)
+        reply(receiver, toReceiver)
+    }
+
+    // MARK: relay (on queue)
+
+    struct RelayRefusal: Error { let reason: String }
+
+    /// A client that may use the relay: it said so, with `auto` or `only`.
+    private static func wantsRelay(_ hello: ClientHello) -> Bool {
+        hello.relay == "auto" || hello.relay == "only"
+    }
+
+    /// Grants a relay to a pairing both of whose sides want one and may have one, within the limits.
+    private func grantRelay(initiator: Connection, receiver: Connection) -> Result<String, RelayRefusal> {
+        guard options.relay else { return .failure(RelayRefusal(reason: "this server does not relay")) }
+        guard let ih = initiator.hello, let rh = receiver.hello, Self.wantsRelay(ih), Self.wantsRelay(rh) else {
+            return .failure(RelayRefusal(reason: "the peer does not use relays"))
+        }
+        guard initiator.mayRelay && receiver.mayRelay else {
+            let who = initiator.mayRelay ? "the receiver" : receiver.mayRelay ? "the initiator" : "either side"
+            return .failure(RelayRefusal(reason: "this server relays only for clients with a valid token, and \(who) has none"))
+        }
+        guard relays.count + grants.count < options.relayMaxSessions else {
+            logger.warning("relay refused: session limit reached", metadata: ["limit": "\(options.relayMaxSessions)"])
+            return .failure(RelayRefusal(reason: "the server's relay is full (\(options.relayMaxSessions) sessions)"))
+        }
+        let key = KeyBytes(ih.key)
+        guard relaysPerKey[key, default: 0] < options.relayMaxPerKey else {
+            return .failure(RelayRefusal(reason: "this key already has \(options.relayMaxPerKey) relayed sessions, the server's limit"))
+        }
+        var id = ""
+        repeat { id = Self.newRelayID() } while grants[id] != nil || relays[id] != nil
+        grants[id] = RelayGrant(key: key, expires: .now + options.relayWait)
+        relaysPerKey[key, default: 0] += 1
+        return .success(id)
+    }
+
+    private static func newRelayID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for _ in 0..<16 {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            out += [hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A relay connection: joins the granted pairing's other side, or waits for it.
+    private func arriveRelay(_ connection: Connection, _ hello: ClientHello) {
+        guard let id = hello.relayID, let grant = grants[id], grant.key == KeyBytes(hello.key), let role = hello.role else {
+            stats.relayRefused += 1
+            reject(connection, ServerErrorText.relayUnknown)
+            return
+        }
+        guard let waiting = grant.waiting else {
+            grant.waiting = connection
+            grant.waitingRole = role
+            connection.state = .waitingForRelay(id)
+            connection.deadline = grant.expires
+            return
+        }
+        guard grant.waitingRole != role else {
+            stats.relayRefused += 1
+            reject(connection, ServerErrorText.relaySideTaken)
+            return
+        }
+        grants[id] = nil
+        join(id, waiting, connection, key: grant.key)
+    }
+
+    /// Tells both sides where the other is, takes their sockets out of the signaling server and
+    /// splices them in the relay engine: from now on each side's bytes reach the other, unread.
+    private func join(_ id: String, _ first: Connection, _ second: Connection, key: KeyBytes) {
+        var sockets: [Socket] = []
+        for (connection, other) in [(first, second), (second, first)] {
+            let bytes = ServerReply(transport: ClientHello.relayTransport, peerAddress: other.peer.description).encoded()
+            let sent = try? bytes.withUnsafeBytes { try connection.socket.write($0) }
+            connection.state = .done
+            connections[connection.fd] = nil
+            connection.isOpen = false
+            let raw = connection.socket.detach()
+            let fd = connection.isWatched ? (clients?.release(raw) ?? raw) : raw
+            sockets.append(Socket(adopting: fd, kind: .stream, family: connection.peer.family))
+            if sent != bytes.count {
+                // A reply that does not fit an empty socket buffer: the client is not what it claims.
+                for socket in sockets { socket.close() }
+                if sockets.count == 1 { close(other) }
+                relayEnded(key: key)
+                return
+            }
+        }
+        stats.relayedSessions += 1
+        logger.info("relaying a session", metadata: ["relay": "\(id.prefix(8))", "a": "\(first.peer)", "b": "\(second.peer)"])
+        let core = QueueBound(self, on: queue), logger = self.logger
+        let relay = relayEngine.relay(RelayEndpoint(socket: sockets[0], name: "relay side \(first.peer)"),
+                                      RelayEndpoint(socket: sockets[1], name: "relay side \(second.peer)"),
+                                      idleTimeout: options.relayIdleTimeout, rateLimit: options.relayRate) { report in
+            logger.info("relayed session ended: \(report.reason)", metadata: [
+                "relay": "\(id.prefix(8))", "bytes": "\(report.bytesAToB + report.bytesBToA)"])
+            core.async { $0.relayFinished(id, bytes: report.bytesAToB + report.bytesBToA) }
+        }
+        relays[id] = (relay, key)
+        if isStopped { relay.close(reason: "server stopping") }
+    }
+
+    private func relayFinished(_ id: String, bytes: UInt64) {
+        stats.relayedBytes += bytes
+        guard let relay = relays.removeValue(forKey: id) else { return }
+        relayEnded(key: relay.key)
+    }
+
+    /// A granted or running relay is over: the key's count goes down.
+    private func relayEnded(key: KeyBytes) {
+        guard let count = relaysPerKey[key] else { return }
+        relaysPerKey[key] = count > 1 ? count - 1 : nil
+    }
+
+    /// Ends grants nobody joined in time (a side that waits is answered by its own deadline).
+    private func expireGrants(now: ContinuousClock.Instant) {
+        for (id, grant) in grants where grant.expires <= now && grant.waiting == nil {
+            grants[id] = nil
+            relayEnded(key: grant.key)
+        }
     }
 
     private func reject(_ connection: Connection, _ message: String) {
@@ -481,6 +665,9 @@ final class ServerCore {
             }
         case .waitingAsReceiver(let key):
             _ = waitingReceivers.removeFirst(under: key, where: { $0 === connection })
+        case .waitingForRelay(let id):
+            // The side that came first left or waited in vain: the grant is over.
+            if let grant = grants.removeValue(forKey: id) { relayEnded(key: grant.key) }
         case .readingHello, .done:
             break
         }
@@ -493,9 +680,13 @@ final class ServerCore {
             case .readingHello: reject(connection, ServerErrorText.helloTimedOut)
             case .waitingAsInitiator: reply(connection, .failure(ServerErrorText.initiatorTimedOut))
             case .waitingAsReceiver: reply(connection, .failure(ServerErrorText.noInitiator))
+            case .waitingForRelay:
+                stats.relayRefused += 1
+                reply(connection, .failure(ServerErrorText.relayPeerMissing))
             case .done: close(connection)
             }
         }
+        if !grants.isEmpty { expireGrants(now: now) }
     }
 
     // MARK: STUN (on queue)
@@ -584,6 +775,19 @@ struct KeyBytes: Hashable {
     }
 }
 
+/// A relay granted on a pairing: the key it was granted for, and the side that has joined.
+private final class RelayGrant {
+    let key: KeyBytes
+    let expires: ContinuousClock.Instant
+    var waiting: Connection?
+    var waitingRole: SignalRole?
+
+    init(key: KeyBytes, expires: ContinuousClock.Instant) {
+        self.key = key
+        self.expires = expires
+    }
+}
+
 /// Initiators are matched on the key and the receiver IP they name (empty: key alone).
 struct PairingKey: Hashable {
     let key: KeyBytes
@@ -595,6 +799,7 @@ private final class Connection {
         case readingHello
         case waitingAsInitiator(PairingKey)
         case waitingAsReceiver(KeyBytes)
+        case waitingForRelay(String)
         case done
     }
 
@@ -608,6 +813,8 @@ private final class Connection {
     /// Watched through the server's readiness group, which then closes the descriptor.
     var isWatched = false
     var isOpen = true
+    /// Relays are open to this client (relay on, and its token valid where tokens are required).
+    var mayRelay = false
     let fd: Int32
 
     init(socket: Socket, peer: SocketAddress, deadline: ContinuousClock.Instant) {

@@ -25,15 +25,38 @@ public struct ClientHello: Equatable, Sendable {
     public var role: SignalRole?
     /// Receiver long-poll: wait up to this many seconds for an initiator.
     public var wait: Int?
+    /// The client's relay policy (`relay`: `auto`, `never` or `only`); absent means the client
+    /// cannot use the server's relay, as with the original clients.
+    public var relay: String?
+    /// On a relay connection (`protocol` `relay`): the id the pairing's reply granted (`relay_id`).
+    public var relayID: String?
+    /// The operator's token (`token`) that lets this client relay, or pair at all on a server that
+    /// requires one. Never logged.
+    public var token: String?
 
     public init(key: String, targetIP: String = "", transport: String = "tcp", address: String = "",
-                role: SignalRole? = nil, wait: Int? = nil) {
+                role: SignalRole? = nil, wait: Int? = nil, relay: String? = nil, relayID: String? = nil, token: String? = nil) {
         self.key = key
         self.targetIP = targetIP
         self.transport = transport
         self.address = address
         self.role = role
         self.wait = wait
+        self.relay = relay
+        self.relayID = relayID
+        self.token = token
+    }
+
+    /// The `protocol` of a hello that asks the server to join this connection to the peer's.
+    public static let relayTransport = "relay"
+}
+
+extension ClientHello: CustomStringConvertible {
+    /// The fields as text, the token left out.
+    public var description: String {
+        var copy = self
+        if copy.token != nil { copy.token = "(redacted)" }
+        return String(decoding: copy.encoded().dropLast(), as: UTF8.self)
     }
 
     /// The role the server applies: the explicit one, else receiver when `target_ip` is empty.
@@ -49,6 +72,9 @@ public struct ClientHello: Equatable, Sendable {
         ]
         if let role { fields.append(("role", .string(role.rawValue))) }
         if let wait { fields.append(("wait", .int(wait))) }
+        if let relay { fields.append(("relay", .string(relay))) }
+        if let relayID { fields.append(("relay_id", .string(relayID))) }
+        if let token { fields.append(("token", .string(token))) }
         return JSONWriter.object(fields)
     }
 
@@ -72,7 +98,8 @@ public struct ClientHello: Equatable, Sendable {
             role = parsed
         }
         return ClientHello(key: wire.uuid ?? "", targetIP: wire.target_ip ?? "", transport: wire.protocol ?? "",
-                           address: wire.address ?? "", role: role, wait: wire.wait)
+                           address: wire.address ?? "", role: role, wait: wire.wait, relay: wire.relay,
+                           relayID: wire.relay_id, token: wire.token)
     }
 }
 
@@ -84,6 +111,9 @@ struct HelloWire: Decodable, Equatable {
     var address: String?
     var role: String?
     var wait: Int?
+    var relay: String?
+    var relay_id: String?
+    var token: String?
 
     /// The common hello, parsed without Foundation: one flat object whose keys and string values
     /// have no escapes or control characters, and whose `wait` is a plain integer. Anything else
@@ -146,6 +176,9 @@ struct HelloWire: Decodable, Equatable {
                 case "protocol": hello.protocol = value
                 case "address": hello.address = value
                 case "role": hello.role = value
+                case "relay": hello.relay = value
+                case "relay_id": hello.relay_id = value
+                case "token": hello.token = value
                 default: break
                 }
             }
@@ -168,11 +201,22 @@ public struct ServerReply: Equatable, Sendable {
     public var peerAddress: String
     /// Why there is no peer (`error`), empty on success.
     public var error: String
+    /// On a TCP pairing the server will relay: the id both sides present on their relay
+    /// connections (`relay_id`).
+    public var relayID: String?
+    /// Why the server will not relay this pairing, when the client asked for it (`relay_refused`).
+    public var relayRefused: String?
+    /// The peer's relay policy as its hello gave it (`peer_relay`).
+    public var peerRelay: String?
 
-    public init(transport: String = "", peerAddress: String = "", error: String = "") {
+    public init(transport: String = "", peerAddress: String = "", error: String = "",
+                relayID: String? = nil, relayRefused: String? = nil, peerRelay: String? = nil) {
         self.transport = transport
         self.peerAddress = peerAddress
         self.error = error
+        self.relayID = relayID
+        self.relayRefused = relayRefused
+        self.peerRelay = peerRelay
     }
 
     public static func failure(_ message: String) -> ServerReply { ServerReply(error: message) }
@@ -182,6 +226,9 @@ public struct ServerReply: Equatable, Sendable {
         var fields: [(String, JSONValue)] = [("protocol", .string(transport))]
         if !peerAddress.isEmpty { fields.append(("peer_address", .string(peerAddress))) }
         if !error.isEmpty { fields.append(("error", .string(error))) }
+        if let relayID { fields.append(("relay_id", .string(relayID))) }
+        if let relayRefused { fields.append(("relay_refused", .string(relayRefused))) }
+        if let peerRelay { fields.append(("peer_relay", .string(peerRelay))) }
         return JSONWriter.object(fields)
     }
 
@@ -190,10 +237,14 @@ public struct ServerReply: Equatable, Sendable {
             var `protocol`: String?
             var peer_address: String?
             var error: String?
+            var relay_id: String?
+            var relay_refused: String?
+            var peer_relay: String?
         }
         do {
             let wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
-            return ServerReply(transport: wire.protocol ?? "", peerAddress: wire.peer_address ?? "", error: wire.error ?? "")
+            return ServerReply(transport: wire.protocol ?? "", peerAddress: wire.peer_address ?? "", error: wire.error ?? "",
+                               relayID: wire.relay_id, relayRefused: wire.relay_refused, peerRelay: wire.peer_relay)
         } catch {
             throw SignalingError.malformed("reply is not a valid JSON object: \(SignalingError.summarize(error))")
         }
@@ -210,6 +261,10 @@ public enum ServerErrorText {
     public static let missingKey = "Missing uuid"
     public static let helloTooLarge = "Hello too large"
     public static let helloTimedOut = "No hello received in time"
+    public static let authRequired = "Auth required: this server pairs only clients with a valid token"
+    public static let relayUnknown = "Relay refused: no pairing with that relay id"
+    public static let relaySideTaken = "Relay refused: that side of the pairing is already connected"
+    public static let relayPeerMissing = "Relay refused: the peer did not connect to the relay in time"
 }
 
 enum JSONValue {

@@ -5,6 +5,19 @@ public enum TransportKind: String, Sendable, CaseIterable {
     case tcp, udp
 }
 
+/// Whether a session may travel through the signaling server's relay.
+public enum RelayPolicy: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// Direct and relayed attempts together; the relay carries the session only when no direct
+    /// path is up in time.
+    case auto
+    /// Direct paths only (the original protocol's behaviour).
+    case never
+    /// Always through the relay.
+    case only
+
+    public var description: String { rawValue }
+}
+
 /// What the signaling server told one side about the other: enough to punch a hole.
 public struct PeerRendezvous: Sendable, CustomStringConvertible {
     public let transport: TransportKind
@@ -18,6 +31,12 @@ public struct PeerRendezvous: Sendable, CustomStringConvertible {
     /// For TCP, the signaling connection, kept open until the punch has bound its port: closed
     /// earlier, the system could hand that port to another connection in between.
     public let signalingSocket: Socket?
+    /// The relay the server granted this pairing (TCP), to be joined with `SignalingClient.joinRelay`.
+    public var relayID: String?
+    /// Why the server will not relay this pairing, when this side asked it to.
+    public var relayRefused: String?
+    /// The peer's relay policy, when its hello gave one.
+    public var peerRelay: RelayPolicy?
 
     public var description: String { "\(transport) \(role) \(localAddress) -> \(peerAddress)" }
 }
@@ -33,6 +52,11 @@ public struct SignalingClient: Sendable {
     public var connectTimeout: Duration = .seconds(5)
     /// STUN discovery of the public UDP address.
     public var discoveryTimeout: Duration = .seconds(5)
+    /// Offered in TCP hellos: whether this side may use the server's relay. Nil sends no relay
+    /// field, as the original clients do.
+    public var relay: RelayPolicy?
+    /// The operator's token, presented in every hello when set.
+    public var token: String?
 
     public init(server: String, localAddress: SocketAddress? = nil) {
         self.server = server
@@ -47,7 +71,8 @@ public struct SignalingClient: Sendable {
     ///     second initiator on the same key, as the original did.
     public func requestTCPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35),
                                exclusive: Bool = false) async throws -> PeerRendezvous {
-        let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "tcp", role: exclusive ? nil : .initiator)
+        let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "tcp", role: exclusive ? nil : .initiator,
+                                relay: relay?.rawValue, token: token)
         return try await exchange(hello, timeout: timeout, udpSocket: nil)
     }
 
@@ -55,7 +80,7 @@ public struct SignalingClient: Sendable {
     public func requestUDPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35)) async throws -> PeerRendezvous {
         let (socket, mapped) = try await discoverUDP()
         let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "udp", address: mapped.description,
-                                role: .initiator)
+                                role: .initiator, token: token)
         return try await exchange(hello, timeout: timeout, udpSocket: socket)
     }
 
@@ -80,12 +105,56 @@ public struct SignalingClient: Sendable {
             address = mapped.description
         }
         let seconds = wait.map { Int(max(1, $0.components.seconds)) }
-        let hello = ClientHello(key: key, transport: "", address: address, role: .receiver, wait: seconds)
+        let hello = ClientHello(key: key, transport: "", address: address, role: .receiver, wait: seconds, relay: relay?.rawValue,
+                                token: token)
         do {
             // The server answers a long-poll by its deadline; allow for its coarse timer and the network.
             return try await exchange(hello, timeout: (wait ?? .zero) + .seconds(10), udpSocket: socket, onConnected: onConnected)
         } catch let error as SignalingError where error.code == .noInitiator {
             return nil
+        }
+    }
+
+    /// Joins the relay the server granted `rendezvous`: a new connection to the server that, once
+    /// both sides are on it, carries their bytes to each other. Returns the connection, ready for
+    /// the tunnel handshake, and the peer's address as the server saw it.
+    public func joinRelay(_ rendezvous: PeerRendezvous, key: String, timeout: Duration = .seconds(12)) async throws -> (Socket, SocketAddress) {
+        guard let relayID = rendezvous.relayID else {
+            throw SignalingError(.server, "the server did not grant a relay for this pairing\(rendezvous.relayRefused.map { ": \($0)" } ?? "")")
+        }
+        let hello = ClientHello(key: key, transport: ClientHello.relayTransport, role: rendezvous.role, relayID: relayID, token: token)
+        let serverAddress = try await resolveServer()
+        let deadline = ContinuousClock.now + timeout
+        let socket = try Socket(.stream, family: serverAddress.family)
+        var keepOpen = false
+        defer { if !keepOpen { socket.close() } }
+        do {
+            try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
+            try await socket.writeAll(hello.encoded(), until: deadline)
+            // The peer's first bytes may follow the reply at once: take the reply's bytes only.
+            var buffer: [UInt8] = []
+            while true {
+                let byte = try await socket.readSome(maxLength: 1, until: deadline)
+                if byte.isEmpty { throw SignalingError.transport("relay at \(server) closed the connection without a reply") }
+                buffer += byte
+                if case .complete = JSONObjectScanner.scan(buffer) { break }
+                if buffer.count > 4096 { throw SignalingError.malformed("relay at \(server) sent an oversized reply") }
+            }
+            // The writer's trailing newline belongs to the reply too.
+            _ = try await socket.readExactly(1, until: deadline)
+            let reply = try ServerReply.decode(buffer)
+            guard reply.error.isEmpty else { throw SignalingError.server(reply.error) }
+            guard reply.transport == ClientHello.relayTransport, let peer = try? SocketAddress(parsing: reply.peerAddress) else {
+                throw SignalingError.malformed("relay at \(server) sent an unexpected reply")
+            }
+            try? socket.setKeepAlive()
+            keepOpen = true
+            return (socket, peer)
+        } catch let error as SocketError {
+            if error.code == .timedOut {
+                throw SignalingError(.timedOut, "relay at \(server): the peer did not join within \(formatDuration(timeout))", underlying: error)
+            }
+            throw SignalingError.transport("relay at \(server): \(error)", underlying: error)
         }
     }
 
@@ -139,9 +208,13 @@ public struct SignalingClient: Sendable {
                 throw SignalingError.malformed("signaling server \(server) paired a UDP initiator with a TCP-only receiver")
             }
             keepOpen = transport == .tcp
-            return PeerRendezvous(transport: transport, role: hello.effectiveRole, peerAddress: peer,
-                                  localAddress: localForPunch, udpSocket: transport == .udp ? udpSocket : nil,
-                                  signalingSocket: keepOpen ? socket : nil)
+            var rendezvous = PeerRendezvous(transport: transport, role: hello.effectiveRole, peerAddress: peer,
+                                            localAddress: localForPunch, udpSocket: transport == .udp ? udpSocket : nil,
+                                            signalingSocket: keepOpen ? socket : nil)
+            rendezvous.relayID = reply.relayID
+            rendezvous.relayRefused = reply.relayRefused
+            rendezvous.peerRelay = reply.peerRelay.flatMap(RelayPolicy.init(rawValue:))
+            return rendezvous
         } catch let error as SocketError {
             if error.code == .timedOut {
                 throw SignalingError(.timedOut, "signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))",

@@ -2,6 +2,8 @@ import Dispatch
 #if canImport(Glibc)
 import CStunturnSystem
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Many descriptors behind one DispatchSource: an epoll set (on Linux) whose own descriptor is
@@ -70,6 +72,21 @@ public final class ReadinessGroup {
         #endif
         // Without epoll the descriptor must outlive its source: the cancel handler closes it.
         fallback.removeValue(forKey: fd)?.cancel()
+    }
+
+    /// Stops watching `fd` and hands it back open: the caller owns it again.
+    public func release(_ fd: Int32) -> Int32 {
+        #if canImport(Glibc)
+        if epoll >= 0 {
+            _ = stunturn_epoll_control(epoll, 2, fd, 0)
+            return fd
+        }
+        #endif
+        // The source's cancel handler closes the descriptor it watched: keep a duplicate.
+        guard let source = fallback.removeValue(forKey: fd) else { return fd }
+        let copy = dup(fd)
+        source.cancel()
+        return copy
     }
 
     /// Stops watching everything.

@@ -83,7 +83,7 @@ public final class Agent: Sendable {
         let endpoint = try RelayEndpoint.standardIO()
         let session: RelaySession, peer: String
         do {
-            (session, peer) = try await context.openSession()
+            (session, peer, _) = try await context.openSession()
         } catch {
             logger.warning("stdio not carried: \(context.describeFailure(error))")
             return nil

@@ -35,7 +35,24 @@ struct ForwardContext: Sendable {
         return connections.submit(work)
     }
 
-    var signaling: SignalingClient { SignalingClient(server: config.server.description) }
+    var signaling: SignalingClient {
+        var client = SignalingClient(server: config.server.description)
+        client.token = config.serverToken
+        // UDP forwards keep their own punched path; TCP sessions say whether they may be relayed.
+        if config.transport == .tcp { client.relay = RelayPolicy(rawValue: config.relay.rawValue) }
+        return client
+    }
+
+    /// How this forward's sessions choose between the direct path and the relay.
+    func pathOptions(relay: RelayMode? = nil) -> PathOptions {
+        var options = PathOptions()
+        options.relay = RelayPolicy(rawValue: (relay ?? config.relay).rawValue) ?? .auto
+        options.relayAfter = config.relayAfter
+        options.punch = punchOptions
+        options.encrypted = encrypted
+        options.punchTag = keys.punchTag
+        return options
+    }
     var encrypted: Bool { !config.plaintextInsecure }
 
     var punchOptions: PunchOptions {
@@ -87,6 +104,7 @@ struct ForwardContext: Sendable {
         case let error as PunchError: return "punch failed: \(error)"
         case let error as TunnelSecurityError: return "tunnel handshake failed: \(error)"
         case let error as SignalingError: return "signaling failed: \(error)"
+        case let error as PathError: return error.message
         default: return "\(error)"
         }
     }

@@ -1,6 +1,7 @@
 import Logging
 import ServiceLifecycle
 import Stunturn
+import StunturnConfig
 import StunturnMux
 import StunturnRelay
 import StunturnSockets
@@ -11,20 +12,34 @@ extension ForwardContext {
         SessionOptions(maxStreams: config.maxStreams, keepalive: config.keepalive, streamIdleTimeout: config.idleTimeout)
     }
 
-    /// Signals as initiator, punches and runs the handshake: a session with the peer, up.
-    func openSession() async throws -> (session: RelaySession, peer: String) {
+    /// Signals as initiator, then sets the tunnel up on the paths the policy allows (punched,
+    /// relayed) and runs the handshake: a session with the peer, up. `relay` overrides the
+    /// forward's policy (the upgrade attempts of a relayed session are direct only).
+    func openSession(relay: RelayMode? = nil) async throws -> (session: RelaySession, peer: String, path: TunnelPath) {
         let start = ContinuousClock.now
-        let rendezvous = try await signaling.requestTCPPeer(
+        var client = signaling
+        if let relay { client.relay = RelayPolicy(rawValue: relay.rawValue) }
+        let rendezvous = try await client.requestTCPPeer(
             key: keys.signalingKey, targetIP: config.peerIP ?? "", timeout: config.signalTimeout)
-        let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: keys.punchTag, options: punchOptions)
-        let punched = ContinuousClock.now - start
-        let peer = tunnel.peerDescription
-        let secured = try await secure(tunnel, as: .initiator)
-        let session = startSession(on: tunnel, peer: peer, side: .initiator, secured: secured)
+        let paired = ContinuousClock.now - start
+        let tunnel = try await establish(rendezvous, client: client, relay: relay)
+        let session = startSession(on: tunnel.socket, peer: tunnel.peer, side: .initiator, secured: tunnel.secured)
         logger.info("tunnel up: session with the peer established", metadata: [
-            "peer": "\(peer)", "punch_ms": "\(punched.milliseconds)", "setup_ms": "\((ContinuousClock.now - start).milliseconds)",
-            "encrypted": "\(secured != nil)"])
-        return (session, peer)
+            "peer": "\(tunnel.peer)", "path": "\(tunnel.path)", "signal_ms": "\(paired.milliseconds)",
+            "setup_ms": "\((ContinuousClock.now - start).milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
+        return (session, tunnel.peer, tunnel.path)
+    }
+
+    /// The tunnel on the best path the pairing allows; a handshake failure names the peer.
+    func establish(_ rendezvous: PeerRendezvous, client: SignalingClient, relay: RelayMode? = nil,
+                   consequence: String = "") async throws -> EstablishedTunnel {
+        do {
+            let tunnel = try await TunnelPaths.establish(rendezvous, client: client, keys: keys, options: pathOptions(relay: relay))
+            if let reason = tunnel.relayReason { logger.info("session relayed through \(config.server): \(reason)") }
+            return tunnel
+        } catch let error as TunnelSecurityError {
+            throw SessionFailure(.handshake, "tunnel handshake with \(rendezvous.peerAddress) failed: \(error)\(consequence)", underlying: error)
+        }
     }
 
     /// Runs the multiplexer on an established tunnel.

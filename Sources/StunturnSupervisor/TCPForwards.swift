@@ -62,10 +62,9 @@ struct ExposeForward: Sendable {
         let session: RelaySession
         let peer: String
         do {
-            let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+            let tunnel = try await context.establish(rendezvous, client: context.signaling, consequence: "; nothing reached \(target)")
             let punched = ContinuousClock.now - start
-            peer = tunnel.peerDescription
-            let secured = try await context.secure(tunnel, as: .responder, consequence: "; nothing reached \(target)")
+            peer = tunnel.peer
             // Resolved once per session: each stream then connects at once, from the relay's queue.
             let address: SocketAddress
             do {
@@ -78,9 +77,10 @@ struct ExposeForward: Sendable {
                 context.record(report, description: "stream \(id) to \(target)", peer: peer)
             }
             connector.onOpen = { _ in context.statistics.started() }
-            session = context.startSession(on: tunnel, peer: peer, side: .responder, secured: secured, connectIncoming: connector)
+            session = context.startSession(on: tunnel.socket, peer: peer, side: .responder, secured: tunnel.secured,
+                                           connectIncoming: connector)
             log.info("tunnel up: session with the peer established", metadata: [
-                "peer": "\(peer)", "punch_ms": "\(punched.milliseconds)", "encrypted": "\(secured != nil)"])
+                "peer": "\(peer)", "path": "\(tunnel.path)", "setup_ms": "\(punched.milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
         } catch {
             context.statistics.failedSetup()
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
@@ -180,20 +180,49 @@ struct ListenForward: Sendable {
     }
 
     /// Sets the session up, holds it (in the connection pool, so it drains on shutdown) and sets
-    /// it up again, with back-off, whenever it ends; until the forward stops.
+    /// it up again, with back-off, whenever it ends; until the forward stops. A relayed session is
+    /// replaced by a direct one as soon as one comes up (tried in the background, with back-off):
+    /// new streams go direct, and the relayed session ends once its last stream has.
     private func keepSession(_ keeper: SessionKeeper) async {
         let log = context.logger
         var backoff = Backoff()
+        var path = "none"
+        var lastFailure = ""
+        var next: (session: RelaySession, peer: String, path: TunnelPath)?
         while !Task.isCancelled {
             do {
-                let (session, peer) = try await context.openSession()
+                let opened: (session: RelaySession, peer: String, path: TunnelPath)
+                if let upgraded = next {
+                    opened = upgraded
+                    next = nil
+                } else {
+                    opened = try await context.openSession()
+                }
+                let (session, peer) = (opened.session, opened.peer)
                 let started = ContinuousClock.now
+                if path != opened.path.rawValue {
+                    let why = path == "none" ? (lastFailure.isEmpty ? "session up" : "session up after: \(lastFailure)") : "session re-established"
+                    log.info("path \(path) -> \(opened.path) (\(why))", metadata: ["peer": "\(peer)"])
+                    path = opened.path.rawValue
+                }
                 keeper.up(session, peer: peer)
                 if !context.submit({ context.logEnd(of: await context.hold(session), peer: peer) }) {
                     session.close(reason: "agent shutting down")
                 }
+                if opened.path == .relay && context.config.relay == .auto,
+                   let direct = await upgradeWhileUp(session) {
+                    log.info("path relay -> direct (a direct path came up; streams on the relay finish there)",
+                             metadata: ["peer": "\(direct.peer)"])
+                    session.drain()
+                    next = direct
+                    path = "relay"
+                    continue
+                }
                 guard let report = await session.endedUnlessCancelled() else { return }
                 keeper.down(session, reason: "the last session ended: \(report.reason)")
+                lastFailure = "the last session ended: \(report.reason)"
+                log.info("path \(path) -> none (\(lastFailure))")
+                path = "none"
                 // A session that lasted was healthy: set it up again at once, not after a long wait.
                 if ContinuousClock.now - started > .seconds(30) { backoff.reset() }
                 if Task.isCancelled { return }
@@ -204,10 +233,46 @@ struct ListenForward: Sendable {
                 if Task.isCancelled { return }
                 let reason = context.describeFailure(error)
                 keeper.failed(reason)
+                lastFailure = reason
                 let delay = backoff.next()
                 log.warning("no session with the peer: \(reason); retrying in \(formatDuration(delay))")
                 try? await Task.sleep(for: delay)
             }
+        }
+    }
+
+    /// While a relayed session is up, tries a direct one now and then (every 30 s at first, then
+    /// less often, up to every 5 minutes). Returns the direct session once one is up; nil when the
+    /// relayed session ended first or the forward stops.
+    private func upgradeWhileUp(_ relayed: RelaySession) async -> (session: RelaySession, peer: String, path: TunnelPath)? {
+        let context = self.context
+        return await withTaskGroup(of: (session: RelaySession, peer: String, path: TunnelPath)?.self) { group in
+            group.addTask {
+                _ = await relayed.endedUnlessCancelled()
+                return nil
+            }
+            group.addTask {
+                var backoff = Backoff(base: .seconds(30), cap: .seconds(300))
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: backoff.next())
+                    if Task.isCancelled || relayed.isEnded { return nil }
+                    do {
+                        let direct = try await context.openSession(relay: .never)
+                        if direct.path == .direct { return direct }
+                        direct.session.close(reason: "not direct")
+                    } catch {
+                        context.logger.debug("direct path still unavailable: \(context.describeFailure(error))")
+                    }
+                }
+                return nil
+            }
+            var direct = await group.next() ?? nil
+            group.cancelAll()
+            // A direct session that came up as the relayed one ended is still the one to use.
+            for await late in group {
+                if let late { if direct == nil { direct = late } else { late.session.close(reason: "a direct session is already up") } }
+            }
+            return direct
         }
     }
 

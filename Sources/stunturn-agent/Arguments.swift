@@ -82,3 +82,10 @@ struct LogLevelArgument: ExpressibleByArgument, Sendable {
         return level
     }
 }
+
+extension RelayMode: ExpressibleByArgument {}
+
+/// `on` or `off`.
+enum OnOff: String, ExpressibleByArgument, Sendable {
+    case on, off
+}

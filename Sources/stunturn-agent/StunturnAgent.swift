@@ -217,6 +217,15 @@ struct Forward: AsyncParsableCommand {
     @Flag(name: .long, help: "Turn tunnel encryption OFF (for measuring its overhead only).")
     var plaintextInsecure = false
 
+    @Option(name: .long, help: ArgumentHelp("Relay the session through the signaling server: auto (when no direct path is up within --relay-after), never, or only.", valueName: "auto|never|only"))
+    var relay: RelayMode = .auto
+
+    @Option(name: .long, help: ArgumentHelp("With --relay auto, seconds a direct attempt has before the relay carries the session.", valueName: "seconds"))
+    var relayAfter = Seconds(1)
+
+    @Option(name: .long, help: ArgumentHelp("A file holding the token the server's operator gave you (first line that is not a # comment).", valueName: "path"))
+    var serverTokenFile: String?
+
     @OptionGroup var drain: DrainOption
 
     @OptionGroup var logging: LoggingOptions
@@ -236,6 +245,10 @@ struct Forward: AsyncParsableCommand {
         try signalTimeout.check("--signal-timeout", 0.001...3600)
         try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
         try keepalive.check("--keepalive", 1...86_400)
+        try relayAfter.check("--relay-after", 0...3600)
+        if let serverTokenFile {
+            do { _ = try ServerTokenFile.read(serverTokenFile) } catch { throw ValidationError("--server-token-file: \(error)") }
+        }
         guard ForwardConfig.maxStreamsRange.contains(maxStreams) else {
             throw ValidationError("--max-streams must be \(ForwardConfig.maxStreamsRange.lowerBound)-\(ForwardConfig.maxStreamsRange.upperBound), got \(maxStreams)")
         }
@@ -258,7 +271,8 @@ struct Forward: AsyncParsableCommand {
                 transport: udp ? .udp : .tcp, server: try server.endpoint("--server"), peerIP: peerIP, tries: tries,
                 punchTimeout: punchTimeout.duration, signalTimeout: signalTimeout.duration,
                 idleTimeout: idleTimeout.isZero ? nil : idleTimeout.duration, keepalive: keepalive.duration, maxStreams: maxStreams,
-                plaintextInsecure: plaintextInsecure)
+                plaintextInsecure: plaintextInsecure, relay: relay, relayAfter: relayAfter.duration,
+                serverToken: try serverTokenFile.map { try ServerTokenFile.read($0) })
             if stdio {
                 TerminationSignal.ignoreHangUp()
                 // stdin and stdout cannot be reset as a socket can, so a broken tunnel (the stream
@@ -291,6 +305,24 @@ struct Server: AsyncParsableCommand {
     @Option(name: .long, help: "Most initiators waiting at once; more are refused.")
     var maxWaiting: Int = 100_000
 
+    @Option(name: .long, help: ArgumentHelp("Relay sessions whose peers cannot connect directly (both sides see only ciphertext pass).", valueName: "on|off"))
+    var relay: OnOff = .on
+
+    @Option(name: .long, help: ArgumentHelp("Most relayed sessions at once.", valueName: "count"))
+    var relayMaxSessions: Int = 1000
+
+    @Option(name: .long, help: ArgumentHelp("Most relayed sessions at once on one key.", valueName: "count"))
+    var relayMaxPerKey: Int = 8
+
+    @Option(name: .long, help: ArgumentHelp("Bytes per second each direction of a relayed session may carry (0: no limit; default 12500000, 100 Mbit/s).", valueName: "bytes/s"))
+    var relayRate: Int = 12_500_000
+
+    @Option(name: .long, help: ArgumentHelp("Relay only for clients presenting one of these tokens (one per line, # comments).", valueName: "path"))
+    var authTokenFile: String?
+
+    @Flag(name: .long, help: "With --auth-token-file, refuse to pair clients without a valid token too.")
+    var requireAuth = false
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -299,6 +331,13 @@ struct Server: AsyncParsableCommand {
         }
         try initiatorTimeout.check("--initiator-timeout", 0.001...3600)
         guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
+        guard relayMaxSessions > 0 else { throw ValidationError("--relay-max-sessions must be positive, got \(relayMaxSessions)") }
+        guard relayMaxPerKey > 0 else { throw ValidationError("--relay-max-per-key must be positive, got \(relayMaxPerKey)") }
+        guard relayRate >= 0 else { throw ValidationError("--relay-rate must be 0 (no limit) or positive, got \(relayRate)") }
+        if requireAuth && authTokenFile == nil { throw ValidationError("--require-auth needs --auth-token-file FILE") }
+        if let authTokenFile {
+            do { _ = try AuthTokens.load(path: authTokenFile) } catch { throw ValidationError("--auth-token-file: \(error)") }
+        }
     }
 
     func run() async throws {
@@ -308,6 +347,15 @@ struct Server: AsyncParsableCommand {
             var options = RendezvousServer.Options()
             options.initiatorTimeout = initiatorTimeout.duration
             options.maxWaitingInitiators = maxWaiting
+            options.relay = relay == .on
+            options.relayMaxSessions = relayMaxSessions
+            options.relayMaxPerKey = relayMaxPerKey
+            options.relayRate = relayRate == 0 ? nil : relayRate
+            options.authTokens = try authTokenFile.map { try AuthTokens.load(path: $0) }
+            options.requireAuth = requireAuth
+            if let tokens = options.authTokens {
+                logger.info("relaying only for clients with one of \(tokens.count) tokens\(requireAuth ? "; pairing too" : "")")
+            }
             let server = RendezvousServer(listen: try SocketAddress(parsing: listen), options: options, logger: logger)
             do {
                 try server.start()
@@ -319,7 +367,7 @@ struct Server: AsyncParsableCommand {
                 "received \($0) again; stopping now"
             }
             let stats = await server.statistics
-            logger.info("stopped after \(stats.paired) pairings, \(stats.stunResponses) STUN responses")
+            logger.info("stopped after \(stats.paired) pairings, \(stats.relayedSessions) relayed sessions, \(stats.stunResponses) STUN responses")
         }
     }
 }
