@@ -18,8 +18,8 @@ extension TCPHolePuncher {
                              options: PunchOptions = PunchOptions()) async throws -> Socket {
         // Hold the signaling connection's port until the punch sockets share it.
         defer { rendezvous.signalingSocket?.close() }
-        return try await punch(local: rendezvous.localAddress, peer: rendezvous.peerAddress, role: rendezvous.punchRole,
-                               tag: tag, options: options)
+        return try await punch(local: rendezvous.localAddress, peer: rendezvous.peerAddress, alsoTry: rendezvous.peerCandidates,
+                               role: rendezvous.punchRole, tag: tag, options: options)
     }
 }
 

@@ -17,17 +17,21 @@ public enum TCPHolePuncher {
         case deadline
     }
 
-    public static func punch(local: SocketAddress, peer: SocketAddress, role: PunchRole,
+    /// - Parameter alsoTry: more of the peer's addresses (its host candidates) dialled at the same
+    ///   time, from the same port; the first connection that comes up wins.
+    public static func punch(local: SocketAddress, peer: SocketAddress, alsoTry: [SocketAddress] = [], role: PunchRole,
                              tag: [UInt8] = defaultPunchTag, options: PunchOptions = PunchOptions()) async throws -> Socket {
-        let socket = try await punchOnce(local: local, peer: peer, role: role, tag: tag, options: options)
+        let socket = try await punchOnce(local: local, peer: peer, alsoTry: alsoTry.filter { $0.family == local.family && $0 != peer },
+                                         role: role, tag: tag, options: options)
         // A tunnel can sit quiet for hours: probes notice a peer that vanished and keep NAT state.
         // Without them (a system that refuses the options) the tunnel still works.
         try? socket.setKeepAlive()
         return socket
     }
 
-    private static func punchOnce(local: SocketAddress, peer: SocketAddress, role: PunchRole,
+    private static func punchOnce(local: SocketAddress, peer: SocketAddress, alsoTry: [SocketAddress], role: PunchRole,
                                   tag: [UInt8], options: PunchOptions) async throws -> Socket {
+        let peers = [peer] + alsoTry
         let deadline = ContinuousClock.now + options.timeout
         let listener = try Socket(.stream, family: local.family)
         try listener.setReuse()
@@ -37,8 +41,10 @@ public enum TCPHolePuncher {
 
         let lastError = LastError()
         return try await withThrowingTaskGroup(of: Event.self) { group in
-            group.addTask { await dial(from: local, to: peer, options: options, deadline: deadline, lastError: lastError) }
-            group.addTask { await acceptOne(listener, peer: peer, deadline: deadline, options: options) }
+            for target in peers {
+                group.addTask { await dial(from: local, to: target, options: options, deadline: deadline, lastError: target == peer ? lastError : nil) }
+            }
+            group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
             group.addTask {
                 // Cancelled once the punch is decided either way.
                 try? await Task.sleep(until: deadline, clock: .continuous)
@@ -49,7 +55,7 @@ public enum TCPHolePuncher {
                 switch event {
                 case .candidate(let socket, let from, let fromListener):
                     if fromListener {
-                        group.addTask { await acceptOne(listener, peer: peer, deadline: deadline, options: options) }
+                        group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
                     }
                     if role == .initiator {
                         do {
@@ -83,7 +89,7 @@ public enum TCPHolePuncher {
 
     /// Dials the peer from the punch port until one connect succeeds, tries run out, or time is up.
     private static func dial(from local: SocketAddress, to peer: SocketAddress, options: PunchOptions,
-                             deadline: ContinuousClock.Instant, lastError: LastError) async -> Event {
+                             deadline: ContinuousClock.Instant, lastError: LastError?) async -> Event {
         for _ in 0..<max(1, options.tries) {
             if Task.isCancelled || ContinuousClock.now >= deadline { break }
             do {
@@ -93,7 +99,9 @@ public enum TCPHolePuncher {
                 try await socket.connect(to: peer, until: min(deadline, .now + options.attemptTimeout))
                 return .candidate(socket, peer, fromListener: false)
             } catch {
-                lastError.set(error)
+                // A host candidate's failure says little (most are not on this network): only the
+                // public address's is reported.
+                lastError?.set(error)
             }
             // Cancellation ends the loop at its next check.
             try? await Task.sleep(for: options.retryInterval)
@@ -101,15 +109,15 @@ public enum TCPHolePuncher {
         return .dialerFinished
     }
 
-    /// Accepts the next connection from the peer's IP; others are rejected and closed.
-    private static func acceptOne(_ listener: Socket, peer: SocketAddress, deadline: ContinuousClock.Instant,
+    /// Accepts the next connection from one of the peer's IPs; others are rejected and closed.
+    private static func acceptOne(_ listener: Socket, peers: [SocketAddress], deadline: ContinuousClock.Instant,
                                   options: PunchOptions) async -> Event {
         while !Task.isCancelled {
             do {
                 let (socket, from) = try await listener.accept(until: deadline)
-                if from.addressBytes == peer.addressBytes { return .candidate(socket, from, fromListener: true) }
+                if peers.contains(where: { $0.addressBytes == from.addressBytes }) { return .candidate(socket, from, fromListener: true) }
                 socket.close()
-                options.onRejected?(from, "connected to the punched port from an address other than the peer's (\(peer.ip))")
+                options.onRejected?(from, "connected to the punched port from an address other than the peer's (\(peers[0].ip))")
             } catch {
                 return .listenerFinished(error)
             }

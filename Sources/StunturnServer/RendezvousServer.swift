@@ -467,8 +467,10 @@ final class ServerCore {
         let receiverSees = udp ? ih.address : initiator.peer.description
         stats.paired += 1
         logger.debug("paired", metadata: ["initiator": "\(initiator.peer)", "receiver": "\(receiver.peer)", "protocol": "\(ih.transport)"])
-        var toInitiator = ServerReply(transport: ih.transport, peerAddress: initiatorSees, peerRelay: rh.relay)
-        var toReceiver = ServerReply(transport: ih.transport, peerAddress: receiverSees, peerRelay: ih.relay)
+        var toInitiator = ServerReply(transport: ih.transport, peerAddress: initiatorSees, peerRelay: rh.relay,
+                                      peerCandidates: udp ? nil : rh.candidates)
+        var toReceiver = ServerReply(transport: ih.transport, peerAddress: receiverSees, peerRelay: ih.relay,
+                                     peerCandidates: udp ? nil : ih.candidates)
         if !udp, Self.wantsRelay(ih) || Self.wantsRelay(rh) {
             switch grantRelay(initiator: initiator, receiver: receiver) {
             case .success(let id):

@@ -33,9 +33,13 @@ public struct ClientHello: Equatable, Sendable {
     /// The operator's token (`token`) that lets this client relay, or pair at all on a server that
     /// requires one. Never logged.
     public var token: String?
+    /// The client's own addresses where a peer on the same network may reach it (`candidates`:
+    /// comma-separated `ip:port`, ICE's host candidates); the server hands them to the peer.
+    public var candidates: String?
 
     public init(key: String, targetIP: String = "", transport: String = "tcp", address: String = "",
-                role: SignalRole? = nil, wait: Int? = nil, relay: String? = nil, relayID: String? = nil, token: String? = nil) {
+                role: SignalRole? = nil, wait: Int? = nil, relay: String? = nil, relayID: String? = nil, token: String? = nil,
+                candidates: String? = nil) {
         self.key = key
         self.targetIP = targetIP
         self.transport = transport
@@ -45,6 +49,7 @@ public struct ClientHello: Equatable, Sendable {
         self.relay = relay
         self.relayID = relayID
         self.token = token
+        self.candidates = candidates
     }
 
     /// The `protocol` of a hello that asks the server to join this connection to the peer's.
@@ -75,6 +80,7 @@ extension ClientHello: CustomStringConvertible {
         if let relay { fields.append(("relay", .string(relay))) }
         if let relayID { fields.append(("relay_id", .string(relayID))) }
         if let token { fields.append(("token", .string(token))) }
+        if let candidates { fields.append(("candidates", .string(candidates))) }
         return JSONWriter.object(fields)
     }
 
@@ -99,7 +105,7 @@ extension ClientHello: CustomStringConvertible {
         }
         return ClientHello(key: wire.uuid ?? "", targetIP: wire.target_ip ?? "", transport: wire.protocol ?? "",
                            address: wire.address ?? "", role: role, wait: wire.wait, relay: wire.relay,
-                           relayID: wire.relay_id, token: wire.token)
+                           relayID: wire.relay_id, token: wire.token, candidates: wire.candidates)
     }
 }
 
@@ -114,6 +120,7 @@ struct HelloWire: Decodable, Equatable {
     var relay: String?
     var relay_id: String?
     var token: String?
+    var candidates: String?
 
     /// The common hello, parsed without Foundation: one flat object whose keys and string values
     /// have no escapes or control characters, and whose `wait` is a plain integer. Anything else
@@ -179,6 +186,7 @@ struct HelloWire: Decodable, Equatable {
                 case "relay": hello.relay = value
                 case "relay_id": hello.relay_id = value
                 case "token": hello.token = value
+                case "candidates": hello.candidates = value
                 default: break
                 }
             }
@@ -208,15 +216,18 @@ public struct ServerReply: Equatable, Sendable {
     public var relayRefused: String?
     /// The peer's relay policy as its hello gave it (`peer_relay`).
     public var peerRelay: String?
+    /// The peer's host candidates as its hello gave them (`peer_candidates`).
+    public var peerCandidates: String?
 
     public init(transport: String = "", peerAddress: String = "", error: String = "",
-                relayID: String? = nil, relayRefused: String? = nil, peerRelay: String? = nil) {
+                relayID: String? = nil, relayRefused: String? = nil, peerRelay: String? = nil, peerCandidates: String? = nil) {
         self.transport = transport
         self.peerAddress = peerAddress
         self.error = error
         self.relayID = relayID
         self.relayRefused = relayRefused
         self.peerRelay = peerRelay
+        self.peerCandidates = peerCandidates
     }
 
     public static func failure(_ message: String) -> ServerReply { ServerReply(error: message) }
@@ -229,6 +240,7 @@ public struct ServerReply: Equatable, Sendable {
         if let relayID { fields.append(("relay_id", .string(relayID))) }
         if let relayRefused { fields.append(("relay_refused", .string(relayRefused))) }
         if let peerRelay { fields.append(("peer_relay", .string(peerRelay))) }
+        if let peerCandidates { fields.append(("peer_candidates", .string(peerCandidates))) }
         return JSONWriter.object(fields)
     }
 
@@ -240,11 +252,13 @@ public struct ServerReply: Equatable, Sendable {
             var relay_id: String?
             var relay_refused: String?
             var peer_relay: String?
+            var peer_candidates: String?
         }
         do {
             let wire = try JSONDecoder().decode(Wire.self, from: Data(bytes))
             return ServerReply(transport: wire.protocol ?? "", peerAddress: wire.peer_address ?? "", error: wire.error ?? "",
-                               relayID: wire.relay_id, relayRefused: wire.relay_refused, peerRelay: wire.peer_relay)
+                               relayID: wire.relay_id, relayRefused: wire.relay_refused, peerRelay: wire.peer_relay,
+                               peerCandidates: wire.peer_candidates)
         } catch {
             throw SignalingError.malformed("reply is not a valid JSON object: \(SignalingError.summarize(error))")
         }

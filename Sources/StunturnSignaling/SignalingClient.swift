@@ -37,6 +37,8 @@ public struct PeerRendezvous: Sendable, CustomStringConvertible {
     public var relayRefused: String?
     /// The peer's relay policy, when its hello gave one.
     public var peerRelay: RelayPolicy?
+    /// The peer's host candidates (its own addresses, for a peer on the same network), at most 8.
+    public var peerCandidates: [SocketAddress] = []
 
     public var description: String { "\(transport) \(role) \(localAddress) -> \(peerAddress)" }
 }
@@ -57,6 +59,9 @@ public struct SignalingClient: Sendable {
     public var relay: RelayPolicy?
     /// The operator's token, presented in every hello when set.
     public var token: String?
+    /// Announce this machine's interface addresses with the signaling port in TCP hellos, so a
+    /// peer on the same network connects directly even where the router does not hairpin.
+    public var announceHostCandidates = false
 
     public init(server: String, localAddress: SocketAddress? = nil) {
         self.server = server
@@ -188,6 +193,12 @@ public struct SignalingClient: Sendable {
         // handed to other connections' automatic binding, which would later make the punch's
         // own bind of this port fail with "address already in use".
         try socket.bind(to: localAddress ?? .any(serverAddress.family))
+        var hello = hello
+        if announceHostCandidates, udpSocket == nil, hello.transport == "tcp" || hello.effectiveRole == .receiver {
+            let port = try socket.localAddress().port
+            let own = SocketAddress.interfaceAddresses(serverAddress.family).prefix(8)
+            if !own.isEmpty { hello.candidates = own.map { $0.withPort(port).description }.joined(separator: ",") }
+        }
         do {
             try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
             try await socket.writeAll(hello.encoded(), until: deadline)
@@ -214,6 +225,12 @@ public struct SignalingClient: Sendable {
             rendezvous.relayID = reply.relayID
             rendezvous.relayRefused = reply.relayRefused
             rendezvous.peerRelay = reply.peerRelay.flatMap(RelayPolicy.init(rawValue:))
+            if transport == .tcp, let text = reply.peerCandidates {
+                // Leniently: a candidate that does not parse, or one that is this very socket, is skipped.
+                rendezvous.peerCandidates = text.split(separator: ",").prefix(8)
+                    .compactMap { try? SocketAddress(parsing: String($0)) }
+                    .filter { $0 != local && $0 != peer && $0.port != 0 }
+            }
             return rendezvous
         } catch let error as SocketError {
             if error.code == .timedOut {

@@ -238,3 +238,30 @@ final class PendingLookup: Sendable {
         waiting?.resume(with: result)
     }
 }
+
+extension SocketAddress {
+    /// This machine's addresses of `family` on interfaces that are up, loopback and link-local
+    /// left out: where a peer on the same network can reach it (ICE's host candidates).
+    public static func interfaceAddresses(_ family: Family) -> [SocketAddress] {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return [] }
+        defer { freeifaddrs(list) }
+        var found: [SocketAddress] = []
+        var cursor: UnsafeMutablePointer<ifaddrs>? = first
+        while let entry = cursor {
+            defer { cursor = entry.pointee.ifa_next }
+            let flags = Int32(bitPattern: entry.pointee.ifa_flags)
+            guard flags & Int32(IFF_UP) != 0, flags & Int32(IFF_LOOPBACK) == 0, let raw = entry.pointee.ifa_addr,
+                  let address = SocketAddress(sockaddr: raw), address.family == family, !address.isLoopback,
+                  !address.isLinkLocal, !found.contains(address) else { continue }
+            found.append(SocketAddress(bytes: address.addressBytes, port: 0))
+        }
+        return found
+    }
+
+    /// fe80::/10, or 169.254.0.0/16: reachable on one link only, and not without a scope.
+    public var isLinkLocal: Bool {
+        family == .ipv4 ? addressBytes[0] == 169 && addressBytes[1] == 254 : addressBytes[0] == 0xfe && addressBytes[1] & 0xc0 == 0x80
+    }
+}
+
