@@ -24,6 +24,9 @@ public struct EstablishedTunnel: @unchecked Sendable {
     public let peer: String
     /// Why the session is relayed, when it is (the direct attempt's failure, or the policy).
     public let relayReason: String?
+    /// ICE's name for the candidate that carries it: `host` (the peer's own address on a shared
+    /// network), `srflx` (its public address, punched) or `relay`.
+    public var candidate: String = "relay"
 }
 
 /// How `TunnelPaths.establish` chooses among the paths.
@@ -97,7 +100,9 @@ public enum TunnelPaths {
     private static func direct(_ rendezvous: PeerRendezvous, keys: TunnelKeys, options: PathOptions) async throws -> EstablishedTunnel {
         let socket = try await TCPHolePuncher.punch(rendezvous, tag: options.punchTag, options: options.punch)
         let secured = try await handshake(socket, role: rendezvous.role, keys: keys, options: options)
-        return EstablishedTunnel(socket: socket, path: .direct, secured: secured, peer: socket.peerDescription, relayReason: nil)
+        var tunnel = EstablishedTunnel(socket: socket, path: .direct, secured: secured, peer: socket.peerDescription, relayReason: nil)
+        tunnel.candidate = candidateType(socket, rendezvous)
+        return tunnel
     }
 
     private static func relayed(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys, options: PathOptions,
@@ -105,6 +110,13 @@ public enum TunnelPaths {
         let (socket, peer) = try await client.joinRelay(rendezvous, key: keys.signalingKey)
         let secured = try await handshake(socket, role: rendezvous.role, keys: keys, options: options)
         return EstablishedTunnel(socket: socket, path: .relay, secured: secured, peer: relayedPeerName(peer, client), relayReason: reason)
+    }
+
+    /// `srflx` when the connection is to the peer's public address, `host` when to one of its own.
+    private static func candidateType(_ socket: Socket, _ rendezvous: PeerRendezvous) -> String {
+        guard let remote = try? socket.remoteAddress() else { return "srflx" }
+        return remote.addressBytes != rendezvous.peerAddress.addressBytes
+            && rendezvous.peerCandidates.contains(where: { $0.addressBytes == remote.addressBytes }) ? "host" : "srflx"
     }
 
     private static func relayedPeerName(_ peer: SocketAddress, _ client: SignalingClient) -> String {
@@ -166,7 +178,9 @@ public enum TunnelPaths {
         let (socket, path, reason, relayPeer) = chosen
         let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
         let peer = relayPeer.map { relayedPeerName($0, client) } ?? socket.peerDescription
-        return EstablishedTunnel(socket: socket, path: path, secured: secured, peer: peer, relayReason: reason)
+        var tunnel = EstablishedTunnel(socket: socket, path: path, secured: secured, peer: peer, relayReason: reason)
+        if path == .direct { tunnel.candidate = candidateType(socket, rendezvous) }
+        return tunnel
     }
 
     /// Both paths at once, each answering the handshake; the initiator starts it on one only, so
@@ -202,7 +216,7 @@ public enum TunnelPaths {
                     winner = tunnel
                     if tunnel.path == .relay, let directError {
                         winner = EstablishedTunnel(socket: tunnel.socket, path: .relay, secured: tunnel.secured, peer: tunnel.peer,
-                                                   relayReason: "punch failed: \(directError)")
+                                                   relayReason: "punch failed: \(directError)", candidate: "relay")
                     }
                 case .failure(let error as Attempt):
                     if error.path == .direct { directError = error.error } else { relayError = error.error }

@@ -1,3 +1,4 @@
+import StunturnRelay
 import Synchronization
 
 /// Counters for one forward, shared by its sessions.
@@ -13,11 +14,84 @@ public final class ForwardStatistics: Sendable {
         }
     }
 
+    /// Where the forward's link to its peer stands, for the status view.
+    public struct Link: Sendable {
+        public enum State: String, Sendable {
+            case starting
+            case waitingForPeer = "waiting for peer"
+            case up
+            case backingOff = "backing off"
+        }
+        public var state: State = .starting
+        /// `direct`, `relay` or `none`.
+        public var path = "none"
+        /// The candidate type of the path: `host` or `srflx` (direct), `relay`; empty when down.
+        public var candidate = ""
+        public var peer = ""
+        public var upSince: ContinuousClock.Instant?
+        public var sessionsEstablished = 0
+        public var setupsFailed = 0
+        public var pathChanges = 0
+        public var lastError: String?
+        public var lastErrorAt: ContinuousClock.Instant?
+        /// The sessions up now: a forward's session, or an expose forward's sessions with each of its peers.
+        public var sessions: [RelaySession] = []
+    }
+
     private let value = Mutex(Snapshot())
+    private let linkState = Mutex(Link())
 
     public init() {}
 
     public var snapshot: Snapshot { value.withLock { $0 } }
+
+    public var link: Link { linkState.withLock { $0 } }
+
+    func updateLink(_ change: (inout Link) -> Void) { linkState.withLock { change(&$0) } }
+
+    /// A session came up on `path`.
+    func sessionUp(_ session: RelaySession, path: String, candidate: String, peer: String) {
+        linkState.withLock {
+            if $0.path != path { $0.pathChanges += 1 }
+            $0.state = .up
+            $0.path = path
+            $0.candidate = candidate
+            $0.peer = peer
+            $0.upSince = $0.upSince ?? .now
+            $0.sessionsEstablished += 1
+            $0.sessions.append(session)
+        }
+    }
+
+    /// A session ended; the link is down when it was the last.
+    func sessionDown(_ session: RelaySession, reason: String?) {
+        linkState.withLock {
+            $0.sessions.removeAll { $0 === session }
+            if let reason {
+                $0.lastError = reason
+                $0.lastErrorAt = .now
+            }
+            if $0.sessions.isEmpty {
+                $0.state = .waitingForPeer
+                if $0.path != "none" { $0.pathChanges += 1 }
+                $0.path = "none"
+                $0.candidate = ""
+                $0.upSince = nil
+            }
+        }
+    }
+
+    /// Between attempts to set a session up, when none is up.
+    func backingOff() { linkState.withLock { if $0.sessions.isEmpty { $0.state = .backingOff } } }
+
+    /// A session could not be set up.
+    func setupFailed(_ reason: String) {
+        linkState.withLock {
+            $0.setupsFailed += 1
+            $0.lastError = reason
+            $0.lastErrorAt = .now
+        }
+    }
 
     func started() { value.withLock { $0.sessions += 1; $0.active += 1 } }
     func failedBeforeRelay() { value.withLock { $0.failed += 1; $0.active -= 1 } }

@@ -16,6 +16,7 @@ extension ForwardContext {
     /// relayed) and runs the handshake: a session with the peer, up. `relay` overrides the
     /// forward's policy (the upgrade attempts of a relayed session are direct only).
     func openSession(relay: RelayMode? = nil) async throws -> (session: RelaySession, peer: String, path: TunnelPath) {
+        if statistics.link.sessions.isEmpty { statistics.updateLink { $0.state = .waitingForPeer } }
         let start = ContinuousClock.now
         var client = signaling
         if let relay { client.relay = RelayPolicy(rawValue: relay.rawValue) }
@@ -24,6 +25,7 @@ extension ForwardContext {
         let paired = ContinuousClock.now - start
         let tunnel = try await establish(rendezvous, client: client, relay: relay)
         let session = startSession(on: tunnel.socket, peer: tunnel.peer, side: .initiator, secured: tunnel.secured)
+        statistics.sessionUp(session, path: tunnel.path.rawValue, candidate: tunnel.candidate, peer: tunnel.peer)
         logger.info("tunnel up: session with the peer established", metadata: [
             "peer": "\(tunnel.peer)", "path": "\(tunnel.path)", "signal_ms": "\(paired.milliseconds)",
             "setup_ms": "\((ContinuousClock.now - start).milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
@@ -56,7 +58,7 @@ extension ForwardContext {
     /// streams and ends once its last stream has; cancellation (the drain time-out, a second
     /// signal) resets it.
     func hold(_ session: RelaySession) async -> SessionReport {
-        await withTaskCancellationHandler {
+        let report = await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await session.ended
             } onGracefulShutdown: {
@@ -65,6 +67,8 @@ extension ForwardContext {
         } onCancel: {
             session.close(reason: "agent shutting down")
         }
+        statistics.sessionDown(session, reason: report.clean || report.endedByOwner ? nil : report.reason)
+        return report
     }
 
     /// Logs how a session ended: routine when in order or by the agent, a warning otherwise.

@@ -21,6 +21,7 @@ struct ExposeForward: Sendable {
     func run() async {
         let log = context.logger
         log.info("exposing \(target) (\(context.config.transport)) via \(context.config.server)")
+        context.statistics.updateLink { $0.state = .waitingForPeer }
         var backoff = Backoff()
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
@@ -79,10 +80,12 @@ struct ExposeForward: Sendable {
             connector.onOpen = { _ in context.statistics.started() }
             session = context.startSession(on: tunnel.socket, peer: peer, side: .responder, secured: tunnel.secured,
                                            connectIncoming: connector)
+            context.statistics.sessionUp(session, path: tunnel.path.rawValue, candidate: tunnel.candidate, peer: peer)
             log.info("tunnel up: session with the peer established", metadata: [
                 "peer": "\(peer)", "path": "\(tunnel.path)", "setup_ms": "\(punched.milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
         } catch {
             context.statistics.failedSetup()
+            context.statistics.setupFailed(context.describeFailure(error))
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
             return
         }
@@ -227,12 +230,14 @@ struct ListenForward: Sendable {
                 if ContinuousClock.now - started > .seconds(30) { backoff.reset() }
                 if Task.isCancelled { return }
                 let delay = backoff.next()
+                context.statistics.backingOff()
                 log.info("setting the session up again in \(formatDuration(delay))")
                 try? await Task.sleep(for: delay)
             } catch {
                 if Task.isCancelled { return }
                 let reason = context.describeFailure(error)
                 keeper.failed(reason)
+                context.statistics.setupFailed(reason)
                 lastFailure = reason
                 let delay = backoff.next()
                 log.warning("no session with the peer: \(reason); retrying in \(formatDuration(delay))")
