@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "StunturnMuxTests", dependencies: ["StunturnMux"]),
         .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnMux", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnSupervisorTests", dependencies: ["StunturnSupervisor", "StunturnConfig", "StunturnSecure", "StunturnSockets", "StunturnTestSupport"]),
-        .testTarget(name: "AgentTests", dependencies: ["StunturnSockets", "StunturnTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "AgentTests", dependencies: ["Stunturn", "StunturnSockets", "StunturnTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "NATLabTests"),
     ],
     swiftLanguageModes: [.v6]

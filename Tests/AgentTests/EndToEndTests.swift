@@ -410,7 +410,8 @@ import Testing
     }
 }
 
-/// A TCP proxy that records every byte clients send to the upstream server.
+/// A TCP proxy that records every byte either way between clients and the upstream server, as a
+/// capture on the wire would.
 final class RecordingProxy: @unchecked Sendable {
     let address: SocketAddress
     private let listener: Socket
@@ -449,6 +450,7 @@ final class RecordingProxy: @unchecked Sendable {
             }
             group.addTask {
                 while let chunk = try? await server.readSome(until: .now + .seconds(60)), !chunk.isEmpty {
+                    self.lock.withLock { self.bytes += chunk }
                     guard (try? await client.writeAll(chunk, until: .now + .seconds(10))) != nil else { break }
                 }
                 client.shutdownWrite()
