@@ -90,6 +90,8 @@ public struct AgentConfig: Sendable {
             lines.append("    " + timeouts.joined(separator: ", "))
             if forward.transport == .tcp {
                 lines.append("    one session with the peer: keepalive \(DurationText.format(forward.keepalive)), max_streams \(forward.maxStreams)")
+                let relay = forward.relay == .auto ? "auto (after \(DurationText.format(forward.relayAfter)) without a direct path)" : forward.relay.rawValue
+                lines.append("    relay \(relay)\(forward.serverToken == nil ? "" : ", server token set")")
             }
             if forward.plaintextInsecure {
                 lines.append("    WARNING: plaintext_insecure is on; this tunnel is NOT encrypted")

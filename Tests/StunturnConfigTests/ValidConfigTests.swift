@@ -96,7 +96,10 @@ import Testing
             "    idle_timeout: 1h",
             "    keepalive: 5s",
             "    max_streams: 64",
-            "    plaintext_insecure: true"
+            "    plaintext_insecure: true",
+            "    relay: only",
+            "    relay_after: 250ms",
+            "    server_token: forward-token-0123456789"
         ))
         let forward = try #require(config.forwards.first)
         #expect(config.logLevel == "debug")
@@ -112,6 +115,36 @@ import Testing
         #expect(forward.keepalive == .seconds(5))
         #expect(forward.maxStreams == 64)
         #expect(forward.plaintextInsecure)
+        #expect(forward.relay == .only)
+        #expect(forward.relayAfter == .milliseconds(250))
+        #expect(forward.serverToken == "forward-token-0123456789")
+    }
+
+    @Test func relayDefaultsAndTokensFromFiles() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "# from the operator\n\n  top-token-0123456789\n".write(to: directory.appendingPathComponent("top.token"), atomically: true, encoding: .utf8)
+        let yaml = yaml(
+            "server: 127.0.0.1:7000",
+            "server_token_file: top.token",
+            "forwards:",
+            "  - name: inherits",
+            "    listen: 127.0.0.1:2222",
+            "    key: \(keyA)",
+            "  - name: own",
+            "    listen: 127.0.0.1:2223",
+            "    key: \(keyA)",
+            "    server_token: own-token-0123456789"
+        )
+        // A relative token file is found beside the config file.
+        let config = try AgentConfig.parse(yaml: yaml, source: directory.appendingPathComponent("agent.yaml").path)
+        #expect(config.forwards[0].relay == .auto)
+        #expect(config.forwards[0].relayAfter == .seconds(1))
+        #expect(config.forwards[0].serverToken == "top-token-0123456789")
+        #expect(config.forwards[1].serverToken == "own-token-0123456789")
+        #expect(!config.summary().contains("top-token"), "a token in the summary")
+        #expect(config.summary().contains("relay auto (after 1s without a direct path), server token set"))
     }
 
     @Test func ipv6Endpoints() throws {
