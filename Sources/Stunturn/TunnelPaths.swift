@@ -29,6 +29,13 @@ public struct EstablishedTunnel: @unchecked Sendable {
     public var candidate: String = "relay"
 }
 
+/// A value that holds tunnel keys, handed from the task that made it to the one that uses it and
+/// never used by two at once (the keys' nonce counters are not thread-safe).
+public struct Handoff<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}
+
 /// How `TunnelPaths.establish` chooses among the paths.
 public struct PathOptions: Sendable {
     public var relay: RelayPolicy = .auto
@@ -40,6 +47,15 @@ public struct PathOptions: Sendable {
     public var punchTag: [UInt8] = defaultPunchTag
 
     public init() {}
+}
+
+/// The tunnel handshake failed on a connection that reached the peer (or something posing as it):
+/// a wrong key, a plaintext peer, no answer.
+public struct HandshakeError: Error, CustomStringConvertible, Sendable {
+    /// The peer as the connection names it.
+    public let peer: String
+    public let underlying: any Error
+    public var description: String { "tunnel handshake with \(peer) failed: \(underlying)" }
 }
 
 /// Why no path to the peer came up: each attempt's failure.
@@ -56,44 +72,86 @@ public struct PathError: Error, CustomStringConvertible, Sendable {
 /// runs the handshake on one path only); the responder answers the handshake on whichever path
 /// it arrives.
 public enum TunnelPaths {
-    private enum Event: Sendable {
-        case direct(Result<Socket, any Error>)
-        case relay(Result<(Socket, SocketAddress), any Error>)
-        case relayAfter
-        case secured(Result<EstablishedTunnel, any Error>)
-    }
-
     public static func establish(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys,
                                  options: PathOptions) async throws -> EstablishedTunnel {
+        switch try plan(rendezvous, options: options) {
+        case .directOnly:
+            return try await direct(rendezvous, keys: keys, options: options)
+        case .relayOnly(let reason):
+            rendezvous.signalingSocket?.close()
+            return try await relayed(rendezvous, client: client, keys: keys, options: options, reason: reason)
+        case .race:
+            break
+        }
+        if rendezvous.role == .initiator {
+            let winner = try await raceAsInitiator(relayAfter: options.relayAfter, direct: {
+                try await TCPHolePuncher.punch(rendezvous, tag: options.punchTag, options: options.punch)
+            }, relay: {
+                try await client.joinRelay(rendezvous, key: keys.signalingKey)
+            }, discard: { $0.close() })
+            switch winner {
+            case .direct(let socket):
+                let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
+                var tunnel = EstablishedTunnel(socket: socket, path: .direct, secured: secured, peer: socket.peerDescription, relayReason: nil)
+                tunnel.candidate = candidateType(socket, rendezvous)
+                return tunnel
+            case .relay(let socket, let peer, let reason):
+                let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
+                return EstablishedTunnel(socket: socket, path: .relay, secured: secured, peer: relayedPeerName(peer, client), relayReason: reason)
+            }
+        }
+        let winner = try await raceAsResponder(direct: {
+            try await direct(rendezvous, keys: keys, options: options)
+        }, relay: {
+            try await relayed(rendezvous, client: client, keys: keys, options: options, reason: "the peer chose the relay")
+        }, discard: { $0.socket.close() }, discardRelay: { $0.socket.close() })
+        switch winner {
+        case .direct(let tunnel):
+            return tunnel
+        case .relay(let tunnel, let directError):
+            guard let directError else { return tunnel }
+            return EstablishedTunnel(socket: tunnel.socket, path: .relay, secured: tunnel.secured, peer: tunnel.peer,
+                                     relayReason: "punch failed: \(directError)", candidate: "relay")
+        }
+    }
+
+    /// Which paths a pairing allows.
+    public enum Plan: Sendable, Equatable {
+        /// The punched path only: no relay was granted (or wanted).
+        case directOnly
+        /// The relay only, for the reason given.
+        case relayOnly(String)
+        /// Both at once.
+        case race
+    }
+
+    /// The paths to try for `rendezvous` under `options`; throws when the policy needs a relay the
+    /// server refused.
+    public static func plan(_ rendezvous: PeerRendezvous, options: PathOptions) throws -> Plan {
         let relayGranted = rendezvous.relayID != nil
-        let directAllowed = options.relay != .only && rendezvous.peerRelay != .only
         if !relayGranted {
-            if options.relay == .only || rendezvous.peerRelay == .only {
+            guard options.relay != .only && rendezvous.peerRelay != .only else {
                 rendezvous.signalingSocket?.close()
                 let who = options.relay == .only ? "this forward's policy is relay: only" : "the peer's policy is relay: only"
                 throw PathError(direct: nil, relay: nil,
                                 message: "no relay for this session (\(who)), and the server refused one: \(rendezvous.relayRefused ?? "it does not relay")")
             }
-            return try await direct(rendezvous, keys: keys, options: options)
+            return .directOnly
         }
-        if !directAllowed {
-            rendezvous.signalingSocket?.close()
-            let reason = options.relay == .only ? "policy relay: only" : "the peer's policy is relay: only"
-            return try await relayed(rendezvous, client: client, keys: keys, options: options, reason: reason)
-        }
-        return rendezvous.role == .initiator
-            ? try await raceAsInitiator(rendezvous, client: client, keys: keys, options: options)
-            : try await raceAsResponder(rendezvous, client: client, keys: keys, options: options)
+        if options.relay == .only { return .relayOnly("policy relay: only") }
+        if rendezvous.peerRelay == .only { return .relayOnly("the peer's policy is relay: only") }
+        return .race
     }
 
-    private static func handshake(_ socket: Socket, role: SignalRole, keys: TunnelKeys, options: PathOptions) async throws -> TunnelSession? {
+    static func handshake(_ socket: Socket, role: SignalRole, keys: TunnelKeys, options: PathOptions) async throws -> TunnelSession? {
         guard options.encrypted else { return nil }
         do {
             return role == .initiator ? try await SecureTunnel.initiate(on: socket, keys: keys)
                 : try await SecureTunnel.respond(on: socket, keys: keys)
         } catch {
+            let peer = socket.peerDescription
             socket.close()
-            throw error
+            throw HandshakeError(peer: peer, underlying: error)
         }
     }
 
@@ -105,10 +163,18 @@ public enum TunnelPaths {
         return tunnel
     }
 
-    private static func relayed(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys, options: PathOptions,
-                                reason: String) async throws -> EstablishedTunnel {
+    /// Joins the pairing's relay and runs the handshake on it.
+    public static func relayed(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys, options: PathOptions,
+                               reason: String) async throws -> EstablishedTunnel {
         let (socket, peer) = try await client.joinRelay(rendezvous, key: keys.signalingKey)
         let secured = try await handshake(socket, role: rendezvous.role, keys: keys, options: options)
+        return EstablishedTunnel(socket: socket, path: .relay, secured: secured, peer: relayedPeerName(peer, client), relayReason: reason)
+    }
+
+    /// Runs the initiator's handshake on a relay connection `raceAsInitiator` chose.
+    public static func secureRelay(_ socket: Socket, peer: SocketAddress, client: SignalingClient, keys: TunnelKeys,
+                                   options: PathOptions, reason: String) async throws -> EstablishedTunnel {
+        let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
         return EstablishedTunnel(socket: socket, path: .relay, secured: secured, peer: relayedPeerName(peer, client), relayReason: reason)
     }
 
@@ -119,125 +185,117 @@ public enum TunnelPaths {
             && rendezvous.peerCandidates.contains(where: { $0.addressBytes == remote.addressBytes }) ? "host" : "srflx"
     }
 
-    private static func relayedPeerName(_ peer: SocketAddress, _ client: SignalingClient) -> String {
+    static func relayedPeerName(_ peer: SocketAddress, _ client: SignalingClient) -> String {
         "\(peer) via relay \(client.server)"
     }
 
-    /// Both paths at once; the direct one carries the session if it is up within `relayAfter`,
-    /// else the first that is.
-    private static func raceAsInitiator(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys,
-                                        options: PathOptions) async throws -> EstablishedTunnel {
-        let chosen: (Socket, TunnelPath, String?, SocketAddress?) = try await withThrowingTaskGroup(of: Event.self) { group in
-            group.addTask { .direct(await Result { try await TCPHolePuncher.punch(rendezvous, tag: options.punchTag, options: options.punch) }) }
-            group.addTask { .relay(await Result { try await client.joinRelay(rendezvous, key: keys.signalingKey) }) }
+    /// What the initiator's race chose.
+    public enum InitiatorChoice<Direct: Sendable>: Sendable {
+        case direct(Direct)
+        /// The relay connection (not yet secured), the peer as the relay saw it, and why.
+        case relay(Socket, SocketAddress, reason: String)
+    }
+
+    private enum InitiatorEvent<Direct: Sendable>: Sendable {
+        case direct(Result<Direct, any Error>)
+        case relay(Result<(Socket, SocketAddress), any Error>)
+        case relayAfter
+    }
+
+    /// The initiator's race: the direct attempt and the relay connection at once. The direct path
+    /// wins if it is up within `relayAfter`; after that, whichever is up first (the relay, usually).
+    /// What loses is handed to `discard` (direct) or closed (relay).
+    public static func raceAsInitiator<Direct: Sendable>(relayAfter: Duration,
+                                                         direct: @escaping @Sendable () async throws -> Direct,
+                                                         relay: @escaping @Sendable () async throws -> (Socket, SocketAddress),
+                                                         discard: @escaping @Sendable (Direct) -> Void) async throws -> InitiatorChoice<Direct> {
+        try await withThrowingTaskGroup(of: InitiatorEvent<Direct>.self) { group in
+            group.addTask { .direct(await Result { try await direct() }) }
+            group.addTask { .relay(await Result { try await relay() }) }
             group.addTask {
-                try? await Task.sleep(for: options.relayAfter)
+                try? await Task.sleep(for: relayAfter)
                 return .relayAfter
             }
-            var relaySocket: (Socket, SocketAddress)?
+            var relayed: (Socket, SocketAddress)?
             var directError: (any Error)?
             var relayError: (any Error)?
             var waitedEnough = false
-            var winner: (Socket, TunnelPath, String?, SocketAddress?)?
+            var winner: InitiatorChoice<Direct>?
+            func relayReason() -> String { directError.map { "punch failed: \($0)" } ?? "no direct path within \(formatDuration(relayAfter))" }
             while winner == nil, let event = try await group.next() {
                 switch event {
-                case .direct(.success(let socket)):
-                    winner = (socket, .direct, nil, nil)
+                case .direct(.success(let value)):
+                    winner = .direct(value)
                 case .direct(.failure(let error)):
                     directError = error
-                    if let (socket, peer) = relaySocket { winner = (socket, .relay, "punch failed: \(error)", peer) }
+                    if let (socket, peer) = relayed { winner = .relay(socket, peer, reason: relayReason()) }
                 case .relay(.success(let pair)):
-                    relaySocket = pair
-                    if waitedEnough || directError != nil {
-                        winner = (pair.0, .relay, directError.map { "punch failed: \($0)" } ?? "no direct path within \(formatDuration(options.relayAfter))", pair.1)
-                    }
+                    relayed = pair
+                    if waitedEnough || directError != nil { winner = .relay(pair.0, pair.1, reason: relayReason()) }
                 case .relay(.failure(let error)):
                     relayError = error
                 case .relayAfter:
                     waitedEnough = true
-                    if let (socket, peer) = relaySocket {
-                        winner = (socket, .relay, "no direct path within \(formatDuration(options.relayAfter))", peer)
-                    }
-                case .secured:
-                    break
+                    if let (socket, peer) = relayed { winner = .relay(socket, peer, reason: relayReason()) }
                 }
                 if winner == nil, directError != nil, relayError != nil { break }
             }
             group.cancelAll()
             // Whatever else comes up once the choice is made is closed.
             while let event = try? await group.next() {
-                if case .direct(.success(let socket)) = event { socket.close() }
+                if case .direct(.success(let value)) = event { discard(value) }
                 if case .relay(.success(let pair)) = event { pair.0.close() }
             }
             if let winner {
-                if winner.1 == .direct { relaySocket?.0.close() }
+                if case .direct = winner { relayed?.0.close() }
                 return winner
             }
             throw bothFailed(direct: directError, relay: relayError)
         }
-        let (socket, path, reason, relayPeer) = chosen
-        let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
-        let peer = relayPeer.map { relayedPeerName($0, client) } ?? socket.peerDescription
-        var tunnel = EstablishedTunnel(socket: socket, path: path, secured: secured, peer: peer, relayReason: reason)
-        if path == .direct { tunnel.candidate = candidateType(socket, rendezvous) }
-        return tunnel
     }
 
-    /// Both paths at once, each answering the handshake; the initiator starts it on one only, so
-    /// the first to complete it carries the session.
-    private static func raceAsResponder(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys,
-                                        options: PathOptions) async throws -> EstablishedTunnel {
-        try await withThrowingTaskGroup(of: Event.self) { group in
-            group.addTask {
-                .secured(await Result {
-                    do {
-                        return try await direct(rendezvous, keys: keys, options: options)
-                    } catch {
-                        throw Attempt(path: .direct, error: error)
-                    }
-                })
-            }
-            group.addTask {
-                .secured(await Result {
-                    do {
-                        return try await relayed(rendezvous, client: client, keys: keys, options: options, reason: "the peer chose the relay")
-                    } catch {
-                        throw Attempt(path: .relay, error: error)
-                    }
-                })
-            }
+    /// What the responder's race chose; with the relay, the direct attempt's failure if it had one.
+    public enum ResponderChoice<Direct: Sendable, Relayed: Sendable>: Sendable {
+        case direct(Direct)
+        case relay(Relayed, directError: (any Error)?)
+    }
+
+    private enum ResponderEvent<Direct: Sendable, Relayed: Sendable>: Sendable {
+        case direct(Result<Direct, any Error>)
+        case relay(Result<Relayed, any Error>)
+    }
+
+    /// The responder's race: both paths at once, each answering the handshake; the initiator runs
+    /// it on one only, so the first to complete it carries the session.
+    public static func raceAsResponder<Direct: Sendable, Relayed: Sendable>(
+        direct: @escaping @Sendable () async throws -> Direct,
+        relay: @escaping @Sendable () async throws -> Relayed,
+        discard: @escaping @Sendable (Direct) -> Void,
+        discardRelay: @escaping @Sendable (Relayed) -> Void
+    ) async throws -> ResponderChoice<Direct, Relayed> {
+        try await withThrowingTaskGroup(of: ResponderEvent<Direct, Relayed>.self) { group in
+            group.addTask { .direct(await Result { try await direct() }) }
+            group.addTask { .relay(await Result { try await relay() }) }
             var directError: (any Error)?
             var relayError: (any Error)?
-            var winner: EstablishedTunnel?
+            var winner: ResponderChoice<Direct, Relayed>?
             while winner == nil, let event = try await group.next() {
-                guard case .secured(let result) = event else { continue }
-                switch result {
-                case .success(let tunnel):
-                    winner = tunnel
-                    if tunnel.path == .relay, let directError {
-                        winner = EstablishedTunnel(socket: tunnel.socket, path: .relay, secured: tunnel.secured, peer: tunnel.peer,
-                                                   relayReason: "punch failed: \(directError)", candidate: "relay")
-                    }
-                case .failure(let error as Attempt):
-                    if error.path == .direct { directError = error.error } else { relayError = error.error }
-                case .failure(let error):
-                    relayError = error
+                switch event {
+                case .direct(.success(let value)): winner = .direct(value)
+                case .direct(.failure(let error)): directError = error
+                case .relay(.success(let value)): winner = .relay(value, directError: directError)
+                case .relay(.failure(let error)): relayError = error
                 }
                 if winner == nil, directError != nil, relayError != nil { break }
             }
             group.cancelAll()
             while let event = try? await group.next() {
-                if case .secured(.success(let tunnel)) = event { tunnel.socket.close() }
+                if case .direct(.success(let value)) = event { discard(value) }
+                if case .relay(.success(let value)) = event { discardRelay(value) }
             }
             if let winner { return winner }
             throw bothFailed(direct: directError, relay: relayError)
         }
-    }
-
-    /// One path's failure, named by its path.
-    private struct Attempt: Error {
-        let path: TunnelPath
-        let error: any Error
     }
 
     private static func bothFailed(direct: (any Error)?, relay: (any Error)?) -> PathError {

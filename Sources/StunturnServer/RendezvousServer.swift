@@ -471,7 +471,7 @@ final class ServerCore {
                                       peerCandidates: udp ? nil : rh.candidates)
         var toReceiver = ServerReply(transport: ih.transport, peerAddress: receiverSees, peerRelay: ih.relay,
                                      peerCandidates: udp ? nil : ih.candidates)
-        if !udp, Self.wantsRelay(ih) || Self.wantsRelay(rh) {
+        if Self.wantsRelay(ih) || Self.wantsRelay(rh) {
             switch grantRelay(initiator: initiator, receiver: receiver) {
             case .success(let id):
                 toInitiator.relayID = id

@@ -85,7 +85,7 @@ public struct SignalingClient: Sendable {
     public func requestUDPPeer(key: String, targetIP: String = "", timeout: Duration = .seconds(35)) async throws -> PeerRendezvous {
         let (socket, mapped) = try await discoverUDP()
         let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "udp", address: mapped.description,
-                                role: .initiator, token: token)
+                                role: .initiator, relay: relay?.rawValue, token: token)
         return try await exchange(hello, timeout: timeout, udpSocket: socket)
     }
 

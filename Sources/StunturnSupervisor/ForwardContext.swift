@@ -39,8 +39,7 @@ struct ForwardContext: Sendable {
         var client = SignalingClient(server: config.server.description)
         client.token = config.serverToken
         client.announceHostCandidates = config.transport == .tcp
-        // UDP forwards keep their own punched path; TCP sessions say whether they may be relayed.
-        if config.transport == .tcp { client.relay = RelayPolicy(rawValue: config.relay.rawValue) }
+        client.relay = RelayPolicy(rawValue: config.relay.rawValue)
         return client
     }
 

@@ -39,8 +39,13 @@ extension ForwardContext {
             let tunnel = try await TunnelPaths.establish(rendezvous, client: client, keys: keys, options: pathOptions(relay: relay))
             if let reason = tunnel.relayReason { logger.info("session relayed through \(config.server): \(reason)") }
             return tunnel
-        } catch let error as TunnelSecurityError {
-            throw SessionFailure(.handshake, "tunnel handshake with \(rendezvous.peerAddress) failed: \(error)\(consequence)", underlying: error)
+        } catch let error as HandshakeError {
+            throw SessionFailure(.handshake, "\(error)\(consequence)", underlying: error)
+        } catch let error as PathError {
+            // A handshake that failed on the direct path is the cause worth naming (a wrong key, a
+            // plaintext peer); the relay's failure after it says only that it was not used.
+            guard let handshake = error.direct as? HandshakeError else { throw error }
+            throw SessionFailure(.handshake, "\(handshake)\(consequence)", underlying: error)
         }
     }
 

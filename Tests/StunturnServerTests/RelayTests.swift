@@ -97,7 +97,7 @@ import Testing
 
     @Test func aSideWhosePeerNeverJoinsIsToldWhy() async throws {
         var options = RendezvousServer.Options()
-        options.relayWait = .milliseconds(300)
+        options.relayWait = .seconds(2)
         try await withServer(options) { server, _ in
             let (toInitiator, _) = try await pair(server, key: "lonely")
             let socket = try await join(server, key: "lonely", id: toInitiator.relayID, role: .initiator)
