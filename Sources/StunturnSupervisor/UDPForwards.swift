@@ -83,32 +83,54 @@ struct UDPExposeSession: Sendable {
     let target: Endpoint
     let rendezvous: PeerRendezvous
 
+    /// How the session reaches the peer: a punched UDP path, or the server's relay.
+    private enum PeerLink: Sendable {
+        case udp(peer: SocketAddress, codec: DatagramCodec, replyPacket: [UInt8]?)
+        case relay(EstablishedTunnel)
+    }
+
     func run() async {
         let log = context.logger
         guard let tunnel = rendezvous.udpSocket else { return }
         context.statistics.started()
         defer { tunnel.close() }
         do {
-            let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
-            var session: TunnelSession?
-            var replyPacket: [UInt8]?
-            if context.encrypted {
-                (session, replyPacket) = try await respond(tunnel, peer: peer)
-            }
+            let link = try await establish(tunnel)
             let service = try await context.localAddress(target)
             let local = try Socket.udp(on: .any(service.family))
             defer { local.close() }
-            log.info("udp tunnel up", metadata: ["peer": "\(peer)", "encrypted": "\(session != nil)"])
-            let codec = DatagramCodec(session: session)
             let activity = ActivityClock()
-            let handshakeReply = replyPacket
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
+            let context = self.context, target = self.target
+            let peerName: String
+            let toPeer: @Sendable ([UInt8]) -> Void
+            var finishOutbound: (@Sendable () -> Void)?
+            let fromPeer: @Sendable () async -> String
+            switch link {
+            case .udp(let peer, let codec, let replyPacket):
+                peerName = "\(peer)"
+                log.info("udp tunnel up", metadata: ["peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
+                toPeer = { sendWrapped($0, codec: codec, on: tunnel, to: peer, context: context) }
+                fromPeer = {
                     await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec,
-                                         replyPacket: handshakeReply, activity: activity) { payload in
+                                         replyPacket: replyPacket, activity: activity) { payload in
+                        sendDatagram(payload, on: local, to: service, context: context)
+                    }
+                    return "idle"
+                }
+            case .relay(let relayed):
+                peerName = relayed.peer
+                log.info("udp tunnel up", metadata: ["peer": "\(relayed.peer)", "path": "relay", "encrypted": "\(relayed.secured != nil)"])
+                let (outbound, continuation) = RelayedDatagrams.makeOutbound()
+                toPeer = { continuation.yield($0) }
+                finishOutbound = { continuation.finish() }
+                fromPeer = {
+                    await RelayedDatagrams.run(relayed, outbound: outbound, context: context, activity: activity) { payload in
                         sendDatagram(payload, on: local, to: service, context: context)
                     }
                 }
+            }
+            let ended = await withTaskGroup(of: String.self) { group in
+                group.addTask { await fromPeer() }
                 group.addTask {
                     let idle = context.config.idleTimeout ?? TunnelDatagram.defaultIdleTimeout
                     while let (payload, from) = await activity.receive(on: local, idle: idle, context: context,
@@ -121,19 +143,56 @@ struct UDPExposeSession: Sendable {
                             continue
                         }
                         activity.carried(out: payload.count)
-                        sendWrapped(payload, codec: codec, on: tunnel, to: peer, context: context)
+                        toPeer(payload)
                     }
+                    return "idle"
                 }
-                await group.next()
+                let first = await group.next() ?? "idle"
+                finishOutbound?()
                 group.cancelAll()
+                return first
             }
             let totals = activity.totals
             context.statistics.finished(out: totals.out, in: totals.in)
-            log.info("udp tunnel closed: idle; \(totals.out) bytes out, \(totals.in) bytes in", metadata: ["peer": "\(peer)"])
+            log.info("udp tunnel closed: \(ended); \(totals.out) bytes out, \(totals.in) bytes in", metadata: ["peer": "\(peerName)"])
         } catch {
             context.statistics.failedBeforeRelay()
             log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
         }
+    }
+
+    /// The punched UDP path, or the relay, by the forward's policy and what the server granted;
+    /// with both allowed, whichever the initiator's handshake arrives on.
+    private func establish(_ tunnel: Socket) async throws -> PeerLink {
+        let options = context.pathOptions()
+        switch try TunnelPaths.plan(rendezvous, options: options) {
+        case .directOnly:
+            return try await punched(tunnel)
+        case .relayOnly(let reason):
+            return .relay(try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options, reason: reason))
+        case .race:
+            let rendezvous = self.rendezvous, context = self.context
+            switch try await TunnelPaths.raceAsResponder(direct: { try await punched(tunnel) }, relay: {
+                try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options,
+                                              reason: "the peer chose the relay")
+            }, discard: { _ in }, discardRelay: { $0.socket.close() }) {
+            case .direct(let link): return link
+            case .relay(let relayed, let directError):
+                if let directError { log(relayed: "punch failed: \(directError)") }
+                return .relay(relayed)
+            }
+        }
+    }
+
+    private func log(relayed reason: String) {
+        context.logger.info("udp session relayed through \(context.config.server): \(reason)")
+    }
+
+    private func punched(_ tunnel: Socket) async throws -> PeerLink {
+        let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+        guard context.encrypted else { return .udp(peer: peer, codec: DatagramCodec(session: nil), replyPacket: nil) }
+        let (session, replyPacket) = try await respond(tunnel, peer: peer)
+        return .udp(peer: peer, codec: DatagramCodec(session: session), replyPacket: replyPacket)
     }
 
     private func respond(_ tunnel: Socket, peer: SocketAddress) async throws -> (TunnelSession, [UInt8]) {
@@ -224,7 +283,20 @@ final class UDPSessionTable: Sendable {
 
 /// One local UDP client's tunnel.
 final class UDPListenSession: Sendable {
-    typealias Link = (tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)
+    /// Where the client's datagrams go once the tunnel is up.
+    enum Link {
+        /// The punched UDP path.
+        case udp(tunnel: Socket, peer: SocketAddress, codec: DatagramCodec)
+        /// The relay: the queue its writer takes from.
+        case relay(AsyncStream<[UInt8]>.Continuation)
+
+        func send(_ datagram: [UInt8], context: ForwardContext) {
+            switch self {
+            case .udp(let tunnel, let peer, let codec): sendWrapped(datagram, codec: codec, on: tunnel, to: peer, context: context)
+            case .relay(let queue): queue.yield(datagram)
+            }
+        }
+    }
 
     /// Datagrams from the client: kept (within caps) until the tunnel is up, then sent at once.
     struct Outbox {
@@ -272,7 +344,7 @@ final class UDPListenSession: Sendable {
         // Sent under the lock, so no datagram goes to a socket the session is closing.
         let dropped = outbox.withLock { outbox -> Bool in
             guard let link = outbox.link else { return !outbox.queue(datagram) }
-            sendWrapped(datagram, codec: link.codec, on: link.tunnel, to: link.peer, context: context)
+            link.send(datagram, context: context)
             return false
         }
         if dropped {
@@ -292,27 +364,81 @@ final class UDPListenSession: Sendable {
                 outbox.withLock { $0.link = nil }
                 tunnel.close()
             }
-            let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
-            let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
-            let codec = DatagramCodec(session: session)
-            outbox.withLock { outbox in
-                for datagram in outbox.connect((tunnel: tunnel, peer: peer, codec: codec)) {
-                    sendWrapped(datagram, codec: codec, on: tunnel, to: peer, context: context)
-                }
-            }
-            log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "encrypted": "\(session != nil)"])
             let listen = self.listen
             let client = self.client
-            await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
-                sendDatagram(payload, on: listen, to: client, context: self.context)
+            let context = self.context
+            let ended: String
+            switch try await establish(rendezvous, tunnel: tunnel) {
+            case .direct(let peer, let codec):
+                connect(.udp(tunnel: tunnel, peer: peer, codec: codec))
+                log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
+                await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
+                    sendDatagram(payload, on: listen, to: client, context: context)
+                }
+                ended = "idle"
+            case .relay(let relayed):
+                let (outbound, queue) = RelayedDatagrams.makeOutbound()
+                connect(.relay(queue))
+                defer { queue.finish() }
+                log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(relayed.peer)", "path": "relay",
+                                                     "encrypted": "\(relayed.secured != nil)"])
+                ended = await RelayedDatagrams.run(relayed, outbound: outbound, context: context, activity: activity) { payload in
+                    sendDatagram(payload, on: listen, to: client, context: context)
+                }
             }
             let totals = activity.totals
             context.statistics.finished(out: totals.out, in: totals.in)
-            log.info("udp session for \(client) closed: idle; \(totals.out) bytes out, \(totals.in) bytes in")
+            log.info("udp session for \(client) closed: \(ended); \(totals.out) bytes out, \(totals.in) bytes in")
         } catch {
             context.statistics.failedBeforeRelay()
             log.warning("udp datagrams from \(client) not carried: \(context.describeFailure(error))")
         }
+    }
+
+    /// Sets the link and sends what the client sent while there was none.
+    private func connect(_ link: Link) {
+        outbox.withLock { outbox in
+            for datagram in outbox.connect(link) { link.send(datagram, context: context) }
+        }
+    }
+
+    private enum Established: Sendable {
+        case direct(SocketAddress, DatagramCodec)
+        case relay(EstablishedTunnel)
+    }
+
+    /// The punched UDP path, or the relay, by the forward's policy and what the server granted;
+    /// with both, the punched path if it is up within `relay_after`.
+    private func establish(_ rendezvous: PeerRendezvous, tunnel: Socket) async throws -> Established {
+        let options = context.pathOptions()
+        let context = self.context
+        switch try TunnelPaths.plan(rendezvous, options: options) {
+        case .directOnly:
+            return try await punched(rendezvous, tunnel: tunnel)
+        case .relayOnly(let reason):
+            context.logger.info("udp session relayed through \(context.config.server): \(reason)")
+            return .relay(try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options, reason: reason))
+        case .race:
+            let client = context.signaling
+            switch try await TunnelPaths.raceAsInitiator(relayAfter: options.relayAfter, direct: {
+                try await self.punched(rendezvous, tunnel: tunnel)
+            }, relay: {
+                try await client.joinRelay(rendezvous, key: context.keys.signalingKey)
+            }, discard: { _ in }) {
+            case .direct(let established):
+                return established
+            case .relay(let socket, let peer, let reason):
+                context.logger.info("udp session relayed through \(context.config.server): \(reason)")
+                return .relay(try await TunnelPaths.secureRelay(socket, peer: peer, client: client, keys: context.keys,
+                                                                options: options, reason: reason))
+            }
+        }
+    }
+
+    private func punched(_ rendezvous: PeerRendezvous, tunnel: Socket) async throws -> Established {
+        let peer = try await UDPHolePuncher.punch(rendezvous, tag: context.keys.punchTag, options: context.punchOptions)
+        let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
+        return .direct(peer, DatagramCodec(session: session))
     }
 
     private func initiate(_ tunnel: Socket, peer: SocketAddress) async throws -> TunnelSession {

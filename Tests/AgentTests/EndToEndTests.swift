@@ -275,7 +275,8 @@ import Testing
         }
     }
 
-    @Test func udpForwardCarriesDatagrams() async throws {
+    /// On the punched UDP path (auto, on loopback) and through the server's relay (only).
+    @Test(arguments: ["auto", "only"]) func udpForwardCarriesDatagrams(relay: String) async throws {
         let echoSocket = try Socket.udp(on: .loopback())
         let echoAddress = try echoSocket.localAddress()
         let echoTask = Task.detached {
@@ -290,9 +291,9 @@ import Testing
         let server = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(serverPort)"])
         try await server.waitForLog("signaling server listening")
         let expose = try AgentProcess("expose", ["forward", "--udp", "--expose", echoAddress.description, "--key", key,
-                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug"])
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay])
         let listen = try AgentProcess("listen", ["forward", "--udp", "--listen", "127.0.0.1:\(listenPort)", "--key", key,
-                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug"])
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay])
 
         try await listen.waitForLog("listening on udp")
         try await expose.waitForLog("exposing")
@@ -309,6 +310,8 @@ import Testing
         #expect(replies.allSatisfy { $0.hasPrefix("datagram ") })
         #expect(replies.last == "datagram 9")
         #expect(listen.log.contains("udp tunnel up"))
+        #expect(listen.log.contains(relay == "only" ? "path=relay" : "path=direct"), "\(listen.log)")
+        #expect(expose.log.contains(relay == "only" ? "path=relay" : "path=direct"), "\(expose.log)")
 
         // The largest datagram a tunnel datagram can hold still goes through; a larger one is
         // dropped with a reason rather than silently.

@@ -61,7 +61,7 @@ import Testing
         }
         let socket = try Socket.udp(on: .loopback())
         defer { socket.close() }
-        let handed = outbox.connect((tunnel: socket, peer: .loopback(port: 9), codec: DatagramCodec(session: nil)))
+        let handed = outbox.connect(.udp(tunnel: socket, peer: .loopback(port: 9), codec: DatagramCodec(session: nil)))
         #expect(handed == (0..<5).map { [UInt8($0)] })
         #expect(outbox.queued.isEmpty && outbox.queuedBytes == 0)
         #expect(outbox.link != nil)
