@@ -11,8 +11,30 @@ public struct PeerSessionOptions: Sendable {
     /// How long the initiator waits at the server for its peer.
     public var signalTimeout: Duration = .seconds(30)
     public var punch = PunchOptions()
+    /// Whether the session may travel through the server's relay (`auto`: when no direct path is
+    /// up within `relayAfter`).
+    public var relay: RelayPolicy = .auto
+    public var relayAfter: Duration = .seconds(1)
+    /// The operator's token, for servers that relay only for clients presenting one.
+    public var serverToken: String?
 
     public init() {}
+
+    func client(_ server: String) -> SignalingClient {
+        var client = SignalingClient(server: server)
+        client.relay = relay
+        client.token = serverToken
+        client.announceHostCandidates = true
+        return client
+    }
+
+    var paths: PathOptions {
+        var paths = PathOptions()
+        paths.relay = relay
+        paths.relayAfter = relayAfter
+        paths.punch = punch
+        return paths
+    }
 }
 
 /// One encrypted, multiplexed session with a peer holding the same access key: the agent's
@@ -26,22 +48,25 @@ public struct PeerSessionOptions: Sendable {
 ///     stream.finish()
 ///     for try await chunk in stream.chunks { ... }
 public final class PeerSession: Sendable {
-    /// The peer's address as the punched connection sees it.
+    /// The peer's address as the punched connection sees it (with the relay's, when relayed).
     public let peer: String
+    /// Whether the session is direct or relayed.
+    public let path: TunnelPath
     /// Streams the peer opens, in order.
     public let incoming: AsyncStream<PeerStream>
     private let session: RelaySession
     private let incomingContinuation: AsyncStream<PeerStream>.Continuation
 
-    private init(peer: String, tunnel: Socket, side: MuxSession.Side, secured: TunnelSession, options: PeerSessionOptions) {
-        self.peer = peer
+    private init(_ tunnel: EstablishedTunnel, side: MuxSession.Side, options: PeerSessionOptions) {
+        self.peer = tunnel.peer
+        self.path = tunnel.path
         // Unbounded here: the session itself refuses streams past maxStreams.
         (incoming, incomingContinuation) = AsyncStream.makeStream(of: PeerStream.self)
         let continuation = incomingContinuation
         // The peer's new streams are taken one at a time, in the order they were opened.
         let (opened, openedIDs) = AsyncStream.makeStream(of: UInt32.self)
         session = RelayEngine.shared.session(
-            tunnel: tunnel, peerName: "peer \(peer)", side: side, transform: SealingTransform(secured),
+            tunnel: tunnel.socket, peerName: "peer \(tunnel.peer)", side: side, transform: tunnel.secured.map(SealingTransform.init),
             options: SessionOptions(maxStreams: options.maxStreams, keepalive: options.keepalive),
             onIncoming: { _, id in openedIDs.yield(id) })
         Task { [session] in
@@ -64,13 +89,13 @@ public final class PeerSession: Sendable {
     }
 
     /// Finds the peer through `server` as the initiator (the side that waits at the server for
-    /// the other), punches a TCP hole and runs the handshake.
+    /// the other), punches a TCP hole (or relays, by `options.relay`) and runs the handshake.
     public static func connect(server: String, key: String, options: PeerSessionOptions = PeerSessionOptions()) async throws -> PeerSession {
         let keys = TunnelKeys(accessKey: key)
-        let rendezvous = try await SignalingClient(server: server).requestTCPPeer(key: keys.signalingKey, timeout: options.signalTimeout)
-        let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: keys.punchTag, options: options.punch)
-        let secured = try await SecureTunnel.initiate(on: tunnel, keys: keys)
-        return PeerSession(peer: tunnel.peerDescription, tunnel: tunnel, side: .initiator, secured: secured, options: options)
+        let client = options.client(server)
+        let rendezvous = try await client.requestTCPPeer(key: keys.signalingKey, timeout: options.signalTimeout)
+        let tunnel = try await TunnelPaths.establish(rendezvous, client: client, keys: keys, options: options.paths)
+        return PeerSession(tunnel, side: .initiator, options: options)
     }
 
     /// Waits at `server` for an initiator with the same key, for at most `wait`, then punches and
@@ -78,7 +103,7 @@ public final class PeerSession: Sendable {
     public static func accept(server: String, key: String, wait: Duration = .seconds(60),
                               options: PeerSessionOptions = PeerSessionOptions()) async throws -> PeerSession {
         let keys = TunnelKeys(accessKey: key)
-        let client = SignalingClient(server: server)
+        let client = options.client(server)
         let deadline = ContinuousClock.now + wait
         while true {
             let left = deadline - .now
@@ -91,9 +116,8 @@ public final class PeerSession: Sendable {
                 if ContinuousClock.now - polled < .seconds(1) { try await Task.sleep(for: .seconds(1)) }
                 continue
             }
-            let tunnel = try await TCPHolePuncher.punch(rendezvous, tag: keys.punchTag, options: options.punch)
-            let secured = try await SecureTunnel.respond(on: tunnel, keys: keys)
-            return PeerSession(peer: tunnel.peerDescription, tunnel: tunnel, side: .responder, secured: secured, options: options)
+            let tunnel = try await TunnelPaths.establish(rendezvous, client: client, keys: keys, options: options.paths)
+            return PeerSession(tunnel, side: .responder, options: options)
         }
     }
 

@@ -27,6 +27,8 @@ public struct EstablishedTunnel: @unchecked Sendable {
     /// ICE's name for the candidate that carries it: `host` (the peer's own address on a shared
     /// network), `srflx` (its public address, punched) or `relay`.
     public var candidate: String = "relay"
+    /// A relayed tunnel that both sides' policies would let go direct: worth trying direct again.
+    public var mayGoDirect = false
 }
 
 /// A value that holds tunnel keys, handed from the task that made it to the one that uses it and
@@ -96,8 +98,9 @@ public enum TunnelPaths {
                 tunnel.candidate = candidateType(socket, rendezvous)
                 return tunnel
             case .relay(let socket, let peer, let reason):
-                let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
-                return EstablishedTunnel(socket: socket, path: .relay, secured: secured, peer: relayedPeerName(peer, client), relayReason: reason)
+                var tunnel = try await secureRelay(socket, peer: peer, client: client, keys: keys, options: options, reason: reason)
+                tunnel.mayGoDirect = true
+                return tunnel
             }
         }
         let winner = try await raceAsResponder(direct: {
@@ -109,9 +112,9 @@ public enum TunnelPaths {
         case .direct(let tunnel):
             return tunnel
         case .relay(let tunnel, let directError):
-            guard let directError else { return tunnel }
             return EstablishedTunnel(socket: tunnel.socket, path: .relay, secured: tunnel.secured, peer: tunnel.peer,
-                                     relayReason: "punch failed: \(directError)", candidate: "relay")
+                                     relayReason: directError.map { "punch failed: \($0)" } ?? tunnel.relayReason,
+                                     candidate: "relay", mayGoDirect: true)
         }
     }
 

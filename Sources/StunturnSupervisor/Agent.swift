@@ -83,7 +83,8 @@ public final class Agent: Sendable {
         let endpoint = try RelayEndpoint.standardIO()
         let session: RelaySession, peer: String
         do {
-            (session, peer, _) = try await context.openSession()
+            let opened = try await context.openSession()
+            (session, peer) = (opened.session, opened.peer)
         } catch {
             logger.warning("stdio not carried: \(context.describeFailure(error))")
             return nil

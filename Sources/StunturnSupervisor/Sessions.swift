@@ -7,6 +7,15 @@ import StunturnRelay
 import StunturnSockets
 import Synchronization
 
+/// A session the listen side set up, and how it reaches the peer.
+struct OpenedSession: Sendable {
+    let session: RelaySession
+    let peer: String
+    let path: TunnelPath
+    /// Relayed, but both sides' policies would let it go direct.
+    let mayGoDirect: Bool
+}
+
 extension ForwardContext {
     var sessionOptions: SessionOptions {
         SessionOptions(maxStreams: config.maxStreams, keepalive: config.keepalive, streamIdleTimeout: config.idleTimeout)
@@ -15,7 +24,7 @@ extension ForwardContext {
     /// Signals as initiator, then sets the tunnel up on the paths the policy allows (punched,
     /// relayed) and runs the handshake: a session with the peer, up. `relay` overrides the
     /// forward's policy (the upgrade attempts of a relayed session are direct only).
-    func openSession(relay: RelayMode? = nil) async throws -> (session: RelaySession, peer: String, path: TunnelPath) {
+    func openSession(relay: RelayMode? = nil) async throws -> OpenedSession {
         if statistics.link.sessions.isEmpty { statistics.updateLink { $0.state = .waitingForPeer } }
         let start = ContinuousClock.now
         var client = signaling
@@ -29,7 +38,7 @@ extension ForwardContext {
         logger.info("tunnel up: session with the peer established", metadata: [
             "peer": "\(tunnel.peer)", "path": "\(tunnel.path)", "signal_ms": "\(paired.milliseconds)",
             "setup_ms": "\((ContinuousClock.now - start).milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
-        return (session, tunnel.peer, tunnel.path)
+        return OpenedSession(session: session, peer: tunnel.peer, path: tunnel.path, mayGoDirect: tunnel.mayGoDirect)
     }
 
     /// The tunnel on the best path the pairing allows; a handshake failure names the peer.

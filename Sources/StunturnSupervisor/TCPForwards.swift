@@ -191,10 +191,10 @@ struct ListenForward: Sendable {
         var backoff = Backoff()
         var path = "none"
         var lastFailure = ""
-        var next: (session: RelaySession, peer: String, path: TunnelPath)?
+        var next: OpenedSession?
         while !Task.isCancelled {
             do {
-                let opened: (session: RelaySession, peer: String, path: TunnelPath)
+                let opened: OpenedSession
                 if let upgraded = next {
                     opened = upgraded
                     next = nil
@@ -212,13 +212,13 @@ struct ListenForward: Sendable {
                 if !context.submit({ context.logEnd(of: await context.hold(session), peer: peer) }) {
                     session.close(reason: "agent shutting down")
                 }
-                if opened.path == .relay && context.config.relay == .auto,
+                if opened.path == .relay && opened.mayGoDirect && context.config.relay == .auto,
                    let direct = await upgradeWhileUp(session) {
                     log.info("path relay -> direct (a direct path came up; streams on the relay finish there)",
                              metadata: ["peer": "\(direct.peer)"])
                     session.drain()
                     next = direct
-                    path = "relay"
+                    path = direct.path.rawValue
                     continue
                 }
                 guard let report = await session.endedUnlessCancelled() else { return }
@@ -249,9 +249,9 @@ struct ListenForward: Sendable {
     /// While a relayed session is up, tries a direct one now and then (every 30 s at first, then
     /// less often, up to every 5 minutes). Returns the direct session once one is up; nil when the
     /// relayed session ended first or the forward stops.
-    private func upgradeWhileUp(_ relayed: RelaySession) async -> (session: RelaySession, peer: String, path: TunnelPath)? {
+    private func upgradeWhileUp(_ relayed: RelaySession) async -> OpenedSession? {
         let context = self.context
-        return await withTaskGroup(of: (session: RelaySession, peer: String, path: TunnelPath)?.self) { group in
+        return await withTaskGroup(of: OpenedSession?.self) { group in
             group.addTask {
                 _ = await relayed.endedUnlessCancelled()
                 return nil

@@ -35,6 +35,27 @@ import Testing
         }
     }
 
+    @Test(arguments: [RelayPolicy.auto, .only]) func sessionsTakeTheDirectPathOrTheRelay(relay: RelayPolicy) async throws {
+        try await withServer { _, address in
+            var options = PeerSessionOptions()
+            options.relay = relay
+            let (client, server) = try await Self.pair(address, key: "library-path-\(UInt64.random(in: 0...UInt64.max))", options: options)
+            #expect(client.path == (relay == .only ? .relay : .direct))
+            #expect(server.path == client.path)
+            let stream = try await client.openStream()
+            try await stream.write(Array("over the \(client.path)".utf8))
+            stream.finish()
+            var iterator = server.incoming.makeAsyncIterator()
+            let accepted = try #require(await iterator.next())
+            var received: [UInt8] = []
+            for try await chunk in accepted.chunks { received += chunk }
+            #expect(String(decoding: received, as: UTF8.self) == "over the \(client.path)")
+            accepted.close()
+            client.close()
+            server.close()
+        }
+    }
+
     @Test func streamsOpenFromBothSidesAndEndInOrder() async throws {
         try await withServer { _, address in
             let (client, server) = try await Self.pair(address, key: "library-session-\(UInt64.random(in: 0...UInt64.max))")
