@@ -14,6 +14,8 @@ struct OpenedSession: Sendable {
     let path: TunnelPath
     /// Relayed, but both sides' policies would let it go direct.
     let mayGoDirect: Bool
+    /// Why it is relayed, when it is.
+    let relayReason: String?
 }
 
 extension ForwardContext {
@@ -38,7 +40,8 @@ extension ForwardContext {
         logger.info("tunnel up: session with the peer established", metadata: [
             "peer": "\(tunnel.peer)", "path": "\(tunnel.path)", "signal_ms": "\(paired.milliseconds)",
             "setup_ms": "\((ContinuousClock.now - start).milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
-        return OpenedSession(session: session, peer: tunnel.peer, path: tunnel.path, mayGoDirect: tunnel.mayGoDirect)
+        return OpenedSession(session: session, peer: tunnel.peer, path: tunnel.path, mayGoDirect: tunnel.mayGoDirect,
+                             relayReason: tunnel.relayReason)
     }
 
     /// The tunnel on the best path the pairing allows; a handshake failure names the peer.

@@ -189,8 +189,10 @@ struct ListenForward: Sendable {
     private func keepSession(_ keeper: SessionKeeper) async {
         let log = context.logger
         var backoff = Backoff()
+        // The path of the last session that was up ("none" before the first), and why the link
+        // went down since, for the line that says where the next session goes.
         var path = "none"
-        var lastFailure = ""
+        var down: String?
         var next: OpenedSession?
         while !Task.isCancelled {
             do {
@@ -203,10 +205,12 @@ struct ListenForward: Sendable {
                 }
                 let (session, peer) = (opened.session, opened.peer)
                 let started = ContinuousClock.now
-                if path != opened.path.rawValue {
-                    let why = path == "none" ? (lastFailure.isEmpty ? "session up" : "session up after: \(lastFailure)") : "session re-established"
+                if path != opened.path.rawValue || down != nil {
+                    var why = opened.relayReason ?? (opened.path == .direct ? "direct path up" : "relayed")
+                    if let down { why += "; after: \(down)" }
                     log.info("path \(path) -> \(opened.path) (\(why))", metadata: ["peer": "\(peer)"])
                     path = opened.path.rawValue
+                    down = nil
                 }
                 keeper.up(session, peer: peer)
                 if !context.submit({ context.logEnd(of: await context.hold(session), peer: peer) }) {
@@ -223,9 +227,8 @@ struct ListenForward: Sendable {
                 }
                 guard let report = await session.endedUnlessCancelled() else { return }
                 keeper.down(session, reason: "the last session ended: \(report.reason)")
-                lastFailure = "the last session ended: \(report.reason)"
-                log.info("path \(path) -> none (\(lastFailure))")
-                path = "none"
+                down = "the \(path) session ended: \(report.reason)"
+                log.info("path \(path) -> none (the session ended: \(report.reason))")
                 // A session that lasted was healthy: set it up again at once, not after a long wait.
                 if ContinuousClock.now - started > .seconds(30) { backoff.reset() }
                 if Task.isCancelled { return }
@@ -238,7 +241,7 @@ struct ListenForward: Sendable {
                 let reason = context.describeFailure(error)
                 keeper.failed(reason)
                 context.statistics.setupFailed(reason)
-                lastFailure = reason
+                if down == nil && path == "none" { down = reason }
                 let delay = backoff.next()
                 log.warning("no session with the peer: \(reason); retrying in \(formatDuration(delay))")
                 try? await Task.sleep(for: delay)

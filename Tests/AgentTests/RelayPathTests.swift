@@ -74,7 +74,7 @@ extension Array where Element == UInt8 {
         try await rig.server!.stop(SIGKILL)
         #expect(try await rig.listen!.waitForLog("path relay -> none"), "\(rig.logs)")
         try await rig.startServer()
-        #expect(try await rig.listen!.waitForLog("path none -> relay", count: 2, timeout: .seconds(60)), "\(rig.logs)")
+        #expect(try await rig.listen!.waitForLog("path relay -> relay (policy relay: only; after: the relay session ended", timeout: .seconds(60)), "\(rig.logs)")
         try await waitUntil("a connection is carried again\n\(rig.logs)", timeout: .seconds(30), interval: .milliseconds(250)) {
             (try? await echo(rig.listenAddress, "after", timeout: .seconds(5))) == "after"
         }
