@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks stunturn-agent on loopback against socat, ssh -L and direct iperf3.
-# usage: scripts/bench.sh [--quick] [--only throughput,latency,signaling,footprint,sessions] [--no-build]
+# usage: scripts/bench.sh [--quick] [--only throughput,latency,signaling,footprint,sessions,relay] [--no-build]
 #                         [--go-server PATH]       (the Go original's server, measured beside ours)
 #                         [--baseline-agent PATH]  (an older agent, one tunnel per connection, beside
 #                                                   the sessions; build one with scripts/bench/baseline.sh)
@@ -40,7 +40,8 @@ AGENT="$SCRATCH/release/stunturn-agent"
 LOADGEN="$SCRATCH/release/stunturn-bench"
 for bin in "$AGENT" "$LOADGEN"; do [ -x "$bin" ] || { echo "no binary at $bin" >&2; exit 1; }; done
 
-# 10,000 waiting initiators need a descriptor each on both sides of the socket.
+# 10,000 waiting initiators need a descriptor each on both sides of the socket; 1,000 relayed
+# sessions six each in the server (two sockets, two pipes).
 ulimit -n "$(ulimit -Hn | awk '{ print ($1 == "unlimited" || $1 > 65536) ? 65536 : $1 }')"
 
 mkdir -p "$OUT"

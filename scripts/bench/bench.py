@@ -149,11 +149,11 @@ class Env:
         wait_port(port)
         return port
 
-    def agent_pair(self, server, target, plaintext=False):
+    def agent_pair(self, server, target, plaintext=False, extra=()):
         """An exposing agent for `target` and a listening one; returns the listen port."""
         key = subprocess.check_output([self.agent, "keygen"], text=True).strip()
         lport = free_port()
-        extra = ["--plaintext-insecure"] if plaintext else []
+        extra = (["--plaintext-insecure"] if plaintext else []) + list(extra)
         common = ["--key", key, "--server", f"{HOST}:{server}", "--log-level", "warning", *extra]
         e = PROCS.start([self.agent, "forward", "--expose", f"{HOST}:{target}", *common], log=self.logfile(f"expose-{lport}"))
         l = PROCS.start([self.agent, "forward", "--listen", f"{HOST}:{lport}", *common], log=self.logfile(f"listen-{lport}"))
@@ -630,7 +630,347 @@ def bench_sessions(env, baseline, rounds, seconds, count):
     return results
 
 
+# ---------------------------------------------------------------- relay
+
+def iperf_all_bytes(port, seconds):
+    """As `iperf`, but the bytes are every byte the run sent, its omitted first second included:
+    the CPU counters run over the whole transfer, so CPU per GB divides by all of it."""
+    before = os.times()
+    out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    after = os.times()
+    client_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    data = json.loads(out.stdout)
+    if "error" in data:
+        raise RuntimeError(data["error"])
+    carried = sum(i["sum"]["bytes"] for i in data["intervals"])
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9, carried, client_cpu
+
+
+def descriptors(pid):
+    """Open descriptors by kind: socket, pipe, anon_inode:[eventpoll], a file's path..."""
+    kinds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = target.split(":[", 1)[0] if target.startswith(("socket:", "pipe:")) else target
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def bench_relay_throughput(env, rounds, seconds):
+    """One bulk stream relayed by the signaling server (both agents `--relay only`, no rate
+    limit), beside one socat hop: alone at its own rate, and in front of the relayed path so
+    that it carries the very same bytes at the same moment as the server."""
+    iport = free_port()
+    iperf_server = PROCS.start(["iperf3", "-s", "-B", HOST, "-p", str(iport)], log=env.logfile("iperf3-relay"))
+    wait_port(iport)
+    server = env.server("--relay-rate", "0")
+    spid = PROCS.procs[-1].pid
+    lport, e, l = env.agent_pair(server, iport, extra=["--relay", "only"])
+    socat_alone, socat_front = free_port(), free_port()
+    alone = PROCS.start(["socat", "-b", "262144", f"TCP-LISTEN:{socat_alone},bind={HOST},fork,reuseaddr", f"TCP:{HOST}:{iport}"])
+    front = PROCS.start(["socat", "-b", "262144", f"TCP-LISTEN:{socat_front},bind={HOST},fork,reuseaddr", f"TCP:{HOST}:{lport}"])
+    wait_port(socat_alone)
+    wait_port(socat_front)
+    iperf_all_bytes(lport, 1)  # the session is up and warm before anything is counted
+    paths = {"relayed": lport, "socat": socat_alone, "socat + relayed": socat_front}
+    # What each path's CPU is read from: the server alone (utime + stime of its process), each
+    # agent, and socat with its forked children (one per connection iperf3 makes).
+    meters = {
+        "relayed": {"server": lambda: cpu_seconds(spid), "expose agent": lambda: cpu_seconds(e.pid),
+                    "listen agent": lambda: cpu_seconds(l.pid)},
+        "socat": {"socat": lambda: tree_cpu(alone.pid)},
+        "socat + relayed": {"server": lambda: cpu_seconds(spid), "socat": lambda: tree_cpu(front.pid),
+                            "expose agent": lambda: cpu_seconds(e.pid), "listen agent": lambda: cpu_seconds(l.pid)},
+    }
+    rates = {n: [] for n in paths}
+    cpu = {n: {m: [] for m in [*meters[n], "iperf3 ends"]} for n in paths}
+    server_share = {n: [] for n in paths if "server" in meters[n]}
+    for r in range(rounds):
+        names = list(paths)[r % len(paths):] + list(paths)[:r % len(paths)]
+        for name in names:
+            for attempt in range(3):
+                try:
+                    c0 = {m: f() for m, f in meters[name].items()}
+                    s0 = tree_cpu(iperf_server.pid)
+                    t0 = time.monotonic()
+                    rate, carried, client_cpu = iperf_all_bytes(paths[name], seconds)
+                    took = time.monotonic() - t0
+                    time.sleep(0.3)  # socat's forked children exit and are reaped into its total
+                    gb = carried / 1e9
+                    used = {m: f() - c0[m] for m, f in meters[name].items()}
+                    if "server" in used and used["server"] < 0.05 * took:
+                        raise RuntimeError(f"the server used {used['server']:.2f} CPU-s in {took:.1f} s: not relayed")
+                    rates[name].append(rate)
+                    for m, u in used.items():
+                        cpu[name][m].append(u / gb)
+                    cpu[name]["iperf3 ends"].append((tree_cpu(iperf_server.pid) - s0 + client_cpu) / gb)
+                    if name in server_share:
+                        server_share[name].append(used["server"] / took)
+                    break
+                except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
+                    log(f"  iperf3 via {name} failed ({exc}); retrying")
+                    time.sleep(1)
+        same = cpu["socat + relayed"]
+        log(f"  round {r + 1}/{rounds}: relayed {rates['relayed'][-1]:.2f} Gbit/s, server {cpu['relayed']['server'][-1]:.3f} CPU-s/GB; "
+            f"socat alone {rates['socat'][-1]:.2f} Gbit/s, {cpu['socat']['socat'][-1]:.3f}; same stream "
+            f"{rates['socat + relayed'][-1]:.2f} Gbit/s: server {same['server'][-1]:.3f}, socat {same['socat'][-1]:.3f} CPU-s/GB")
+    med_cpu = {n: {m: median(v) for m, v in x.items()} for n, x in cpu.items()}
+    same = cpu["socat + relayed"]
+    return {
+        "unit": "Gbit/s", "seconds": seconds, "rounds": rounds, "runs": rates,
+        "median": {n: median(v) for n, v in rates.items()},
+        "cpu_s_per_gb": med_cpu, "cpu_runs": cpu,
+        "server_cpu_share": {n: median(v) for n, v in server_share.items()},
+        "ratios": {
+            "server / socat alone": med_cpu["relayed"]["server"] / med_cpu["socat"]["socat"],
+            # Per round, the server's and socat's CPU for the same bytes in the same seconds.
+            "server / socat, same stream": median([s / c for s, c in zip(same["server"], same["socat"])]),
+        },
+        "targets": {"server CPU-s/GB vs socat's": "≤ 1.0x"},
+    }
+
+
+def relay_hellos(key):
+    i = {"uuid": key, "target_ip": "", "protocol": "tcp", "address": "", "role": "initiator", "relay": "only"}
+    r = {"uuid": key, "target_ip": "", "protocol": "", "address": "", "role": "receiver", "wait": 25, "relay": "only"}
+    return i, r
+
+
+async def signal_once(port, hello, timeout=30.0):
+    """One hello on a new connection; the server's one reply, read to its close."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write((json.dumps(hello, separators=(",", ":")) + "\n").encode())
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    return json.loads(data) if data.strip() else {"error": "closed without a reply"}
+
+
+async def pair_for_relay(port, key):
+    """An initiator and a receiver on `key`, both asking for the relay; the initiator's reply."""
+    i, r = relay_hellos(key)
+    ir, rr = await asyncio.gather(signal_once(port, i), signal_once(port, r))
+    if ir.get("relay_id") != rr.get("relay_id"):
+        return {"error": "the two sides were told different relay ids"}
+    return ir
+
+
+async def join_relay(port, key, role, relay_id, timeout=15.0):
+    """A relay connection for one side; (reader, writer) once the server has joined it to the
+    other side, or None, and the server's reply line."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    hello = {"uuid": key, "target_ip": "", "protocol": "relay", "address": "", "role": role, "relay_id": relay_id}
+    writer.write((json.dumps(hello, separators=(",", ":")) + "\n").encode())
+    try:
+        line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
+    except asyncio.IncompleteReadError as exc:
+        line = exc.partial
+    except BaseException:
+        writer.close()
+        raise
+    reply = json.loads(line) if line.strip() else {"error": "closed without a reply"}
+    if reply.get("error") or reply.get("protocol") != "relay":
+        writer.close()
+        return None, reply
+    return (reader, writer), reply
+
+
+async def relayed_session(port, key):
+    """Pairs on `key`, joins both sides and passes a byte each way through the relay; the two
+    writers to hold the session open, or None and why."""
+    ir = await pair_for_relay(port, key)
+    rid = ir.get("relay_id")
+    if not rid:
+        return None, ir.get("relay_refused") or ir.get("error") or "no relay id"
+    (a, ar), (b, br) = await asyncio.gather(join_relay(port, key, "initiator", rid), join_relay(port, key, "receiver", rid))
+    if a is None or b is None:
+        for side in (a, b):
+            if side:
+                side[1].close()
+        return None, (ar if a is None else br).get("error", "join failed")
+    try:
+        a[1].write(b"x")
+        if await asyncio.wait_for(b[0].readexactly(1), 10) != b"x":
+            raise RuntimeError("wrong byte")
+        b[1].write(b"y")
+        if await asyncio.wait_for(a[0].readexactly(1), 10) != b"y":
+            raise RuntimeError("wrong byte")
+    except (OSError, RuntimeError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+        a[1].close()
+        b[1].close()
+        return None, f"no byte through the relay: {exc!r}"
+    return (a, b), None
+
+
+async def bounded(coros, window):
+    """Runs the coroutines `window` at a time; their results, exceptions included."""
+    sem = asyncio.Semaphore(window)
+
+    async def one(c):
+        async with sem:
+            return await c
+    return await asyncio.gather(*(one(c) for c in coros), return_exceptions=True)
+
+
+def tally(results, classify):
+    counts = {}
+    for x in results:
+        k = f"failed: {type(x).__name__}" if isinstance(x, BaseException) else classify(x)
+        counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+def server_state(pid):
+    kinds = descriptors(pid)
+    return {"rss_kib": rss_kib(pid), "hwm_kib": rss_kib(pid, "VmHWM"), "descriptors": sum(kinds.values()),
+            "descriptor_kinds": kinds}
+
+
+async def relay_load(port, pid, server_log, sessions, over, flood, window):
+    """The server's footprint with `sessions` relayed sessions up, and its relay limits under
+    floods, from a client speaking the signaling protocol itself (docs/PROTOCOL.md): each
+    session is a pairing with relay ids and two relay connections the server joins."""
+    prefix = os.urandom(6).hex()
+    res = {"sessions": sessions}
+    await asyncio.sleep(1.0)
+    res["idle"] = server_state(pid)
+    # 1. `sessions` relayed sessions at once, each on a key of its own, `window` set up at a time.
+    t0 = time.perf_counter()
+    got = await bounded([relayed_session(port, f"{prefix}-s{i}") for i in range(sessions)], window)
+    took = time.perf_counter() - t0
+    held = [x[0] for x in got if not isinstance(x, BaseException) and x[0]]
+    res["setup"] = {"up": len(held), "seconds": took,
+                    "failed": tally([x for x in got if isinstance(x, BaseException) or not x[0]],
+                                    lambda x: x[1])}
+    log(f"  {len(held)} of {sessions} relayed sessions up in {took:.1f} s")
+    await asyncio.sleep(1.0)
+    res["up"] = server_state(pid)
+    # 2. Past the server's session limit: pairings that ask for the relay are paired but refused it.
+    refused_before = count_lines(server_log, "relay refused: session limit reached")
+    got = await bounded([pair_for_relay(port, f"{prefix}-o{i}") for i in range(over)], window)
+    res["over_limit"] = {"pairings": over,
+                         "replies": tally(got, lambda r: "granted" if r.get("relay_id") else
+                                          "refused: relay full" if "relay is full" in r.get("relay_refused", "") else
+                                          f"other: {r.get('relay_refused') or r.get('error')}"),
+                         "server_log_refusals": count_lines(server_log, "relay refused: session limit reached") - refused_before}
+    # 3. A flood of relay hellos naming ids the server never granted.
+    t0 = time.perf_counter()
+    got = await bounded([signal_once(port, {"uuid": f"{prefix}-f{i}", "target_ip": "", "protocol": "relay", "address": "",
+                                            "role": "initiator", "relay_id": os.urandom(16).hex()}, timeout=10)
+                         for i in range(flood)], 256)
+    took = time.perf_counter() - t0
+    res["unknown_ids"] = {"hellos": flood, "seconds": took,
+                          "replies": tally(got, lambda r: "refused: unknown id" if "no pairing with that relay id" in r.get("error", "")
+                                           else f"other: {r}")}
+    res["after_floods"] = server_state(pid)
+    # The held sessions still carry bytes after the floods.
+    async def still_relays(a, b):
+        a[1].write(b"z")
+        return await asyncio.wait_for(b[0].readexactly(1), 10) == b"z"
+    checked = await bounded([still_relays(a, b) for a, b in held], window)
+    res["after_floods"]["sessions_still_relaying"] = sum(1 for x in checked if x is True)
+    # 4. The sessions end.
+    for a, b in held:
+        a[1].close()
+        b[1].close()
+    await asyncio.sleep(2.0)
+    res["ended"] = server_state(pid)
+    # 5. One key's limit, and grants nobody completes: 12 pairings on one key, 8 get a relay;
+    #    one side joins 4 of them and the other never comes; after the server's wait (10 s) the
+    #    joined sides are refused, the grants end, and the key is granted a relay again.
+    key = f"{prefix}-k"
+    replies = await asyncio.gather(*(pair_for_relay(port, key) for _ in range(12)))
+    ids = [r["relay_id"] for r in replies if r.get("relay_id")]
+    per_key = {"pairings": 12, "granted": len(ids),
+               "refused": sum(1 for r in replies if "already has" in r.get("relay_refused", ""))}
+    t0 = time.perf_counter()
+    halves = await asyncio.gather(*(join_relay(port, key, "initiator", rid, timeout=20) for rid in ids[:4]),
+                                  return_exceptions=True)
+    per_key["half_joined"] = len(halves)
+    per_key["half_joined_replies"] = tally(halves, lambda x: "joined (should not be)" if x[0] else
+                                           "refused: peer missing" if "did not connect" in x[1].get("error", "")
+                                           else f"other: {x[1]}")
+    per_key["half_joined_refused_after_s"] = time.perf_counter() - t0
+    await asyncio.sleep(0.5)
+    again = await relayed_session(port, key)
+    per_key["key_relayed_again"] = again[0] is not None
+    if again[0]:
+        for side in again[0]:
+            side[1].close()
+    else:
+        per_key["again_error"] = again[1]
+    res["per_key"] = per_key
+    await asyncio.sleep(1.0)
+    res["final"] = server_state(pid)
+    return res
+
+
+def count_lines(path, text):
+    try:
+        with open(path, errors="replace") as f:
+            return sum(1 for line in f if text in line)
+    except OSError:
+        return 0
+
+
+def bench_relay(env, rounds, seconds, sessions, over, flood):
+    """Relaying by the signaling server: one stream's throughput and the server's CPU per GB
+    beside socat's, then its RSS and descriptors with `sessions` relayed sessions, and the
+    limits under floods."""
+    results = {"throughput": bench_relay_throughput(env, rounds, seconds)}
+    PROCS.stop_all()
+    # The server with its default relay limits, spelled out.
+    server = env.server("--relay-max-sessions", "1000", "--relay-max-per-key", "8")
+    pid = PROCS.procs[-1].pid
+    results["load"] = asyncio.run(relay_load(server, pid, env.logfile(f"server-{server}"), sessions, over, flood, window=50))
+    results["load"]["server_limits"] = {"relay_max_sessions": 1000, "relay_max_per_key": 8, "relay_wait_s": 10}
+    return results
+
+
 # ---------------------------------------------------------------- report
+
+def relay_rows(rl):
+    rows = []
+    t = rl.get("throughput")
+    if t:
+        m, c, ratio = t["median"], t["cpu_s_per_gb"], t["ratios"]
+        rel, so, same = c["relayed"], c["socat"], c["socat + relayed"]
+        rows.append(("Relayed through the server, one stream", f"{m['relayed']:.2f} Gbit/s",
+                     f"server {rel['server']:.3f} CPU-s/GB ({t['server_cpu_share']['relayed']:.0%} of a core), "
+                     f"{ratio['server / socat alone']:.2f}x socat alone; agents {rel['expose agent']:.3f} + {rel['listen agent']:.3f}",
+                     "server ≤ 1.0x socat"))
+        rows.append(("One socat -b 262144 hop, alone (reference)", f"{m['socat']:.2f} Gbit/s", f"socat {so['socat']:.3f} CPU-s/GB", ""))
+        rows.append(("Same stream: socat hop in front of the relayed path", f"{m['socat + relayed']:.2f} Gbit/s",
+                     f"server {same['server']:.3f}, socat {same['socat']:.3f} CPU-s/GB: server "
+                     f"{ratio['server / socat, same stream']:.2f}x socat", "server ≤ 1.0x socat"))
+    ld = rl.get("load")
+    if ld:
+        mib = lambda s: f"{s['rss_kib'] / 1024:.1f}"
+        st = ld["setup"]
+        rows.append((f"Server RSS, {ld['sessions']} relayed sessions",
+                     f"idle {mib(ld['idle'])}, up {mib(ld['up'])}, ended {mib(ld['ended'])} MiB",
+                     f"{st['up']} up in {st['seconds']:.1f} s, failed {sum(st['failed'].values())}; descriptors "
+                     f"{ld['idle']['descriptors']}, {ld['up']['descriptors']} ({ld['up']['descriptor_kinds'].get('socket', 0)} sockets, "
+                     f"{ld['up']['descriptor_kinds'].get('pipe', 0)} pipe ends), {ld['ended']['descriptors']}", ""))
+        o = ld["over_limit"]
+        rows.append((f"{o['pairings']} more pairings past --relay-max-sessions",
+                     f"{o['replies'].get('refused: relay full', 0)} refused, {o['replies'].get('granted', 0)} granted",
+                     f"server logged {o['server_log_refusals']} refusals; {o['replies']}", "all refused"))
+        u, a = ld["unknown_ids"], ld["after_floods"]
+        rows.append((f"{u['hellos']} relay hellos with unknown ids", f"{u['replies'].get('refused: unknown id', 0)} refused",
+                     f"{u['hellos'] / u['seconds']:.0f}/s; RSS after both floods {mib(a)} MiB (peak {a['hwm_kib'] / 1024:.1f}), "
+                     f"{a['sessions_still_relaying']} sessions still relaying", "all refused, RSS bounded"))
+        k = ld["per_key"]
+        rows.append(("12 pairings on one key (--relay-max-per-key 8)", f"{k['granted']} granted, {k['refused']} refused",
+                     f"{k['half_joined']} half-joined: {k['half_joined_replies']} after {k['half_joined_refused_after_s']:.1f} s; "
+                     f"relayed again after: {k['key_relayed_again']}; final RSS {mib(ld['final'])} MiB", "8 granted"))
+    return rows
+
 
 def table(res):
     rows = []
@@ -704,6 +1044,9 @@ def table(res):
                      f"median {m['interactive_beside_bulk_ms']['median']:.2f} ms, n={m['interactive_beside_bulk_ms']['n']}", "p99 < 25 ms"))
         rows.append(("Bulk stream beside the interactive one", f"{m['bulk_beside_interactive_gbit_s']:.2f} Gbit/s",
                      f"{m['bulk_ratio']:.2f}x its solo {m['bulk_solo_gbit_s']:.2f} Gbit/s", "≥ 0.8x solo"))
+    rl = res.get("relay")
+    if rl:
+        rows += relay_rows(rl)
     w = [max(len(r[c]) for r in rows + [("Measure", "Result", "Detail", "Target / reference")]) for c in range(4)]
     out = ["| " + " | ".join(h.ljust(w[c]) for c, h in enumerate(("Measure", "Result", "Detail", "Target / reference"))) + " |",
            "|" + "|".join("-" * (x + 2) for x in w) + "|"]
@@ -762,7 +1105,7 @@ def main():
     r.add_argument("--agent", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true")
-    r.add_argument("--only", default="throughput,latency,signaling,footprint,sessions")
+    r.add_argument("--only", default="throughput,latency,signaling,footprint,sessions,relay")
     r.add_argument("--bench", required=True, help="the stunturn-bench load generator")
     r.add_argument("--go-server", help="the Go original's signaling server binary, measured beside ours")
     r.add_argument("--baseline-agent", help="an older stunturn-agent (one tunnel per connection), measured beside this one")
@@ -789,6 +1132,8 @@ def main():
         "footprint": lambda env: bench_footprint(env, connections=300 if q else 1000),
         "sessions": lambda env: bench_sessions(env, a.baseline_agent, rounds=3 if q else 5, seconds=3 if q else 6,
                                                count=50 if q else 200),
+        "relay": lambda env: bench_relay(env, rounds=3 if q else 5, seconds=3 if q else 6, sessions=1000,
+                                         over=200 if q else 1000, flood=5000 if q else 20000),
     }
     results = {"machine": machine(), "quick": q, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     tmp = tempfile.mkdtemp(prefix="stunturn-bench-")
