@@ -675,7 +675,15 @@ def bench_relay_throughput(env, rounds, seconds):
     front = PROCS.start(["socat", "-b", "262144", f"TCP-LISTEN:{socat_front},bind={HOST},fork,reuseaddr", f"TCP:{HOST}:{lport}"])
     wait_port(socat_alone)
     wait_port(socat_front)
-    iperf_all_bytes(lport, 1)  # the session is up and warm before anything is counted
+    # The session up and warm before anything is counted. The port probes above reach iperf3
+    # through the forwards a moment later, and iperf3 refuses a test while it handles one.
+    for attempt in range(5):
+        time.sleep(0.5)
+        try:
+            iperf_all_bytes(lport, 1)
+            break
+        except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
+            log(f"  warm-up through the relay failed ({exc}); retrying")
     paths = {"relayed": lport, "socat": socat_alone, "socat + relayed": socat_front}
     # What each path's CPU is read from: the server alone (utime + stime of its process), each
     # agent, and socat with its forked children (one per connection iperf3 makes).
