@@ -14,6 +14,8 @@ public struct AgentConfig: Sendable {
     /// On SIGTERM/SIGINT, how long open connections may go on before the rest are reset (0: at once).
     public var drainTimeout: Duration
     public var forwards: [ForwardConfig]
+    /// Not wrong, but worth fixing (a key file others can read): `check` prints them, `run` logs them.
+    public var warnings: [String] = []
 
     /// Long enough for a page load or a short command to finish, short enough for a service
     /// manager's stop time-out (systemd's default is 90 s).
@@ -56,9 +58,10 @@ public struct AgentConfig: Sendable {
     public static func parse(yaml: String, source: String) throws(ConfigError) -> AgentConfig {
         var parser = ConfigParser(source: source)
         let config = parser.parse(yaml: yaml)
-        guard let config, parser.problems.isEmpty else {
+        guard var config, parser.problems.isEmpty else {
             throw ConfigError(problems: parser.sortedProblems)
         }
+        config.warnings = parser.warnings
         return config
     }
 

@@ -1,21 +1,39 @@
 import Foundation
 import Yams
 
-/// A file holding the operator's token for the signaling server (`server_token_file`,
-/// `--server-token-file`): the first line that is neither blank nor a `#` comment.
-public enum ServerTokenFile {
-    public static func read(_ path: String) throws(ConfigFileError) -> String {
+/// A file holding a secret: an access key (`key_file`, `--key-file`) or the operator's token for
+/// the signaling server (`server_token_file`, `--server-token-file`). The secret is the first line
+/// that is neither blank nor a `#` comment.
+public enum SecretFile {
+    public static func read(_ path: String, what: String) throws(ConfigFileError) -> String {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigFileError("cannot read the token file '\(path)'")
+            let reason = FileManager.default.fileExists(atPath: path) ? "permission denied or not UTF-8 text" : "no such file"
+            throw ConfigFileError("cannot read the \(what) file '\(path)' (\(reason))")
         }
         let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
         guard let first = lines.first(where: { !$0.isEmpty && !$0.hasPrefix("#") }) else {
-            throw ConfigFileError("the token file '\(path)' holds no token")
+            throw ConfigFileError("the \(what) file '\(path)' holds no \(what)")
         }
         guard first.count <= 256, !first.contains(where: \.isWhitespace) else {
-            throw ConfigFileError("in '\(path)': a token is 1-256 characters without spaces")
+            throw ConfigFileError("in '\(path)': a \(what) is 1-256 characters without spaces")
         }
         return first
+    }
+
+    /// Why a secret file is exposed (other users can read it), or nil when only its owner (and
+    /// its group) can.
+    public static func exposure(of path: String) -> String? {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue else { return nil }
+        guard mode & 0o004 != 0 else { return nil }
+        return "'\(path)' is readable by every user on this machine (mode \(String(mode & 0o777, radix: 8))); restrict it: chmod 600 '\(path)'"
+    }
+}
+
+/// A file holding the operator's token for the signaling server.
+public enum ServerTokenFile {
+    public static func read(_ path: String) throws(ConfigFileError) -> String {
+        try SecretFile.read(path, what: "token")
     }
 }
 
@@ -28,7 +46,7 @@ public struct ConfigFileError: Error, CustomStringConvertible, Sendable {
 struct ConfigParser {
     static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "drain_timeout", "forwards"]
     static let forwardKeys = [
-        "name", "expose", "listen", "key", "protocol", "server", "server_token", "server_token_file", "peer_ip", "tries",
+        "name", "expose", "listen", "key", "key_file", "protocol", "server", "server_token", "server_token_file", "peer_ip", "tries",
         "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "keepalive", "max_streams", "plaintext_insecure",
         "relay", "relay_after",
     ]
@@ -36,6 +54,7 @@ struct ConfigParser {
 
     let source: String
     private(set) var problems: [ConfigProblem] = []
+    private(set) var warnings: [String] = []
 
     init(source: String) {
         self.source = source
@@ -146,6 +165,7 @@ struct ConfigParser {
         var mode: ForwardMode?
         var modeNode: Node?
         var key: String?
+        var keyNodes: [Node] = []
         var transport: TransportProtocol? = .tcp
         var server: Endpoint?
         var serverGiven = false
@@ -217,7 +237,13 @@ struct ConfigParser {
                     draft.mode = key == "expose" ? .expose(endpoint) : .listen(endpoint)
                 }
             case "key":
+                draft.keyNodes.append(keyNode)
                 draft.key = accessKey(value, path: fieldPath)
+            case "key_file":
+                draft.keyNodes.append(keyNode)
+                if let file = scalarText(value, path: fieldPath, expected: "the path of a file holding the access key") {
+                    draft.key = keyFromFile(file, node: value, path: fieldPath)
+                }
             case "protocol":
                 draft.transport = choice(value, path: fieldPath, from: TransportProtocol.allCases.map(\.rawValue), what: "protocol")
                     .flatMap(TransportProtocol.init(rawValue:))
@@ -267,8 +293,11 @@ struct ConfigParser {
         if draft.nameNode == nil {
             report(node, path: "\(path).name", "missing; every forward needs a unique name (used in logs)")
         }
-        if mapping["key"] == nil {
-            report(node, path: "\(path).key", "missing; set the shared access key, \(Self.keygenHint)")
+        if draft.keyNodes.isEmpty {
+            report(node, path: "\(path).key", "missing; set the shared access key with 'key_file' (a file holding it) or 'key', \(Self.keygenHint)")
+        } else if draft.keyNodes.count > 1 {
+            draft.key = nil
+            report(draft.keyNodes[1], path: path, "set only one of 'key' or 'key_file'")
         }
         if modeKeys.isEmpty {
             report(node, path: path, "set one of 'expose' (offer a local service to the peer) or 'listen' (a local port that reaches the peer's service)")
@@ -394,13 +423,35 @@ struct ConfigParser {
         return text
     }
 
+    /// A path as the config gives it, taken from the config file's folder when relative.
+    private func resolve(_ file: String) -> String {
+        guard !file.hasPrefix("/"), let slash = source.lastIndex(of: "/") else { return file }
+        return String(source[...slash]) + file
+    }
+
+    /// The access key in a key file (its first line that is neither blank nor a `#` comment),
+    /// checked like any key; a file other users can read is a warning.
+    private mutating func keyFromFile(_ file: String, node: Node, path: String) -> String? {
+        let resolved = resolve(file)
+        let key: String
+        do {
+            key = try SecretFile.read(resolved, what: "key")
+        } catch {
+            report(node, path: path, error.description)
+            return nil
+        }
+        if let problem = AccessKeyPolicy.problem(with: key) {
+            report(node, path: path, "in '\(resolved)': \(problem)")
+            return nil
+        }
+        if let exposure = SecretFile.exposure(of: resolved) { warnings.append("\(path): \(exposure)") }
+        return key
+    }
+
     /// The first token in a file (blank lines and `#` comments skipped); a relative path is taken
     /// from the config file's folder.
     fileprivate mutating func tokenFromFile(_ file: String, node: Node, path: String) -> String? {
-        var resolved = file
-        if !file.hasPrefix("/"), let slash = source.lastIndex(of: "/") {
-            resolved = String(source[...slash]) + file
-        }
+        let resolved = resolve(file)
         let first: String
         do {
             first = try ServerTokenFile.read(resolved)
@@ -408,6 +459,7 @@ struct ConfigParser {
             report(node, path: path, error.description)
             return nil
         }
+        if let exposure = SecretFile.exposure(of: resolved) { warnings.append("\(path): \(exposure)") }
         return first
     }
 

@@ -133,6 +133,7 @@ struct Run: AsyncParsableCommand {
             logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
+            for warning in config.warnings { logger.warning("\(warning)") }
             let agent = Agent(config: config, logger: logger)
             do {
                 try await agent.run(handlingSignals: true)
@@ -157,6 +158,7 @@ struct Check: AsyncParsableCommand {
         try await guarded {
             let config = try loadConfig(file.path)
             print(config.summary())
+            for warning in config.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
             print("\(file.path): OK")
         }
     }
@@ -184,8 +186,11 @@ struct Forward: AsyncParsableCommand {
     @Flag(name: .long, help: "Carry one connection over stdin/stdout (for ssh -o ProxyCommand).")
     var stdio = false
 
-    @Option(name: .long, help: "The shared access key (the peer uses the same; make one with 'stunturn-agent keygen').")
-    var key: String
+    @Option(name: .long, help: ArgumentHelp("A file holding the shared access key (the peer uses the same; make one with 'stunturn-agent keygen > FILE'). Or set STUNTURN_KEY.", valueName: "path"))
+    var keyFile: String?
+
+    @Option(name: .long, help: "The shared access key itself. It shows in 'ps' and shell history: prefer --key-file or STUNTURN_KEY.")
+    var key: String?
 
     @Option(name: .long, help: ArgumentHelp("The signaling server.", valueName: "host:port"))
     var server: EndpointArgument
@@ -233,7 +238,7 @@ struct Forward: AsyncParsableCommand {
     func validate() throws {
         let modes = [expose != nil, listen != nil, stdio].filter { $0 }.count
         guard modes == 1 else { throw ValidationError("give exactly one of --expose HOST:PORT, --listen HOST:PORT or --stdio") }
-        if let problem = AccessKeyPolicy.problem(with: key) { throw ValidationError("--key: \(problem)") }
+        _ = try accessKey()
         _ = try server.endpoint("--server")
         _ = try expose?.endpoint("--expose")
         _ = try listen?.endpoint("--listen")
@@ -258,10 +263,34 @@ struct Forward: AsyncParsableCommand {
         }
     }
 
+    /// The key from --key-file, --key or STUNTURN_KEY (exactly one), checked, with where it came from.
+    func accessKey() throws -> (key: String, source: String) {
+        let environment = ProcessInfo.processInfo.environment["STUNTURN_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        let given: [(String, String)] = [
+            keyFile.map { ($0, "--key-file") }, key.map { ($0, "--key") }, environment.map { ($0, "STUNTURN_KEY") },
+        ].compactMap { $0 }
+        guard let (value, source) = given.first else {
+            throw ValidationError("no access key: give --key-file PATH (a file holding it), set STUNTURN_KEY, or give --key KEY; make one with 'stunturn-agent keygen'")
+        }
+        if keyFile != nil && key != nil { throw ValidationError("give only one of --key-file or --key") }
+        var secret = value
+        if source == "--key-file" {
+            do { secret = try SecretFile.read(value, what: "key") } catch { throw ValidationError("--key-file: \(error)") }
+        }
+        if let problem = AccessKeyPolicy.problem(with: secret) { throw ValidationError("\(source): \(problem)") }
+        return (secret, source)
+    }
+
     func run() async throws {
         try await guarded {
             logging.bootstrap(default: stdio ? .warning : .info)
             let logger = Logger(label: "stunturn.agent")
+            let (key, keySource) = try accessKey()
+            if keySource == "--key" {
+                logger.notice("the key given with --key shows in 'ps' and in shell history; prefer --key-file PATH or STUNTURN_KEY")
+            } else if keySource == "--key-file", let keyFile, let exposure = SecretFile.exposure(of: keyFile) {
+                logger.warning("--key-file: \(exposure)")
+            }
             let mode: ForwardMode
             if let expose { mode = .expose(try expose.endpoint("--expose")) }
             else if let listen { mode = .listen(try listen.endpoint("--listen")) }

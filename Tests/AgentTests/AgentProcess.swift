@@ -22,12 +22,14 @@ final class AgentProcess: @unchecked Sendable {
     private let stdoutPipe = Pipe()
 
     /// `input`/`output`: files for the process's stdin and stdout instead of pipes.
-    init(_ name: String, _ arguments: [String], stdin: Bool = false, input: FileHandle? = nil, output: FileHandle? = nil) throws {
+    init(_ name: String, _ arguments: [String], stdin: Bool = false, input: FileHandle? = nil, output: FileHandle? = nil,
+         environment: [String: String] = [:]) throws {
         self.name = name
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-\(name)-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: agentBinary)
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = try FileHandle(forWritingTo: logURL)
         process.standardOutput = output ?? stdoutPipe
         process.standardInput = input ?? (stdin ? stdinPipe : FileHandle.nullDevice)
@@ -78,15 +80,16 @@ final class AgentProcess: @unchecked Sendable {
 }
 
 /// Runs the agent to completion and returns (status, stdout, stderr).
-func runAgent(_ arguments: [String], timeout: Duration = .seconds(30)) async throws -> (Int32, String, String) {
-    try await runProgram(agentBinary, arguments, timeout: timeout)
+func runAgent(_ arguments: [String], timeout: Duration = .seconds(30), environment: [String: String] = [:]) async throws -> (Int32, String, String) {
+    try await runProgram(agentBinary, arguments, timeout: timeout, environment: environment)
 }
 
 /// Runs a program to completion (killed after `timeout`) and returns (status, stdout, stderr).
-func runProgram(_ path: String, _ arguments: [String], timeout: Duration) async throws -> (Int32, String, String) {
+func runProgram(_ path: String, _ arguments: [String], timeout: Duration, environment: [String: String] = [:]) async throws -> (Int32, String, String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out

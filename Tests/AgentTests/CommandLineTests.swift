@@ -135,11 +135,19 @@ func entries(of section: String, in help: String) -> [String] {
         #expect(errors.contains("config file not found: /nonexistent/stunturn.yaml"))
     }
 
+    /// config.yaml.example with the user's key put in, as its header says.
+    func exampleWithKey() throws -> String {
+        try String(contentsOf: repositoryRoot.appendingPathComponent("config.yaml.example"), encoding: .utf8)
+            .replacingOccurrences(of: "REPLACE-WITH-OUTPUT-OF-stunturn-agent-keygen", with: newKey())
+    }
+
     @Test func theConfigFileCanBeNamedWithoutTheOption() async throws {
+        try await withConfig(try exampleWithKey()) { example in
+            let (status, out, errors) = try await runAgent(["check", example])
+            #expect(status == 0, "\(errors)")
+            #expect(out.contains("\(example): OK"))
+        }
         let example = repositoryRoot.appendingPathComponent("config.yaml.example").path
-        let (status, out, errors) = try await runAgent(["check", example])
-        #expect(status == 0, "\(errors)")
-        #expect(out.contains("\(example): OK"))
         let (missing, _, missingErrors) = try await runAgent(["run", "/nonexistent/stunturn.yaml"])
         #expect(missing != 0)
         #expect(missingErrors.contains("config file not found: /nonexistent/stunturn.yaml"))
@@ -152,11 +160,17 @@ func entries(of section: String, in help: String) -> [String] {
     }
 
     @Test func checkAcceptsTheExampleAndPrintsASummary() async throws {
+        // As shipped, the placeholder key is refused, with what to do.
         let example = repositoryRoot.appendingPathComponent("config.yaml.example").path
-        let (status, out, errors) = try await runAgent(["check", "--config", example])
-        #expect(status == 0, "\(errors)")
-        #expect(out.contains("web-exposed"))
-        #expect(out.contains("OK"))
+        let (refused, _, refusal) = try await runAgent(["check", "--config", example])
+        #expect(refused != 0)
+        #expect(refusal.contains("is a placeholder from the examples"), "\(refusal)")
+        try await withConfig(try exampleWithKey()) { path in
+            let (status, out, errors) = try await runAgent(["check", "--config", path])
+            #expect(status == 0, "\(errors)")
+            #expect(out.contains("web-exposed"))
+            #expect(out.contains("OK"))
+        }
         for file in ["expose-ssh.yaml", "reach-ssh.yaml", "expose-web.yaml", "background-agent.yaml"] {
             // The examples carry placeholder keys that check must refuse until they are replaced.
             let text = try String(contentsOf: repositoryRoot.appendingPathComponent("examples/\(file)"), encoding: .utf8)
@@ -174,7 +188,7 @@ func entries(of section: String, in help: String) -> [String] {
 
     @Test func theExampleConfigRunsAsItIsOnOneMachine() async throws {
         // config.yaml.example: in-agent server on 7000, expose 8080, listen 8081. Use free ports instead.
-        let text = try String(contentsOf: repositoryRoot.appendingPathComponent("config.yaml.example"), encoding: .utf8)
+        let text = try exampleWithKey()
         let service = try TestService()
         let serverPort = try freePort()
         let listenPort = try freePort()
@@ -187,6 +201,39 @@ func entries(of section: String, in help: String) -> [String] {
             #expect(try await echo(.loopback(port: listenPort), "via the example config") == "via the example config")
             #expect(try await agent.stop() == 0)
         }
+    }
+
+    @Test func theKeyComesFromAFileOrTheEnvironment() async throws {
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-key-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let keyFile = directory.appendingPathComponent("tunnel.key").path
+        try "\(rig.key)\n".write(toFile: keyFile, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: keyFile)
+        rig.expose = try AgentProcess("expose", ["forward", "--expose", rig.service.address.description, "--key-file", keyFile,
+                                                 "--server", rig.serverArgument])
+        rig.listen = try AgentProcess("listen", ["forward", "--listen", "127.0.0.1:\(rig.listenPort)", "--server", rig.serverArgument],
+                                      environment: ["STUNTURN_KEY": rig.key])
+        try await rig.listen!.waitForLog("listening on")
+        #expect(try await echo(rig.listenAddress, "keys kept off the command line") == "keys kept off the command line", "\(rig.logs)")
+        #expect(rig.expose!.log.contains("is readable by every user on this machine"), "\(rig.logs)")
+        #expect(!rig.listen!.log.contains("shows in 'ps'"))
+        try await rig.stopAll()
+
+        let (none, _, noneErrors) = try await runAgent(["forward", "--listen", "127.0.0.1:2222", "--server", "127.0.0.1:7000"],
+                                                        environment: ["STUNTURN_KEY": ""])
+        #expect(none != 0)
+        #expect(noneErrors.contains("no access key: give --key-file PATH"), "\(noneErrors)")
+        let (weak, _, weakErrors) = try await runAgent(["forward", "--listen", "127.0.0.1:2222", "--server", "127.0.0.1:7000"],
+                                                        environment: ["STUNTURN_KEY": "password12345678"])
+        #expect(weak != 0)
+        #expect(weakErrors.contains("STUNTURN_KEY: key is easy to guess"), "\(weakErrors)")
+        let (missing, _, missingErrors) = try await runAgent(["forward", "--listen", "127.0.0.1:2222", "--server", "127.0.0.1:7000",
+                                                              "--key-file", "/nonexistent/tunnel.key"])
+        #expect(missing != 0)
+        #expect(missingErrors.contains("--key-file: cannot read the key file '/nonexistent/tunnel.key' (no such file)"), "\(missingErrors)")
     }
 
     @Test func forwardValidatesItsOptions() async throws {

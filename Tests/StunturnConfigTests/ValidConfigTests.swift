@@ -32,7 +32,11 @@ import Testing
             .deletingLastPathComponent()
             .deletingLastPathComponent()
             .appendingPathComponent("config.yaml.example")
-        let config = try AgentConfig.load(path: exampleURL.path)
+        // The example carries a placeholder the agent refuses until the user puts a key in.
+        let text = try String(contentsOf: exampleURL, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try AgentConfig.parse(yaml: text, source: exampleURL.path) }
+        let config = try AgentConfig.parse(yaml: text.replacingOccurrences(of: "REPLACE-WITH-OUTPUT-OF-stunturn-agent-keygen", with: keyA),
+                                           source: exampleURL.path)
         let local7000 = Endpoint(host: "127.0.0.1", port: 7000)
         #expect(config.serve == local7000)
         #expect(config.server == local7000)
@@ -118,6 +122,32 @@ import Testing
         #expect(forward.relay == .only)
         #expect(forward.relayAfter == .milliseconds(250))
         #expect(forward.serverToken == "forward-token-0123456789")
+    }
+
+    @Test func keysFromFilesAndAWarningWhenOthersCanReadThem() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-keys-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let privateKey = directory.appendingPathComponent("private.key").path
+        let sharedKey = directory.appendingPathComponent("shared.key").path
+        try "# web tunnel\n\(keyA)\n".write(toFile: privateKey, atomically: true, encoding: .utf8)
+        try "\(keyB)\n".write(toFile: sharedKey, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: privateKey)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: sharedKey)
+        let config = try AgentConfig.parse(yaml: yaml(
+            "server: 127.0.0.1:7000",
+            "forwards:",
+            "  - name: private",
+            "    listen: 127.0.0.1:2222",
+            "    key_file: private.key",
+            "  - name: shared",
+            "    listen: 127.0.0.1:2223",
+            "    key_file: \(sharedKey)"
+        ), source: directory.appendingPathComponent("agent.yaml").path)
+        #expect(config.forwards.map(\.key) == [keyA, keyB])
+        #expect(config.warnings.count == 1)
+        #expect(config.warnings.first?.contains("forwards[1].key_file: '\(sharedKey)' is readable by every user") == true)
+        #expect(config.warnings.first?.contains("chmod 600") == true)
     }
 
     @Test func relayDefaultsAndTokensFromFiles() throws {
