@@ -76,6 +76,9 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
 
     public var isTimeout: Bool { code == .timedOut }
     public var isConnectionRefused: Bool { errno == ECONNREFUSED }
+    /// No file at the path (ENOENT), as when connecting to a Unix socket that is not there.
+    public var isNotFound: Bool { errno == ENOENT }
+    public var isPermissionDenied: Bool { errno == EACCES || errno == EPERM }
     /// An ICMP report about an earlier datagram (port or host unreachable) that a UDP socket
     /// returns from its next call: the socket itself is fine, and the next datagram may get through.
     public var isDatagramDeliveryReport: Bool {
