@@ -16,18 +16,23 @@ public struct AgentConfig: Sendable {
     public var forwards: [ForwardConfig]
     /// Not wrong, but worth fixing (a key file others can read): `check` prints them, `run` logs them.
     public var warnings: [String] = []
+    /// Where the agent answers `stunturn-agent status` (YAML `admin`): its own default path when a
+    /// config file leaves `admin` out; none for a config made in code unless it asks.
+    public var admin: AdminSocketSetting
 
     /// Long enough for a page load or a short command to finish, short enough for a service
     /// manager's stop time-out (systemd's default is 90 s).
     public static let defaultDrainTimeout: Duration = .seconds(10)
 
     public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel,
-                drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig]) {
+                drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig],
+                admin: AdminSocketSetting = .disabled) {
         self.server = server
         self.serve = serve
         self.logLevel = logLevel
         self.drainTimeout = drainTimeout
         self.forwards = forwards
+        self.admin = admin
     }
 
     /// Reads and validates the file at `path`; the path as given names the file in messages.
@@ -72,6 +77,7 @@ public struct AgentConfig: Sendable {
         if let serve { lines.append("in-agent signaling server: listening on \(serve)") }
         lines.append("log level: \(logLevel)")
         lines.append("drain timeout: \(DurationText.format(drainTimeout)) (on SIGTERM/SIGINT, then open connections are reset)")
+        lines.append("admin socket: \(admin)")
         lines.append(forwards.count == 1 ? "1 forward:" : "\(forwards.count) forwards:")
         for forward in forwards {
             let what: String
@@ -115,5 +121,39 @@ public struct AgentConfig: Sendable {
             return underlying.localizedDescription
         }
         return nsError.localizedDescription
+    }
+}
+
+/// Where an agent opens its admin socket, the Unix socket `stunturn-agent status` asks.
+public enum AdminSocketSetting: Sendable, Equatable, CustomStringConvertible {
+    /// A path of the agent's own in a directory private to the user, found by `status` without
+    /// being told (a config file without `admin`).
+    case automatic
+    /// No admin socket (`admin: none`); `status` cannot see the agent.
+    case disabled
+    case path(String)
+
+    /// A Unix socket's path holds 107 bytes, and the agent first binds the path with ".new"
+    /// appended before renaming it into place.
+    public static let maximumPathLength = 103
+
+    /// Why `path` cannot be an admin socket's path, or nil when it can.
+    public static func problem(with path: String) -> String? {
+        if path.isEmpty { return "is empty; give the socket's path, or none" }
+        if path.hasSuffix("/") { return "'\(path)' names a directory; name the socket file in it, such as \(path)agent.sock" }
+        if path.contains("\0") { return "must not contain a NUL character" }
+        let length = path.utf8.count
+        if length > maximumPathLength {
+            return "is \(length) bytes long; a socket path may be at most \(maximumPathLength) bytes (choose a shorter one, e.g. under /run or /tmp)"
+        }
+        return nil
+    }
+
+    public var description: String {
+        switch self {
+        case .automatic: "this agent's own, in the default directory (see 'stunturn-agent status --help')"
+        case .disabled: "none"
+        case .path(let path): path
+        }
     }
 }

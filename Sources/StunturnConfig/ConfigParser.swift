@@ -44,7 +44,7 @@ public struct ConfigFileError: Error, CustomStringConvertible, Sendable {
 
 /// Walks the composed YAML tree, collecting every problem with its line instead of stopping at the first.
 struct ConfigParser {
-    static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "drain_timeout", "forwards"]
+    static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "drain_timeout", "admin", "forwards"]
     static let forwardKeys = [
         "name", "expose", "listen", "key", "key_file", "protocol", "server", "server_token", "server_token_file", "peer_ip", "tries",
         "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "keepalive", "max_streams", "plaintext_insecure",
@@ -99,6 +99,7 @@ struct ConfigParser {
         var serveGiven = false
         var logLevel = AgentConfig.defaultLogLevel
         var drainTimeout = AgentConfig.defaultDrainTimeout
+        var admin = AdminSocketSetting.automatic
         var forwardsNode: Node?
         var token = TokenSetting()
 
@@ -118,6 +119,8 @@ struct ConfigParser {
                 logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
             case "drain_timeout":
                 drainTimeout = duration(value, path: "drain_timeout", allowZero: true, zeroMeans: "reset at once") ?? drainTimeout
+            case "admin":
+                admin = adminSocket(value, path: "admin") ?? admin
             case "forwards":
                 forwardsNode = value
             default:
@@ -151,7 +154,8 @@ struct ConfigParser {
         reportPortClashes(drafts, serve: serve, serveNode: serveNode)
 
         guard problems.isEmpty else { return nil }
-        return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards)
+        return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards,
+                           admin: admin)
     }
 
     // MARK: - Forwards
@@ -461,6 +465,21 @@ struct ConfigParser {
         }
         if let exposure = SecretFile.exposure(of: resolved) { warnings.append("\(path): \(exposure)") }
         return first
+    }
+
+    /// `none`, or the admin socket's path; a relative path is taken from the config file's folder.
+    private mutating func adminSocket(_ node: Node, path: String) -> AdminSocketSetting? {
+        guard let text = scalarText(node, path: path, expected: "the path of the agent's admin socket, or none") else { return nil }
+        if text.lowercased() == "none" { return .disabled }
+        var resolved = text
+        if !text.isEmpty, !text.hasPrefix("/"), let slash = source.lastIndex(of: "/") {
+            resolved = String(source[...slash]) + text
+        }
+        if let problem = AdminSocketSetting.problem(with: resolved) {
+            report(node, path: path, problem)
+            return nil
+        }
+        return .path(resolved)
     }
 
     private mutating func name(_ node: Node, path: String) -> String? {

@@ -170,6 +170,20 @@ private func oneForward(_ extra: String..., top: [String] = ["server: signal.exa
         BadConfig("idle timeout negative", oneForward("    idle_timeout: -1"),
                   line: 6, path: "forwards[0].idle_timeout", "must be 0 (never) or more, got '-1'"),
 
+        // Admin socket
+        BadConfig("admin with no value", oneForward(top: ["server: 127.0.0.1:7000", "admin:"]),
+                  line: 2, path: "admin", "has no value; expected the path of the agent's admin socket, or none"),
+        BadConfig("admin empty", oneForward(top: ["server: 127.0.0.1:7000", "admin: ''"]),
+                  line: 2, path: "admin", "is empty; give the socket's path, or none"),
+        BadConfig("admin a list", oneForward(top: ["server: 127.0.0.1:7000", "admin: [a, b]"]),
+                  line: 2, path: "admin", "expected the path of the agent's admin socket, or none, got a list"),
+        BadConfig("admin a directory", oneForward(top: ["server: 127.0.0.1:7000", "admin: /run/stunturn/"]),
+                  line: 2, path: "admin", "'/run/stunturn/' names a directory; name the socket file in it, such as /run/stunturn/agent.sock"),
+        BadConfig("admin too long", oneForward(top: ["server: 127.0.0.1:7000", "admin: /\(String(repeating: "d", count: 103))"]),
+                  line: 2, path: "admin", "is 104 bytes long; a socket path may be at most 103 bytes"),
+        BadConfig("admin inside a forward", oneForward("    admin: /tmp/a.sock"),
+                  line: 6, path: "forwards[0].admin", "'admin' is a top-level setting"),
+
         // Servers
         BadConfig("no signaling server anywhere", yaml("forwards:", "  - name: a", exposeBody[0], exposeBody[1]),
                   line: 2, path: "forwards[0].server", "no signaling server: set 'server' at the top or on this forward"),

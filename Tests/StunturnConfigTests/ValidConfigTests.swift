@@ -83,6 +83,26 @@ import Testing
         #expect(forward.plaintextInsecure == false)
     }
 
+    @Test(arguments: [
+        (nil, AdminSocketSetting.automatic),
+        ("none", .disabled),
+        ("None", .disabled),
+        ("/run/stunturn/agent.sock", .path("/run/stunturn/agent.sock")),
+        // Relative to the config file's folder, as token files are.
+        ("agent.sock", .path("/etc/stunturn/agent.sock")),
+        ("/\(String(repeating: "d", count: 102))", .path("/\(String(repeating: "d", count: 102))")),
+    ] as [(String?, AdminSocketSetting)])
+    func theAdminSocketIsReadOrDefaults(_ text: String?, _ expected: AdminSocketSetting) throws {
+        let top = ["server: 127.0.0.1:7000"] + (text.map { ["admin: \($0)"] } ?? [])
+        let lines = top + ["forwards:", "  - name: a", "    expose: 127.0.0.1:22", "    key: \(keyA)"]
+        let config = try AgentConfig.parse(yaml: lines.joined(separator: "\n"), source: "/etc/stunturn/agent.yaml")
+        #expect(config.admin == expected)
+    }
+
+    @Test func aConfigMadeInCodeOpensNoAdminSocket() {
+        #expect(AgentConfig(forwards: []).admin == .disabled)
+    }
+
     @Test func everyFieldIsRead() throws {
         let config = try parseValid(yaml(
             "server: signal.example.net:7000",
