@@ -4,6 +4,7 @@ import PackageDescription
 // Linux only: the socket layer is built on epoll, splice(2) and Glibc. A kqueue poller beside the
 // epoll one (`DescriptorPoller`, `ReadinessGroup`) is where another platform would start.
 // Modules follow the data path: config → supervisor → signaling → punch → secure channel → relay.
+// StunturnAdmin is the control path beside them: the agent's admin socket and `status`.
 // Only StunturnSockets imports Glibc (and stunturn-bench, the benchmarks' load generator).
 let package = Package(
     name: "stunturn",
@@ -34,6 +35,7 @@ let package = Package(
         .target(name: "StunturnSecure", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "StunturnMux"),
         .target(name: "StunturnRelay", dependencies: ["StunturnSockets", "StunturnMux"]),
+        .target(name: "StunturnAdmin", dependencies: ["StunturnSockets", .product(name: "Logging", package: "swift-log")]),
         .target(name: "StunturnSupervisor", dependencies: [
             "Stunturn", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnRelay", "StunturnSockets",
             "StunturnMux",
@@ -66,6 +68,9 @@ let package = Package(
         .testTarget(name: "StunturnMuxTests", dependencies: ["StunturnMux"]),
         .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnMux", "StunturnSockets", "StunturnTestSupport"]),
         .testTarget(name: "StunturnSupervisorTests", dependencies: ["StunturnSupervisor", "StunturnConfig", "StunturnSecure", "StunturnSockets", "StunturnTestSupport"]),
+        .testTarget(name: "StunturnAdminTests", dependencies: [
+            "StunturnAdmin", "StunturnSockets", "StunturnTestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "AgentTests", dependencies: ["Stunturn", "StunturnSockets", "StunturnTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "NATLabTests"),
     ],
