@@ -53,6 +53,21 @@ public struct SessionStatus: Sendable {
     /// Wire bytes on the tunnel, each way.
     public var bytesSent: UInt64
     public var bytesReceived: UInt64
+    /// Payload the streams open now have carried so far: read from their local connections and
+    /// sent, and received and written to them.
+    public var openStreamBytesSent: UInt64
+    public var openStreamBytesReceived: UInt64
+
+    public init(openStreams: Int = 0, streamsCarried: Int = 0, roundTrip: Duration? = nil, bytesSent: UInt64 = 0,
+                bytesReceived: UInt64 = 0, openStreamBytesSent: UInt64 = 0, openStreamBytesReceived: UInt64 = 0) {
+        self.openStreams = openStreams
+        self.streamsCarried = streamsCarried
+        self.roundTrip = roundTrip
+        self.bytesSent = bytesSent
+        self.bytesReceived = bytesReceived
+        self.openStreamBytesSent = openStreamBytesSent
+        self.openStreamBytesReceived = openStreamBytesReceived
+    }
 }
 
 extension RelayEngine {
@@ -341,7 +356,9 @@ final class SessionRelay: RelayClient {
 
     var status: SessionStatus {
         SessionStatus(openStreams: streams.count, streamsCarried: streamsCarried, roundTrip: keepalive.roundTrip,
-                      bytesSent: bytesSent, bytesReceived: bytesReceived)
+                      bytesSent: bytesSent, bytesReceived: bytesReceived,
+                      openStreamBytesSent: streams.values.reduce(0) { $0 + $1.bytesOut },
+                      openStreamBytesReceived: streams.values.reduce(0) { $0 + $1.bytesIn })
     }
 
     // MARK: start and end
