@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "StunturnAdmin", dependencies: ["StunturnSockets", .product(name: "Logging", package: "swift-log")]),
         .target(name: "StunturnSupervisor", dependencies: [
             "Stunturn", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnRelay", "StunturnSockets",
-            "StunturnMux",
+            "StunturnMux", "StunturnAdmin",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -67,7 +67,9 @@ let package = Package(
         .testTarget(name: "StunturnSecureTests", dependencies: ["StunturnSecure"]),
         .testTarget(name: "StunturnMuxTests", dependencies: ["StunturnMux"]),
         .testTarget(name: "StunturnRelayTests", dependencies: ["StunturnRelay", "StunturnMux", "StunturnSockets", "StunturnTestSupport"]),
-        .testTarget(name: "StunturnSupervisorTests", dependencies: ["StunturnSupervisor", "StunturnConfig", "StunturnSecure", "StunturnSockets", "StunturnTestSupport"]),
+        .testTarget(name: "StunturnSupervisorTests", dependencies: [
+            "StunturnSupervisor", "StunturnConfig", "StunturnSecure", "StunturnSockets", "StunturnTestSupport", "StunturnAdmin", "StunturnRelay",
+        ]),
         .testTarget(name: "StunturnAdminTests", dependencies: [
             "StunturnAdmin", "StunturnSockets", "StunturnTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),

@@ -6,19 +6,25 @@ import StunturnRelay
 import StunturnServer
 import StunturnSignaling
 import StunturnSockets
+import Synchronization
 import UnixSignals
 
 /// Runs a whole configuration as services in a `ServiceGroup`: the relayed connections, an
-/// optional in-agent signaling server, and every forward, each recovering on its own.
+/// optional in-agent signaling server, every forward, each recovering on its own, and the admin
+/// socket `stunturn-agent status` asks.
 ///
 /// Shutdown is graceful first: the forwards stop accepting and polling at once, the connections
 /// already open go on for up to `drainTimeout`, then what is left is reset. A second SIGTERM or
 /// SIGINT resets everything at once.
 public final class Agent: Sendable {
     public let config: AgentConfig
-    private let logger: Logger
+    let logger: Logger
     private let relay: RelayEngine
     public let statistics: [String: ForwardStatistics]
+    let openedAdminPath = Mutex<String?>(nil)
+
+    /// The admin socket the agent answers on, once it runs with one.
+    public var adminPath: String? { openedAdminPath.withLock { $0 } }
 
     public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared) {
         self.config = config
@@ -30,8 +36,9 @@ public final class Agent: Sendable {
     }
 
     /// The services in start order; the group shuts them down one by one in reverse: first the
-    /// forwards (they stop taking work at once), then the pool (the drain), and the in-agent server
-    /// last, so connections still being set up through it during the drain can finish.
+    /// forwards (they stop taking work at once), then the pool (the drain), then the in-agent
+    /// server, so connections still being set up through it during the drain can finish, and the
+    /// admin socket last, so `status` answers throughout.
     func services() throws -> (connections: ConnectionPool, all: [ServiceGroupConfiguration.ServiceConfiguration]) {
         let pool = ConnectionPool(logger: logger)
         var all: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -49,6 +56,8 @@ public final class Agent: Sendable {
                                          connections: pool)
             all.append(.init(service: ForwardService(context: context)))
         }
+        // Opened last: nothing after it can fail the start and leave its file behind.
+        if let admin = try openAdminServer() { all.insert(.init(service: AdminService(server: admin)), at: 0) }
         return (pool, all)
     }
 
