@@ -243,6 +243,7 @@ struct ListenForward: Sendable {
                 context.statistics.setupFailed(reason)
                 if down == nil && path == "none" { down = reason }
                 let delay = backoff.next()
+                context.statistics.backingOff()
                 log.warning("no session with the peer: \(reason); retrying in \(formatDuration(delay))")
                 try? await Task.sleep(for: delay)
             }
