@@ -46,6 +46,7 @@ let package = Package(
         .target(name: "Stunturn", dependencies: ["StunturnSockets", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnMux", "StunturnRelay"]),
         .executableTarget(name: "stunturn-agent", dependencies: [
             "StunturnSupervisor", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnSecure", "StunturnSockets",
+            "StunturnAdmin",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

@@ -23,7 +23,7 @@ struct StunturnAgent: AsyncParsableCommand {
         'stunturn-agent forward --listen 127.0.0.1:2222 --key KEY --server HOST:7000' on the other.
         """,
         version: stunturnVersion,
-        subcommands: [Run.self, Check.self, Forward.self, Server.self, Demo.self, Stun.self, Keygen.self]
+        subcommands: [Run.self, Check.self, Forward.self, Status.self, Server.self, Demo.self, Stun.self, Keygen.self]
     )
 
     static func main() async {
@@ -124,12 +124,15 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var drain: DrainOption
 
+    @OptionGroup var admin: AdminOption
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         try await guarded {
             var config = try loadConfig(file.path)
             if let drainTimeout = drain.duration { config.drainTimeout = drainTimeout }
+            if let admin = admin.setting { config.admin = admin }
             logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
@@ -171,7 +174,8 @@ struct Forward: AsyncParsableCommand {
             With --stdio, one connection is carried over stdin/stdout, for ssh's ProxyCommand:
               ssh -o ProxyCommand="stunturn-agent forward --stdio --key KEY --server HOST:PORT" host
             Each forward keeps one encrypted session with its peer; every local connection is a \
-            stream on it (--stdio: one stream on a session of its own).
+            stream on it (--stdio: one stream on a session of its own). While it runs, \
+            'stunturn-agent status' shows its path, peer, streams and bytes (--admin says where it answers).
             It exits 0 when the connection ended in order, and 1 when no tunnel could be set up or \
             the tunnel broke (reset, failed authentication, or ended without the peer's close \
             record, so what was received may be incomplete); a warning on stderr says why.
@@ -233,6 +237,8 @@ struct Forward: AsyncParsableCommand {
 
     @OptionGroup var drain: DrainOption
 
+    @OptionGroup var admin: AdminOption
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -260,6 +266,9 @@ struct Forward: AsyncParsableCommand {
         if stdio && udp { throw ValidationError("--stdio carries one TCP connection; it cannot be combined with --udp") }
         if stdio && drain.drainTimeout != nil {
             throw ValidationError("--drain-timeout does not apply to --stdio: its one connection ends when stdin does")
+        }
+        if stdio && admin.admin != nil {
+            throw ValidationError("--admin does not apply to --stdio: it carries one connection and opens no admin socket")
         }
     }
 
@@ -309,7 +318,8 @@ struct Forward: AsyncParsableCommand {
                 guard let report = try await Agent.runStdio(forward, logger: logger), !report.reset else { throw ExitCode(1) }
                 return
             }
-            let agent = Agent(config: AgentConfig(drainTimeout: drain.duration ?? AgentConfig.defaultDrainTimeout, forwards: [forward]),
+            let agent = Agent(config: AgentConfig(drainTimeout: drain.duration ?? AgentConfig.defaultDrainTimeout, forwards: [forward],
+                                                  admin: admin.setting ?? .automatic),
                               logger: logger)
             do {
                 try await agent.run(handlingSignals: true)

@@ -21,7 +21,8 @@ final class AgentProcess: @unchecked Sendable {
     private let stdinPipe = Pipe()
     private let stdoutPipe = Pipe()
 
-    /// `input`/`output`: files for the process's stdin and stdout instead of pipes.
+    /// `input`/`output`: files for the process's stdin and stdout instead of pipes; `environment`:
+    /// variables set on top of the test's own.
     init(_ name: String, _ arguments: [String], stdin: Bool = false, input: FileHandle? = nil, output: FileHandle? = nil,
          environment: [String: String] = [:]) throws {
         self.name = name
@@ -293,16 +294,16 @@ final class TunnelRig: @unchecked Sendable {
         try await server!.waitForLog("signaling server listening")
     }
 
-    func startExpose(key: String? = nil) async throws {
+    func startExpose(key: String? = nil, options: [String] = []) async throws {
         expose = try AgentProcess("expose", ["forward", "--expose", service.address.description, "--key", key ?? self.key,
-                                             "--server", serverArgument, "--log-level", "debug"] + extra)
+                                             "--server", serverArgument, "--log-level", "debug"] + extra + options)
         try await expose!.waitForLog("exposing")
     }
 
-    func startListen(key: String? = nil, signalTimeout: Int = 10) async throws {
+    func startListen(key: String? = nil, signalTimeout: Int = 10, options: [String] = []) async throws {
         listen = try AgentProcess("listen", ["forward", "--listen", "127.0.0.1:\(listenPort)", "--key", key ?? self.key,
                                              "--server", serverArgument, "--signal-timeout", "\(signalTimeout)",
-                                             "--log-level", "debug"] + extra)
+                                             "--log-level", "debug"] + extra + options)
         try await listen!.waitForLog("listening on")
     }
 

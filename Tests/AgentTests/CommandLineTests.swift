@@ -40,11 +40,11 @@ func entries(of section: String, in help: String) -> [String] {
         // Each as an entry of the subcommand list, not anywhere in the text: "stun" alone would
         // be found in the binary's own name.
         let subcommands = entries(of: "SUBCOMMANDS", in: help)
-        for command in ["run", "check", "forward", "server", "demo", "stun", "keygen"] {
+        for command in ["run", "check", "forward", "status", "server", "demo", "stun", "keygen"] {
             #expect(subcommands.contains(command), "help lists \(command) among \(subcommands)")
         }
         let (_, forwardHelp, _) = try await runAgent(["forward", "--help"])
-        for option in ["--expose", "--listen", "--stdio", "--key", "--server", "--udp"] {
+        for option in ["--expose", "--listen", "--stdio", "--key", "--server", "--udp", "--admin"] {
             #expect(forwardHelp.contains(option), "forward help lists \(option)")
         }
     }
