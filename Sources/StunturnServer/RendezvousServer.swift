@@ -1,4 +1,5 @@
 import Dispatch
+import Crypto
 import Logging
 import StunturnRelay
 import StunturnSignaling
@@ -466,7 +467,8 @@ final class ServerCore {
         let initiatorSees = udp ? rh.address : receiver.peer.description
         let receiverSees = udp ? ih.address : initiator.peer.description
         stats.paired += 1
-        logger.debug("paired", metadata: ["initiator": "\(initiator.peer)", "receiver": "\(receiver.peer)", "protocol": "\(ih.transport)"])
+        logger.info("paired", metadata: ["initiator": "\(initiator.peer)", "receiver": "\(receiver.peer)", "protocol": "\(ih.transport)",
+                                         "key": "\(KeyBytes.tag(ih.key))"])
         var toInitiator = ServerReply(transport: ih.transport, peerAddress: initiatorSees, peerRelay: rh.relay,
                                       peerCandidates: udp ? nil : rh.candidates)
         var toReceiver = ServerReply(transport: ih.transport, peerAddress: receiverSees, peerRelay: ih.relay,
@@ -680,7 +682,10 @@ final class ServerCore {
         for connection in connections.values where connection.deadline <= now {
             switch connection.state {
             case .readingHello: reject(connection, ServerErrorText.helloTimedOut)
-            case .waitingAsInitiator: reply(connection, .failure(ServerErrorText.initiatorTimedOut))
+            case .waitingAsInitiator:
+                logger.info("initiator waited \(formatDuration(options.initiatorTimeout)); no receiver with its key came", metadata: [
+                    "initiator": "\(connection.peer)", "key": "\(KeyBytes.tag(connection.hello?.key ?? ""))"])
+                reply(connection, .failure(ServerErrorText.initiatorTimedOut))
             case .waitingAsReceiver: reply(connection, .failure(ServerErrorText.noInitiator))
             case .waitingForRelay:
                 stats.relayRefused += 1
@@ -764,6 +769,12 @@ extension Dictionary where Value == [Connection] {
 struct KeyBytes: Hashable {
     let key: String
     init(_ key: String) { self.key = key }
+
+    /// A short one-way tag of a key, enough to tell pairings apart in a log without showing the
+    /// key (our clients send a hash of the access key, but the original clients send their own).
+    static func tag(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).prefix(4).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    }
 
     static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.key.utf8.elementsEqual(b.key.utf8) }
 

@@ -375,7 +375,7 @@ public enum JSONObjectScanner {
 public struct SignalingError: Error, CustomStringConvertible, Sendable {
     /// What went wrong, for code that decides what to do next.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: Hashable, Sendable { case server, noInitiator, malformed, transport, timedOut }
+        private enum Base: Hashable, Sendable { case server, noInitiator, noPeer, malformed, transport, timedOut }
         private let base: Base
         private init(_ base: Base) { self.base = base }
 
@@ -383,6 +383,8 @@ public struct SignalingError: Error, CustomStringConvertible, Sendable {
         public static let server = Code(.server)
         /// A receiver asked for an initiator and none was waiting (the server's normal answer to a poll).
         public static let noInitiator = Code(.noInitiator)
+        /// An initiator waited and no receiver with its key came: nobody exposes with this key.
+        public static let noPeer = Code(.noPeer)
         /// A message could not be decoded.
         public static let malformed = Code(.malformed)
         /// The server could not be reached, or the connection to it failed.
@@ -394,6 +396,7 @@ public struct SignalingError: Error, CustomStringConvertible, Sendable {
             switch base {
             case .server: "refused by the server"
             case .noInitiator: "no initiator waiting"
+            case .noPeer: "no peer with this key"
             case .malformed: "malformed message"
             case .transport: "transport failure"
             case .timedOut: "timed out"
@@ -415,7 +418,12 @@ public struct SignalingError: Error, CustomStringConvertible, Sendable {
 
     /// The server's own error text; its "no initiator" answer gets its own code.
     public static func server(_ message: String) -> SignalingError {
-        SignalingError(message == ServerErrorText.noInitiator ? .noInitiator : .server, message)
+        switch message {
+        case ServerErrorText.noInitiator: SignalingError(.noInitiator, message)
+        // The original server's words for an initiator nobody came for.
+        case ServerErrorText.initiatorTimedOut: SignalingError(.noPeer, message)
+        default: SignalingError(.server, message)
+        }
     }
     public static func malformed(_ message: String, underlying: (any Error)? = nil) -> SignalingError {
         SignalingError(.malformed, message, underlying: underlying)
@@ -437,9 +445,14 @@ public struct SignalingError: Error, CustomStringConvertible, Sendable {
             let path = context.codingPath.map(\.stringValue).joined(separator: ".")
             return path.isEmpty ? context.debugDescription : "field '\(path)': \(context.debugDescription)"
         case DecodingError.dataCorrupted(let context):
-            return context.debugDescription
+            return trimmed(context.debugDescription)
         default:
-            return "\(error)"
+            return trimmed("\(error)")
         }
+    }
+
+    /// Without the final full stop, so the sentence it goes into can go on.
+    private static func trimmed(_ text: String) -> String {
+        text.hasSuffix(".") ? String(text.dropLast()) : text
     }
 }

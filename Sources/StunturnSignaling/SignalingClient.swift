@@ -78,7 +78,7 @@ public struct SignalingClient: Sendable {
                                exclusive: Bool = false) async throws -> PeerRendezvous {
         let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "tcp", role: exclusive ? nil : .initiator,
                                 relay: relay?.rawValue, token: token)
-        return try await exchange(hello, timeout: timeout, udpSocket: nil)
+        return try await waitForPeer { try await exchange(hello, timeout: timeout, udpSocket: nil) }
     }
 
     /// As initiator for UDP: discovers the public UDP address, then waits for a receiver.
@@ -86,7 +86,19 @@ public struct SignalingClient: Sendable {
         let (socket, mapped) = try await discoverUDP()
         let hello = ClientHello(key: key, targetIP: Self.canonicalIP(targetIP), transport: "udp", address: mapped.description,
                                 role: .initiator, relay: relay?.rawValue, token: token)
-        return try await exchange(hello, timeout: timeout, udpSocket: socket)
+        return try await waitForPeer { try await exchange(hello, timeout: timeout, udpSocket: socket) }
+    }
+
+    /// An initiator's wait that ends without a peer (the server's time-out, or ours while the
+    /// server held the connection) means nobody is exposing with this key: said so, for the side
+    /// that is waiting.
+    private func waitForPeer(_ exchange: () async throws -> PeerRendezvous) async throws -> PeerRendezvous {
+        do {
+            return try await exchange()
+        } catch let error as SignalingError where error.code == .noPeer {
+            throw SignalingError(.noPeer, "no peer with this key is exposing at \(server) (is the other side running, with the same key?)",
+                                 underlying: error)
+        }
     }
 
     /// An IP in the form servers print it (2001:DB8:0::1 becomes 2001:db8::1), since servers that
@@ -199,9 +211,11 @@ public struct SignalingClient: Sendable {
             let own = SocketAddress.interfaceAddresses(serverAddress.family).prefix(8)
             if !own.isEmpty { hello.candidates = own.map { $0.withPort(port).description }.joined(separator: ",") }
         }
+        var waiting = false
         do {
             try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
             try await socket.writeAll(hello.encoded(), until: deadline)
+            waiting = true
             onConnected?()
             let local = try socket.localAddress()
             let reply = try await readReply(socket, until: deadline)
@@ -234,6 +248,8 @@ public struct SignalingClient: Sendable {
             return rendezvous
         } catch let error as SocketError {
             if error.code == .timedOut {
+                // The server took the hello and held the initiator: it had no peer for it.
+                if waiting && hello.effectiveRole == .initiator { throw SignalingError(.noPeer, "\(error)", underlying: error) }
                 throw SignalingError(.timedOut, "signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))",
                                      underlying: error)
             }
@@ -250,13 +266,29 @@ public struct SignalingClient: Sendable {
                 break
             }
             buffer += chunk
-            if case .complete(let end) = JSONObjectScanner.scan(buffer) {
+            switch JSONObjectScanner.scan(buffer) {
+            case .complete(let end):
                 buffer = Array(buffer[0..<end])
-                break
+            case .invalid:
+                throw notSignaling(buffer)
+            case .incomplete:
+                if buffer.count > 65536 { throw SignalingError.malformed("signaling server \(server) sent an oversized reply") }
+                continue
             }
-            if buffer.count > 65536 { throw SignalingError.malformed("signaling server \(server) sent an oversized reply") }
+            break
         }
-        return try ServerReply.decode(buffer)
+        do {
+            return try ServerReply.decode(buffer)
+        } catch {
+            throw notSignaling(buffer)
+        }
+    }
+
+    /// What a server that is not a stunturn signaling server (a web server, sshd) said, as an error.
+    private func notSignaling(_ reply: [UInt8]) -> SignalingError {
+        let firstLine = reply.prefix(while: { $0 != 10 && $0 != 13 }).prefix(60)
+        let shown = String(decoding: firstLine.map { (0x20...0x7E).contains($0) ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
+        return SignalingError.malformed("\(server) does not speak the stunturn signaling protocol (it answered '\(shown)'); check --server / 'server:'")
     }
 }
 
