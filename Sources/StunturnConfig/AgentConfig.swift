@@ -14,6 +14,9 @@ public struct AgentConfig: Sendable {
     /// On SIGTERM/SIGINT, how long open connections may go on before the rest are reset (0: at once).
     public var drainTimeout: Duration
     public var forwards: [ForwardConfig]
+    /// Where settings are in the config file, for messages after the start: `serve`, and each
+    /// forward's `expose`/`listen` line as `forward NAME`.
+    public var lines: [String: Int] = [:]
     /// Not wrong, but worth fixing (a key file others can read): `check` prints them, `run` logs them.
     public var warnings: [String] = []
     /// Where the agent answers `stunturn-agent status` (YAML `admin`): its own default path when a
@@ -25,8 +28,9 @@ public struct AgentConfig: Sendable {
     public static let defaultDrainTimeout: Duration = .seconds(10)
 
     public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel,
-                drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig],
+                drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig], lines: [String: Int] = [:],
                 admin: AdminSocketSetting = .disabled) {
+        self.lines = lines
         self.server = server
         self.serve = serve
         self.logLevel = logLevel

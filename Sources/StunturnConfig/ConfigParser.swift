@@ -154,7 +154,12 @@ struct ConfigParser {
         reportPortClashes(drafts, serve: serve, serveNode: serveNode)
 
         guard problems.isEmpty else { return nil }
-        return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards,
+        var lines: [String: Int] = [:]
+        if let line = serveNode?.mark?.line { lines["serve"] = line }
+        for draft in drafts {
+            if let name = draft.name, let line = draft.modeNode?.mark?.line { lines["forward \(name)"] = line }
+        }
+        return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards, lines: lines,
                            admin: admin)
     }
 
@@ -237,7 +242,9 @@ struct ConfigParser {
             case "expose", "listen":
                 modeKeys.append(keyNode)
                 draft.modeNode = value
-                if let endpoint = localEndpoint(value, path: fieldPath) {
+                // A listen port is on this machine; an exposed service may be another host on its
+                // network (resolved when a session starts).
+                if let endpoint = key == "expose" ? endpoint(value, path: fieldPath) : localEndpoint(value, path: fieldPath) {
                     draft.mode = key == "expose" ? .expose(endpoint) : .listen(endpoint)
                 }
             case "key":

@@ -47,17 +47,37 @@ public final class Agent: Sendable {
             let address = try SocketAddress(parsing: serve.localhostAsLoopback.description)
             let server = RendezvousServer(listen: address, logger: Logger(label: "stunturn.server"))
             // Bound now, so that a taken port fails the start and forwards find the server up.
-            try server.start()
+            do {
+                try server.start()
+            } catch {
+                throw AgentStartError("serve \(serve)\(configLine("serve")): cannot run the signaling server: \(error)")
+            }
             all.append(.init(service: SignalingServerService(server: server)))
         }
         all.append(.init(service: pool))
+        // Every listen port is bound before anything starts: one that cannot be (taken, or an
+        // address this machine does not have) fails the start with the reason, rather than an
+        // agent that looks up while a forward retries.
+        var bound: [String: Socket] = [:]
+        var closeBound = true
+        defer { if closeBound { for socket in bound.values { socket.close() } } }
+        for forward in config.forwards {
+            guard case .listen(let endpoint) = forward.mode else { continue }
+            do {
+                let address = try SocketAddress(parsing: endpoint.localhostAsLoopback.description)
+                bound[forward.name] = forward.transport == .udp ? try Socket.udp(on: address) : try Socket.listener(on: address)
+            } catch {
+                throw AgentStartError("forward \"\(forward.name)\"\(configLine("forward \(forward.name)")): cannot listen on \(forward.transport) \(endpoint): \(error)")
+            }
+        }
         for forward in config.forwards {
             let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: statistics[forward.name]!,
                                          connections: pool)
-            all.append(.init(service: ForwardService(context: context)))
+            all.append(.init(service: ForwardService(context: context, listener: bound[forward.name])))
         }
         // Opened last: nothing after it can fail the start and leave its file behind.
         if let admin = try openAdminServer() { all.insert(.init(service: AdminService(server: admin)), at: 0) }
+        closeBound = false
         return (pool, all)
     }
 
@@ -136,6 +156,8 @@ public final class Agent: Sendable {
 /// and hands each one to the connection pool, so it can stop at once while they drain.
 struct ForwardService: Service, CustomStringConvertible {
     let context: ForwardContext
+    /// A listen forward's socket, bound at the start.
+    let listener: Socket?
 
     /// How the service group names it in its logs (never with the key).
     var description: String { "forward \"\(context.config.name)\"" }
@@ -145,12 +167,25 @@ struct ForwardService: Service, CustomStringConvertible {
         await cancelWhenGracefulShutdown {
             switch context.config.mode {
             case .expose(let target): await ExposeForward(context: context, target: target).run()
-            case .listen(let address): await ListenForward(context: context, address: address).run()
+            case .listen(let address): await ListenForward(context: context, address: address, bound: listener).run()
             }
         }
         if Task.isShuttingDownGracefully {
             context.logger.info("stopped taking new connections")
         }
+    }
+}
+
+/// Why the agent could not start: a port it must listen on, named with its config line.
+public struct AgentStartError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension Agent {
+    /// " (config line N)" for a setting `lines` knows, else nothing.
+    func configLine(_ setting: String) -> String {
+        config.lines[setting].map { " (config line \($0))" } ?? ""
     }
 }
 

@@ -128,14 +128,22 @@ struct SessionFailure: Error, CustomStringConvertible {
 struct ListenForward: Sendable {
     let context: ForwardContext
     let address: Endpoint
+    /// The local socket when the agent bound it at the start; else it is bound here, with retries.
+    var bound: Socket?
 
     func run() async {
         if context.config.transport == .udp {
-            await UDPListenForward(context: context, address: address).run()
+            await UDPListenForward(context: context, address: address, bound: bound).run()
             return
         }
         let log = context.logger
-        guard let listener = await context.bindLocal({ try Socket.listener(on: try await context.localAddress(address)) }) else { return }
+        let listener: Socket
+        if let bound {
+            listener = bound
+        } else {
+            guard let made = await context.bindLocal({ try Socket.listener(on: try await context.localAddress(address)) }) else { return }
+            listener = made
+        }
         defer { listener.close() }
         log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
         let keeper = SessionKeeper()

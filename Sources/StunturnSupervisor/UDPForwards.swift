@@ -222,10 +222,18 @@ struct UDPExposeSession: Sendable {
 struct UDPListenForward: Sendable {
     let context: ForwardContext
     let address: Endpoint
+    /// The local socket when the agent bound it at the start.
+    var bound: Socket?
 
     func run() async {
         let log = context.logger
-        guard let socket = await context.bindLocal({ try Socket.udp(on: try await context.localAddress(address)) }) else { return }
+        let socket: Socket
+        if let bound {
+            socket = bound
+        } else {
+            guard let made = await context.bindLocal({ try Socket.udp(on: try await context.localAddress(address)) }) else { return }
+            socket = made
+        }
         defer { socket.close() }
         log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
         let table = UDPSessionTable()

@@ -214,6 +214,9 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds a listen side waits at the server for the exposing peer (the server may end the wait sooner: its --initiator-timeout, 30 s by default).", valueName: "seconds"))
     var signalTimeout = Seconds(30)
 
+    @Option(name: .long, help: ArgumentHelp("Seconds an exposing side may take to connect to its local service.", valueName: "seconds"))
+    var connectTimeout = Seconds(5)
+
     @Option(name: .long, help: ArgumentHelp("Reset relayed connections idle this many seconds, at both ends (0: never).", valueName: "seconds"))
     var idleTimeout = Seconds(0)
 
@@ -254,6 +257,7 @@ struct Forward: AsyncParsableCommand {
         guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
         try punchTimeout.check("--punch-timeout", 0.001...3600)
         try signalTimeout.check("--signal-timeout", 0.001...3600)
+        try connectTimeout.check("--connect-timeout", 0.001...3600)
         try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
         try keepalive.check("--keepalive", 1...86_400)
         try relayAfter.check("--relay-after", 0...3600)
@@ -307,7 +311,7 @@ struct Forward: AsyncParsableCommand {
             let forward = ForwardConfig(
                 name: stdio ? "stdio" : (expose != nil ? "expose" : "listen"), mode: mode, key: key,
                 transport: udp ? .udp : .tcp, server: try server.endpoint("--server"), peerIP: peerIP, tries: tries,
-                punchTimeout: punchTimeout.duration, signalTimeout: signalTimeout.duration,
+                punchTimeout: punchTimeout.duration, signalTimeout: signalTimeout.duration, connectTimeout: connectTimeout.duration,
                 idleTimeout: idleTimeout.isZero ? nil : idleTimeout.duration, keepalive: keepalive.duration, maxStreams: maxStreams,
                 plaintextInsecure: plaintextInsecure, relay: relay, relayAfter: relayAfter.duration,
                 serverToken: try serverTokenFile.map { try ServerTokenFile.read($0) })
@@ -335,8 +339,8 @@ struct Server: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the signaling server: TCP pairing by access key plus a STUN responder on the same UDP port.")
 
-    @Option(name: .long, help: "Address to listen on, HOST:PORT (IPv4 or bracketed IPv6, e.g. 0.0.0.0:7000 or [::]:7000).")
-    var listen: String
+    @Option(name: .long, help: "Address to listen on, HOST:PORT (IPv4, bracketed IPv6 or a name such as localhost, e.g. 0.0.0.0:7000 or [::]:7000).")
+    var listen: EndpointArgument
 
     @Option(name: .long, help: ArgumentHelp("Seconds an initiator waits for a receiver.", valueName: "seconds"))
     var initiatorTimeout = Seconds(30)
@@ -365,9 +369,7 @@ struct Server: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        do { _ = try SocketAddress(parsing: listen) } catch {
-            throw ValidationError("--listen: \(error); expected an IP address and port such as 0.0.0.0:7000 or [::]:7000")
-        }
+        _ = try listen.endpoint("--listen")
         try initiatorTimeout.check("--initiator-timeout", 0.001...3600)
         guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
         guard relayMaxSessions > 0 else { throw ValidationError("--relay-max-sessions must be positive, got \(relayMaxSessions)") }
@@ -395,7 +397,14 @@ struct Server: AsyncParsableCommand {
             if let tokens = options.authTokens {
                 logger.info("relaying only for clients with one of \(tokens.count) tokens\(requireAuth ? "; pairing too" : "")")
             }
-            let server = RendezvousServer(listen: try SocketAddress(parsing: listen), options: options, logger: logger)
+            let endpoint = try listen.endpoint("--listen")
+            let address: SocketAddress
+            do {
+                address = try await SocketAddress.resolveAsync(endpoint.localhostAsLoopback.description)[0]
+            } catch {
+                throw FailureExit.message("stunturn-agent server: --listen \(endpoint): \(error)", code: 1)
+            }
+            let server = RendezvousServer(listen: address, options: options, logger: logger)
             do {
                 try server.start()
             } catch {

@@ -203,6 +203,18 @@ func entries(of section: String, in help: String) -> [String] {
         }
     }
 
+    @Test func theServerListensOnANameAndForwardTakesAConnectTimeout() async throws {
+        let port = try freePort()
+        let server = try AgentProcess("server", ["server", "--listen", "localhost:\(port)"])
+        #expect(try await server.waitForLog("signaling server listening"), "\(server.log)")
+        #expect(server.log.contains("127.0.0.1:\(port)"))
+        _ = try await server.stop()
+        let (bad, _, badErrors) = try await runAgent(["forward", "--expose", "127.0.0.1:22", "--key", goodKey, "--server", "127.0.0.1:7000",
+                                                      "--connect-timeout", "0"])
+        #expect(bad != 0)
+        #expect(badErrors.contains("--connect-timeout"), "\(badErrors)")
+    }
+
     @Test func theKeyComesFromAFileOrTheEnvironment() async throws {
         let rig = try TunnelRig()
         try await rig.startServer()

@@ -242,11 +242,12 @@ import Testing
         }
     }
 
-    @Test func aForwardThatCannotListenRetriesWithoutAffectingTheOthers() async throws {
+    @Test func aPortThatCannotBeBoundFailsTheStartNamingIt() async throws {
         let service = try TestService()
         let serverPort = try freePort()
         let goodPort = try freePort()
         let busy = try Socket.listener(on: .loopback())
+        defer { busy.close() }
         let busyPort = try busy.localAddress().port
         let key = newKey()
         let yaml = """
@@ -263,15 +264,28 @@ import Testing
             key: \(key)
         """
         try await withConfig(yaml) { path in
-            let agent = try AgentProcess("agent", ["run", "--config", path])
-            try await agent.waitForLog("cannot listen: bind 127.0.0.1:\(busyPort)")
-            try await agent.waitForLog("retrying in")
-            #expect(try await echo(.loopback(port: goodPort), "unaffected") == "unaffected")
-            // Free the port: the blocked forward recovers by itself.
-            busy.close()
-            try await agent.waitForLog("listening on 127.0.0.1:\(busyPort)")
-            #expect(try await echo(.loopback(port: busyPort), "recovered") == "recovered")
-            #expect(try await agent.stop() == 0)
+            // A service manager sees the failure: the agent exits non-zero, naming the forward,
+            // its line and the cause, instead of retrying while it looks up.
+            let (status, _, errors) = try await runAgent(["run", "--config", path], timeout: .seconds(20))
+            #expect(status == 1)
+            #expect(errors.contains("forward \"blocked\" (config line 7): cannot listen on tcp 127.0.0.1:\(busyPort)"), "\(errors)")
+            #expect(errors.contains("address already in use"), "\(errors)")
+            // Nothing was left listening: the good forward's port is free again.
+            let again = try Socket.listener(on: .loopback(port: goodPort))
+            again.close()
+        }
+        // The in-agent server's port too.
+        let taken = """
+        serve: 127.0.0.1:\(busyPort)
+        forwards:
+          - name: exposed
+            expose: \(service.address)
+            key: \(key)
+        """
+        try await withConfig(taken) { path in
+            let (status, _, errors) = try await runAgent(["run", "--config", path], timeout: .seconds(20))
+            #expect(status == 1)
+            #expect(errors.contains("serve 127.0.0.1:\(busyPort) (config line 1): cannot run the signaling server"), "\(errors)")
         }
     }
 

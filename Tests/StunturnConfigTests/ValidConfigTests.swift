@@ -144,6 +144,17 @@ import Testing
         #expect(forward.serverToken == "forward-token-0123456789")
     }
 
+    @Test func anExposedServiceMayBeAnotherHostByName() throws {
+        let config = try parseValid(yaml(
+            "server: 127.0.0.1:7000",
+            "forwards:",
+            "  - name: nas",
+            "    expose: nas.home.arpa:443",
+            "    key: \(keyA)"
+        ))
+        #expect(config.forwards.first?.mode == .expose(Endpoint(host: "nas.home.arpa", port: 443)))
+    }
+
     @Test func keysFromFilesAndAWarningWhenOthersCanReadThem() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-keys-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
