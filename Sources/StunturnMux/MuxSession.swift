@@ -20,10 +20,10 @@ public struct MuxSession: Sendable {
         case data(UInt32, [UInt8])
         /// The peer will send no more on the stream (half-close): end the local connection's input.
         case finished(UInt32)
-        /// The stream ended abnormally: reset its local connection.
-        case reset(UInt32)
-        /// The peer refused a stream this side opened (too many streams).
-        case refused(UInt32)
+        /// The stream ended abnormally: reset its local connection. The reason is the peer's.
+        case reset(UInt32, ResetReason)
+        /// The peer refused a stream this side opened (its service unreachable, too many streams).
+        case refused(UInt32, ResetReason)
         /// A ping answer, with the value sent.
         case pong(UInt32)
         /// The peer ends the session.
@@ -104,13 +104,13 @@ public struct MuxSession: Sendable {
         ready.markReady(id)
     }
 
-    /// The local connection broke: RST at once, and the stream is gone.
-    public mutating func reset(_ id: UInt32) {
+    /// The local connection broke: RST at once, with why, and the stream is gone.
+    public mutating func reset(_ id: UInt32, reason: ResetReason = .unspecified) {
         guard let stream = streams.removeValue(forKey: id) else { return }
         grantedWindows -= stream.receive.size
         buffered -= stream.outgoing.count
         ready.remove(id)
-        control.append(MuxFrame.windowUpdate(id, delta: 0, flags: .rst))
+        control.append(MuxFrame.windowUpdate(id, delta: reason.rawValue, flags: .rst))
     }
 
     /// The local connection took `count` bytes of a stream's data; may queue a window update.
@@ -256,7 +256,7 @@ public struct MuxSession: Sendable {
             guard streams[id] == nil else { throw MuxError(.duplicateStream, "the peer opened stream \(id) twice") }
             guard streams.count < maxStreams else {
                 // Not a protocol error: refuse this stream, keep the session.
-                control.append(.windowUpdate(id, delta: 0, flags: .rst))
+                control.append(.windowUpdate(id, delta: ResetReason.streamLimit.rawValue, flags: .rst))
                 return []
             }
             streams[id] = Stream(receive: ReceiveWindow(), send: SendWindow(), pendingFlags: .ack, acknowledged: true)
@@ -272,7 +272,9 @@ public struct MuxSession: Sendable {
             drop(id)
             buffered -= stream.outgoing.count
             ready.remove(id)
-            events.append(stream.acknowledged ? .reset(id) : .refused(id))
+            // An RST's length field carries why (0 from peers that do not say).
+            let reason = ResetReason(rawValue: frame.length) ?? .unspecified
+            events.append(stream.acknowledged ? .reset(id, reason) : .refused(id, reason))
             return events
         }
         if frame.flags.contains(.ack) { stream.acknowledged = true }
@@ -292,5 +294,35 @@ public struct MuxSession: Sendable {
         }
         if stream.finSent && stream.remoteFinished { drop(id) } else { streams[id] = stream }
         return events
+    }
+}
+
+/// Why a stream was reset, carried in the RST frame's length field so both sides can log the cause
+/// (yamux leaves the field 0 on an RST, which reads as `unspecified`).
+public enum ResetReason: UInt32, Sendable, CustomStringConvertible {
+    case unspecified = 0
+    /// The exposed service refused the connection (nothing listens on its port).
+    case serviceRefused = 1
+    /// The exposed service could not be reached (no answer, no route, its name did not resolve).
+    case serviceUnreachable = 2
+    /// The application on that side reset its connection, or it failed there.
+    case localReset = 3
+    /// That side already carries as many streams as it allows (`max_streams`).
+    case streamLimit = 4
+    /// The stream was idle for the forward's idle time-out.
+    case idle = 5
+    /// That side's agent is shutting down or ending the session.
+    case closing = 6
+
+    public var description: String {
+        switch self {
+        case .unspecified: "no reason given"
+        case .serviceRefused: "the exposed service refused the connection"
+        case .serviceUnreachable: "the exposed service could not be reached"
+        case .localReset: "the connection on that side was reset"
+        case .streamLimit: "that side carries its most streams (max_streams)"
+        case .idle: "idle for the forward's idle time-out"
+        case .closing: "that side is closing the session"
+        }
     }
 }

@@ -401,12 +401,12 @@ final class SessionRelay: RelayClient {
         }
         if let connector {
             for stream in Array(streams.values) where stream.connecting && now - stream.started >= connector.timeout {
-                refuseConnect(stream, "connect \(connector.address): no answer within \(formatDuration(connector.timeout))")
+                refuseConnect(stream, "connect \(connector.address): no answer within \(formatDuration(connector.timeout))", refused: false)
             }
         }
         if let idle = options.streamIdleTimeout {
             for stream in Array(streams.values) where now - stream.lastActivity >= idle {
-                mux.reset(stream.id)
+                mux.reset(stream.id, reason: .idle)
                 finishStream(stream, reason: "idle for \(formatDuration(idle))", reset: true, byRelay: true)
             }
         }
@@ -539,7 +539,7 @@ final class SessionRelay: RelayClient {
     /// Resets a stream from this side (its owner gave up on it).
     func resetStream(_ id: UInt32, reason: String) {
         guard !finished, let stream = streams[id] else { return }
-        mux.reset(id)
+        mux.reset(id, reason: .closing)
         finishStream(stream, reason: reason, reset: true, byRelay: true)
         flush()
     }
@@ -587,14 +587,15 @@ final class SessionRelay: RelayClient {
             stream.connecting = !done
             attachDescriptor(socket.detach(), to: stream)
         } catch {
-            refuseConnect(stream, "\(error)")
+            refuseConnect(stream, "\(error)", refused: (error as? SocketError)?.isConnectionRefused == true)
         }
     }
 
-    private func connected(_ stream: LocalStream) {
-        let code = SystemIO.pendingError(stream.fd)
+    /// The connect finished; `code` is the socket's pending error (read once: reading clears it).
+    private func connected(_ stream: LocalStream, code: Int32) {
         guard code == 0 else {
-            refuseConnect(stream, "\(SocketError(call: "connect", subject: "\(connector?.address.description ?? "")", errno: code))")
+            let error = SocketError(call: "connect", subject: "\(connector?.address.description ?? "")", errno: code)
+            refuseConnect(stream, "\(error)", refused: error.isConnectionRefused)
             return
         }
         stream.connecting = false
@@ -604,8 +605,8 @@ final class SessionRelay: RelayClient {
 
     /// The exposed service could not be reached: the stream is reset, the peer told, and the
     /// report says why (`refused`: nothing was carried).
-    private func refuseConnect(_ stream: LocalStream, _ reason: String) {
-        mux.reset(stream.id)
+    private func refuseConnect(_ stream: LocalStream, _ reason: String, refused: Bool) {
+        mux.reset(stream.id, reason: refused ? .serviceRefused : .serviceUnreachable)
         finishStream(stream, reason: "cannot reach the exposed service: \(reason)", reset: true, byRelay: false, refused: true)
     }
 
@@ -623,7 +624,10 @@ final class SessionRelay: RelayClient {
             if stream.connecting {
                 // Only a writable report on a socket that has a peer is a finished connect (a
                 // report may be a stale one, for an earlier socket under the same number).
-                if events.contains(.writable) && (SystemIO.pendingError(fd) != 0 || SystemIO.isConnected(fd)) { connected(stream) }
+                if events.contains(.writable) {
+                    let code = SystemIO.pendingError(fd)
+                    if code != 0 || SystemIO.isConnected(fd) { connected(stream, code: code) }
+                }
                 if streams[id] != nil { updateInterest(stream) }
                 flush()
                 return
@@ -632,7 +636,7 @@ final class SessionRelay: RelayClient {
                 // Only errors are watched now (see updateInterest): a reset of the local side.
                 let code = SystemIO.pendingError(fd)
                 if code != 0 {
-                    mux.reset(stream.id)
+                    mux.reset(stream.id, reason: .localReset)
                     finishStream(stream, reason: "\(stream.name): \(SocketError(call: "recv", errno: code))", reset: true, byRelay: false)
                 } else {
                     stream.hungUp = true
@@ -712,7 +716,7 @@ final class SessionRelay: RelayClient {
                 result = try SystemIO.read(stream.fd, into: UnsafeMutableRawBufferPointer(
                     rebasing: scratch[MuxFrame.headerLength..<(MuxFrame.headerLength + allowance)]))
             } catch {
-                mux.reset(stream.id)
+                mux.reset(stream.id, reason: .localReset)
                 finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
                 return
             }
@@ -977,7 +981,7 @@ final class SessionRelay: RelayClient {
                 written = try (pieces.count == 1 ? SystemIO.write(stream.fd, pieces[0], isSocket: true)
                                                  : SystemIO.send(stream.fd, gathering: pieces)) ?? 0
             } catch {
-                mux.reset(stream.id)
+                mux.reset(stream.id, reason: .localReset)
                 finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
                 return
             }
@@ -1019,7 +1023,7 @@ final class SessionRelay: RelayClient {
             switch event {
             case .opened(let id):
                 if draining || peerEnded != nil || (onIncoming == nil && connector == nil) {
-                    mux.reset(id)
+                    mux.reset(id, reason: .closing)
                     continue
                 }
                 let stream = LocalStream(id: id, name: "stream \(id)", onFinish: nil)
@@ -1036,12 +1040,12 @@ final class SessionRelay: RelayClient {
                 guard let stream = streams[id] else { continue }
                 stream.remoteFinished = true
                 shutDownIfDelivered(stream)
-            case .reset(let id):
+            case .reset(let id, let why):
                 guard let stream = streams[id] else { continue }
-                finishStream(stream, reason: "the peer reset the stream", reset: true, byRelay: false)
-            case .refused(let id):
+                finishStream(stream, reason: "reset by the peer: \(why)", reset: true, byRelay: false)
+            case .refused(let id, let why):
                 guard let stream = streams[id] else { continue }
-                finishStream(stream, reason: "the peer refused the stream", reset: true, byRelay: false)
+                finishStream(stream, reason: "refused by the peer: \(why)", reset: true, byRelay: false)
             case .pong(let value):
                 if let rtt = keepalive.answered(value, at: .now) { onRoundTrip?(rtt) }
             case .goAway(let reason):
@@ -1104,7 +1108,7 @@ final class SessionRelay: RelayClient {
                     try SystemIO.write(stream.fd, UnsafeRawBufferPointer(rebasing: $0[stream.toLocalOffset...]), isSocket: true)
                 }
             } catch {
-                mux.reset(stream.id)
+                mux.reset(stream.id, reason: .localReset)
                 finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
                 return
             }

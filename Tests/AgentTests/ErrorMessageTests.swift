@@ -47,6 +47,42 @@ import Testing
         _ = try await listen.stop()
     }
 
+    @Test func anExposedServiceThatIsDownIsNamedOnBothSides() async throws {
+        // A port nothing listens on: the service is down.
+        let closed = try Socket.listener(on: .loopback())
+        let downAddress = try closed.localAddress()
+        closed.close()
+        let rig = try TunnelRig()
+        try await rig.startServer()
+        rig.expose = try AgentProcess("expose", ["forward", "--expose", downAddress.description, "--key", rig.key,
+                                                 "--server", rig.serverArgument])
+        try await rig.expose!.waitForLog("exposing")
+        try await rig.startListen()
+        #expect(try await rig.listen!.waitForLog("tunnel up"), "\(rig.logs)")
+        // The stream opens as the connection is accepted, so the reset may come back before the
+        // connect has even returned here: either way, no byte and no orderly end.
+        do {
+            let socket = try await Socket.connect(to: rig.listenAddress, timeout: .seconds(5))
+            defer { socket.close() }
+            try? await socket.writeAll(Array("hello?".utf8), until: .now + .seconds(5))
+            let ended = await readUntilEnd(socket, timeout: .seconds(20))
+            #expect(ended.bytes.isEmpty)
+            #expect(ended.failure != nil, "the connection ended in order, as if the service had answered")
+        } catch let error as SocketError {
+            #expect(error.code != .timedOut)
+        }
+        #expect(try await rig.listen!.waitForLog("by the peer: the exposed service refused the connection"), "\(rig.logs)")
+        #expect(try await rig.expose!.waitForLog("cannot reach the exposed service: connect \(downAddress): connection refused"), "\(rig.logs)")
+
+        // The same for ssh's ProxyCommand: stdio's warning says why, and it exits 1.
+        let stdio = try AgentProcess("stdio", ["forward", "--stdio", "--key", rig.key, "--server", rig.serverArgument], stdin: true)
+        stdio.stdinHandle.write(Data("SSH-2.0-test\r\n".utf8))
+        #expect(try await stdio.waitForExit(timeout: .seconds(30)) == 1)
+        #expect(stdio.log.contains("the exposed service refused the connection"), "\(stdio.log)")
+        #expect(!stdio.log.contains("broken pipe"), "\(stdio.log)")
+        try await rig.stopAll()
+    }
+
     @Test func theServerLogsPairings() async throws {
         let rig = try TunnelRig()
         try await rig.startAll()
