@@ -118,7 +118,7 @@ struct ConfigParser {
             case "log_level":
                 logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
             case "drain_timeout":
-                drainTimeout = duration(value, path: "drain_timeout", allowZero: true, zeroMeans: "reset at once") ?? drainTimeout
+                drainTimeout = duration(value, path: "drain_timeout", limit: .drainTimeout) ?? drainTimeout
             case "admin":
                 admin = adminSocket(value, path: "admin") ?? admin
             case "forwards":
@@ -266,23 +266,18 @@ struct ConfigParser {
             case "tries":
                 draft.tries = integer(value, path: fieldPath, in: ForwardConfig.triesRange)
             case "punch_timeout":
-                draft.punchTimeout = duration(value, path: fieldPath, allowZero: false)
+                draft.punchTimeout = duration(value, path: fieldPath, limit: .punchTimeout)
             case "signal_timeout":
-                draft.signalTimeout = duration(value, path: fieldPath, allowZero: false)
+                draft.signalTimeout = duration(value, path: fieldPath, limit: .signalTimeout)
             case "connect_timeout":
-                draft.connectTimeout = duration(value, path: fieldPath, allowZero: false)
+                draft.connectTimeout = duration(value, path: fieldPath, limit: .connectTimeout)
             case "idle_timeout":
                 // Zero means "never close", which the API spells as nil.
-                draft.idleTimeout = duration(value, path: fieldPath, allowZero: true).map { (value: Duration) -> Duration? in
+                draft.idleTimeout = duration(value, path: fieldPath, limit: .idleTimeout).map { (value: Duration) -> Duration? in
                     value == .zero ? nil : value
                 }
             case "keepalive":
-                draft.keepalive = duration(value, path: fieldPath, allowZero: false)
-                if let interval = draft.keepalive, interval < ForwardConfig.minimumKeepalive {
-                    report(value, path: fieldPath,
-                           "must be at least 1s (three unanswered pings end the session), got '\(value.string ?? "")'")
-                    draft.keepalive = nil
-                }
+                draft.keepalive = duration(value, path: fieldPath, limit: .keepalive)
             case "max_streams":
                 draft.maxStreams = integer(value, path: fieldPath, in: ForwardConfig.maxStreamsRange)
             case "plaintext_insecure":
@@ -291,7 +286,7 @@ struct ConfigParser {
                 draft.relay = choice(value, path: fieldPath, from: RelayMode.allCases.map(\.rawValue), what: "relay policy")
                     .flatMap(RelayMode.init(rawValue:))
             case "relay_after":
-                draft.relayAfter = duration(value, path: fieldPath, allowZero: true, zeroMeans: "relay at once")
+                draft.relayAfter = duration(value, path: fieldPath, limit: .relayAfter)
             case "server_token", "server_token_file":
                 draft.token.read(key, value, parser: &self, path: fieldPath)
             default:
@@ -555,8 +550,8 @@ struct ConfigParser {
         return value
     }
 
-    /// `zeroMeans` says what 0 stands for, in the message for a negative value.
-    private mutating func duration(_ node: Node, path: String, allowZero: Bool, zeroMeans: String = "never") -> Duration? {
+    /// A duration within `limit`, the same the command line takes.
+    private mutating func duration(_ node: Node, path: String, limit: DurationLimit) -> Duration? {
         let expected = "a duration such as 10 (seconds), 2.5, \"250ms\", \"10s\", \"2m\" or \"1h\""
         guard let text = scalarText(node, path: path, expected: expected) else { return nil }
         let seconds: Double?
@@ -569,21 +564,12 @@ struct ConfigParser {
             report(node, path: path, "expected \(expected), got '\(text)'")
             return nil
         }
-        if allowZero {
-            guard seconds >= 0 else {
-                report(node, path: path, "must be 0 (\(zeroMeans)) or more, got '\(text)'")
-                return nil
-            }
-        } else if seconds <= 0 {
-            report(node, path: path, "must be greater than 0, got '\(text)'")
+        if let problem = limit.problem(seconds, text: text) {
+            report(node, path: path, problem)
             return nil
         }
-        // Also keeps absurd values from overflowing Duration.
-        guard seconds <= DurationText.maximumSeconds else {
-            report(node, path: path, "is too long (at most \(Int(DurationText.maximumSeconds / 3600))h), got '\(text)'")
-            return nil
-        }
-        return DurationText.duration(seconds: seconds)
+        // Milliseconds, as the command line takes them: 1e-9 is not a duration anyone means.
+        return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 
     // MARK: - Reporting

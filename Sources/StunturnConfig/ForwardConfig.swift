@@ -111,3 +111,38 @@ public struct ForwardConfig: Sendable {
         self.serverToken = serverToken
     }
 }
+
+/// The range a duration setting takes, in seconds, shared by the config file and the command line
+/// so both accept the same values and say the same thing about the rest.
+public struct DurationLimit: Sendable {
+    public let range: ClosedRange<Double>
+    /// What 0 means where 0 is allowed outside the range ("never", "reset at once").
+    public let zeroMeans: String?
+
+    public init(_ range: ClosedRange<Double>, zeroMeans: String? = nil) {
+        self.range = range
+        self.zeroMeans = zeroMeans
+    }
+
+    /// What is wrong with `seconds` (shown as `text`), or nil when it is allowed.
+    public func problem(_ seconds: Double, text: String) -> String? {
+        if seconds == 0, zeroMeans != nil { return nil }
+        guard !range.contains(seconds) else { return nil }
+        let zero = zeroMeans.map { "0 (\($0)) or " } ?? ""
+        return "must be \(zero)\(Self.format(range.lowerBound))-\(Self.format(range.upperBound)) seconds "
+            + "(\(DurationText.format(.milliseconds(Int64(range.lowerBound * 1000))))-\(DurationText.format(.milliseconds(Int64(range.upperBound * 1000))))), got '\(text)'"
+    }
+
+    static func format(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : "\(value)"
+    }
+
+    public static let punchTimeout = DurationLimit(0.001...3600)
+    public static let signalTimeout = DurationLimit(0.001...3600)
+    public static let connectTimeout = DurationLimit(0.001...3600)
+    public static let idleTimeout = DurationLimit(0.001...31_536_000, zeroMeans: "never")
+    /// Three unanswered pings end a session: under a second that is a hair trigger.
+    public static let keepalive = DurationLimit(1...86_400)
+    public static let relayAfter = DurationLimit(0...3600)
+    public static let drainTimeout = DurationLimit(0.001...86_400, zeroMeans: "reset at once")
+}

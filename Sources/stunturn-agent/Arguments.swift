@@ -27,14 +27,16 @@ struct Seconds: ExpressibleByArgument, Sendable {
     var duration: Duration { .milliseconds(Int64(((value ?? 0) * 1000).rounded())) }
     var isZero: Bool { value == 0 }
 
-    /// Throws unless the value is in `range` (or 0 where `zero` says what 0 means); `option` names it.
-    func check(_ option: String, _ range: ClosedRange<Double>, zero: String? = nil) throws {
+    /// Throws unless the value is within `limit` (the config file's, for the same setting);
+    /// `option` names it.
+    func check(_ option: String, _ limit: DurationLimit) throws {
         guard let value else { throw ValidationError("\(option) must be a number of seconds, got '\(text)'") }
-        if value == 0, zero != nil { return }
-        guard range.contains(value) else {
-            let zeroText = zero.map { "0 (\($0)) or " } ?? ""
-            throw ValidationError("\(option) must be \(zeroText)\(Self.format(range.lowerBound))-\(Self.format(range.upperBound)) seconds, got \(text)")
-        }
+        if let problem = limit.problem(value, text: text) { throw ValidationError("\(option) \(problem)") }
+    }
+
+    /// For options with no config setting.
+    func check(_ option: String, _ range: ClosedRange<Double>, zero: String? = nil) throws {
+        try check(option, DurationLimit(range, zeroMeans: zero))
     }
 
     private static func format(_ value: Double) -> String {

@@ -82,7 +82,7 @@ struct DrainOption: ParsableArguments {
     var drainTimeout: Seconds?
 
     func validate() throws {
-        try drainTimeout?.check("--drain-timeout", 0.001...86_400, zero: "reset at once")
+        try drainTimeout?.check("--drain-timeout", .drainTimeout)
     }
 
     var duration: Duration? { drainTimeout?.duration }
@@ -255,12 +255,12 @@ struct Forward: AsyncParsableCommand {
             throw ValidationError("--peer-ip: expected an IP address such as 203.0.113.7 or 2001:db8::1, got '\(peerIP)'")
         }
         guard (1...100_000).contains(tries) else { throw ValidationError("--tries must be 1-100000, got \(tries)") }
-        try punchTimeout.check("--punch-timeout", 0.001...3600)
-        try signalTimeout.check("--signal-timeout", 0.001...3600)
-        try connectTimeout.check("--connect-timeout", 0.001...3600)
-        try idleTimeout.check("--idle-timeout", 0.001...31_536_000, zero: "never")
-        try keepalive.check("--keepalive", 1...86_400)
-        try relayAfter.check("--relay-after", 0...3600)
+        try punchTimeout.check("--punch-timeout", .punchTimeout)
+        try signalTimeout.check("--signal-timeout", .signalTimeout)
+        try connectTimeout.check("--connect-timeout", .connectTimeout)
+        try idleTimeout.check("--idle-timeout", .idleTimeout)
+        try keepalive.check("--keepalive", .keepalive)
+        try relayAfter.check("--relay-after", .relayAfter)
         if let serverTokenFile {
             do { _ = try ServerTokenFile.read(serverTokenFile) } catch { throw ValidationError("--server-token-file: \(error)") }
         }
