@@ -17,10 +17,15 @@ struct StunturnAgent: AsyncParsableCommand {
         commandName: "stunturn-agent",
         abstract: "Connects two machines behind NATs directly and forwards ports over an encrypted, punched tunnel.",
         discussion: """
-        Quick start on one machine:  stunturn-agent demo
-        Two machines: run 'stunturn-agent server --listen 0.0.0.0:7000' where both can reach it, then
-        'stunturn-agent forward --expose 127.0.0.1:22 --key KEY --server HOST:7000' on one side and
-        'stunturn-agent forward --listen 127.0.0.1:2222 --key KEY --server HOST:7000' on the other.
+        Quick start on one machine:
+          stunturn-agent demo
+        Two machines: on a host both can reach, run
+          stunturn-agent server --listen 0.0.0.0:7000
+        make a key (stunturn-agent keygen > key), copy it to both, and run
+          stunturn-agent forward --expose 127.0.0.1:22 --key-file key --server H:7000
+        on one side (H: the host's name) and
+          stunturn-agent forward --listen 127.0.0.1:2222 --key-file key --server H:7000
+        on the other; then 'ssh -p 2222 localhost' reaches the first side's sshd.
         """,
         version: stunturnVersion,
         subcommands: [Run.self, Check.self, Forward.self, Status.self, Server.self, Demo.self, Stun.self, Keygen.self]
@@ -37,10 +42,11 @@ struct StunturnAgent: AsyncParsableCommand {
 
 /// The config file of `run` and `check`: `--config FILE`, or the file name alone.
 struct ConfigFileOption: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The YAML config file (see config.yaml.example).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("The YAML config file (see config.yaml.example).", valueName: "file"),
+            completion: .file(extensions: ["yaml", "yml", "example"]))
     var config: String?
 
-    @Argument(help: ArgumentHelp("The same as --config FILE.", valueName: "file"))
+    @Argument(help: ArgumentHelp("The same as --config FILE.", valueName: "file"), completion: .file(extensions: ["yaml", "yml", "example"]))
     var file: String?
 
     func validate() throws {
@@ -58,7 +64,8 @@ struct ConfigFileOption: ParsableArguments {
 
 /// Options every long-running command shares.
 struct LoggingOptions: ParsableArguments {
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.",
+            completion: .list(["trace", "debug", "info", "notice", "warning", "error", "critical"]))
     var logLevel: LogLevelArgument?
 
     func validate() throws { _ = try logLevel?.checked() }
@@ -172,7 +179,8 @@ struct Forward: AsyncParsableCommand {
         abstract: "Run one forward from the command line, without a config file.",
         discussion: """
             With --stdio, one connection is carried over stdin/stdout, for ssh's ProxyCommand:
-              ssh -o ProxyCommand="stunturn-agent forward --stdio --key KEY --server HOST:PORT" host
+              ssh -o ProxyCommand="stunturn-agent forward --stdio \\
+                --key-file KEYFILE --server HOST:PORT" you@host
             Each forward keeps one encrypted session with its peer; every local connection is a \
             stream on it (--stdio: one stream on a session of its own). While it runs, \
             'stunturn-agent status' shows its path, peer, streams and bytes (--admin says where it answers).
@@ -190,7 +198,7 @@ struct Forward: AsyncParsableCommand {
     @Flag(name: .long, help: "Carry one connection over stdin/stdout (for ssh -o ProxyCommand).")
     var stdio = false
 
-    @Option(name: .long, help: ArgumentHelp("A file holding the shared access key (the peer uses the same; make one with 'stunturn-agent keygen > FILE'). Or set STUNTURN_KEY.", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("A file holding the shared access key (the peer uses the same; make one with 'stunturn-agent keygen > FILE'). Or set STUNTURN_KEY.", valueName: "path"), completion: .file())
     var keyFile: String?
 
     @Option(name: .long, help: "The shared access key itself. It shows in 'ps' and shell history: prefer --key-file or STUNTURN_KEY.")
@@ -235,7 +243,7 @@ struct Forward: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --relay auto, seconds a direct attempt has before the relay carries the session.", valueName: "seconds"))
     var relayAfter = Seconds(1)
 
-    @Option(name: .long, help: ArgumentHelp("A file holding the token the server's operator gave you (first line that is not a # comment).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("A file holding the token the server's operator gave you (first line that is not a # comment).", valueName: "path"), completion: .file())
     var serverTokenFile: String?
 
     @OptionGroup var drain: DrainOption
@@ -360,7 +368,7 @@ struct Server: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Bytes per second each direction of a relayed session may carry (0: no limit; default 12500000, 100 Mbit/s).", valueName: "bytes/s"))
     var relayRate: Int = 12_500_000
 
-    @Option(name: .long, help: ArgumentHelp("Relay only for clients presenting one of these tokens (one per line, # comments).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Relay only for clients presenting one of these tokens (one per line, # comments).", valueName: "path"), completion: .file())
     var authTokenFile: String?
 
     @Flag(name: .long, help: "With --auth-token-file, refuse to pair clients without a valid token too.")

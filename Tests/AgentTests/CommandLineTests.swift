@@ -203,6 +203,22 @@ func entries(of section: String, in help: String) -> [String] {
         }
     }
 
+    @Test func helpNeverWrapsACommandAcrossLines() async throws {
+        let (_, top, _) = try await runAgent(["--help"], environment: ["COLUMNS": "80"])
+        for command in ["  stunturn-agent server --listen 0.0.0.0:7000",
+                        "  stunturn-agent forward --expose 127.0.0.1:22 --key-file key --server H:7000",
+                        "  stunturn-agent forward --listen 127.0.0.1:2222 --key-file key --server H:7000"] {
+            #expect(top.split(separator: "\n").contains(Substring(command)), "\(command) is not one line of:\n\(top)")
+        }
+        let (_, forward, _) = try await runAgent(["forward", "--help"], environment: ["COLUMNS": "80"])
+        // Two lines joined by the shell's line continuation: pasted as it is, it runs.
+        #expect(forward.contains("  ssh -o ProxyCommand=\"stunturn-agent forward --stdio \\\n    --key-file KEYFILE --server HOST:PORT\" you@host"),
+                "\(forward)")
+        let (status, _, errors) = try await runAgent(["run", "/tmp/none.yaml", "--log-level", "verbose"])
+        #expect(status != 0)
+        #expect(errors.contains("Usage: stunturn-agent run"), "a subcommand's bad option shows that subcommand's usage: \(errors)")
+    }
+
     @Test func theServerListensOnANameAndForwardTakesAConnectTimeout() async throws {
         let port = try freePort()
         let server = try AgentProcess("server", ["server", "--listen", "localhost:\(port)"])
