@@ -1,5 +1,6 @@
 import StunturnTestSupport
 import Synchronization
+import Foundation
 import Glibc
 import StunturnSockets
 import Testing
@@ -258,13 +259,28 @@ final class EndMarkTransform: RelayTransform {
         let data = pattern(3 << 19, seed: 7)
         let writer = Task { try await client.writeAll(data, until: .now + .seconds(60)); client.shutdownWrite() }
         // About 100 KB/s: what the relay holds for this reader (up to a pipe's megabyte) takes
-        // longer than the idle time to drain, during which it reads nothing from the sender.
-        var received: [UInt8] = []
-        for _ in 0..<2000 where received.count < data.count {
-            let chunk = try await server.readSome(maxLength: 8 * 1024, until: .now + .seconds(10))
-            if chunk.isEmpty { break }
-            received += chunk
-            try await Task.sleep(for: .milliseconds(80))
+        // longer than the idle time to drain, during which it reads nothing from the sender. The
+        // reader is a thread of its own, so suites busy on the shared pool cannot stall it past the
+        // idle time (which would be a real idle gap, and a reset).
+        let received = await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8], Never>) in
+            let thread = Thread {
+                var received: [UInt8] = []
+                var chunk = [UInt8](repeating: 0, count: 8 * 1024)
+                let deadline = ContinuousClock.now + .seconds(60)
+                reading: while received.count < data.count, ContinuousClock.now < deadline {
+                    var ready = pollfd(fd: server.fd, events: Int16(POLLIN), revents: 0)
+                    guard poll(&ready, 1, 1000) >= 0 else { break }
+                    let result = try? chunk.withUnsafeMutableBytes { try server.read(into: $0) }
+                    switch result {
+                    case .bytes(let n)?: received += chunk[0..<n]
+                    case .wouldBlock?: continue reading
+                    default: break reading
+                    }
+                    usleep(80_000)
+                }
+                continuation.resume(returning: received)
+            }
+            thread.start()
         }
         #expect(received.count == data.count, "\(box.value?.reason ?? "still running")")
         let intact = received.elementsEqual(data)
