@@ -11,6 +11,9 @@ public struct AgentConfig: Sendable {
     public var serve: Endpoint?
     /// One of `AgentConfig.logLevels`, lowercased.
     public var logLevel: String
+    /// `text` or `json` (`log_format`).
+    public var logFormat = "text"
+    public static let logFormats = ["text", "json"]
     /// On SIGTERM/SIGINT, how long open connections may go on before the rest are reset (0: at once).
     public var drainTimeout: Duration
     public var forwards: [ForwardConfig]
@@ -29,8 +32,9 @@ public struct AgentConfig: Sendable {
 
     public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel,
                 drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig], lines: [String: Int] = [:],
-                admin: AdminSocketSetting = .disabled) {
+                admin: AdminSocketSetting = .disabled, logFormat: String = "text") {
         self.lines = lines
+        self.logFormat = logFormat
         self.server = server
         self.serve = serve
         self.logLevel = logLevel
@@ -79,7 +83,7 @@ public struct AgentConfig: Sendable {
         var lines: [String] = []
         if let server { lines.append("signaling server: \(server)") }
         if let serve { lines.append("in-agent signaling server: listening on \(serve)") }
-        lines.append("log level: \(logLevel)")
+        lines.append("log level: \(logLevel), format \(logFormat)")
         lines.append("drain timeout: \(DurationText.format(drainTimeout)) (on SIGTERM/SIGINT, then open connections are reset)")
         lines.append("admin socket: \(admin)")
         lines.append(forwards.count == 1 ? "1 forward:" : "\(forwards.count) forwards:")

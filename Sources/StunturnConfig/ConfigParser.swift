@@ -44,7 +44,7 @@ public struct ConfigFileError: Error, CustomStringConvertible, Sendable {
 
 /// Walks the composed YAML tree, collecting every problem with its line instead of stopping at the first.
 struct ConfigParser {
-    static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "drain_timeout", "admin", "forwards"]
+    static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "log_format", "drain_timeout", "admin", "forwards"]
     static let forwardKeys = [
         "name", "expose", "listen", "key", "key_file", "protocol", "server", "server_token", "server_token_file", "peer_ip", "tries",
         "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "keepalive", "max_streams", "plaintext_insecure",
@@ -98,6 +98,7 @@ struct ConfigParser {
         var serveNode: Node?
         var serveGiven = false
         var logLevel = AgentConfig.defaultLogLevel
+        var logFormat = "text"
         var drainTimeout = AgentConfig.defaultDrainTimeout
         var admin = AdminSocketSetting.automatic
         var forwardsNode: Node?
@@ -117,6 +118,8 @@ struct ConfigParser {
                 serve = localEndpoint(value, path: "serve")
             case "log_level":
                 logLevel = choice(value, path: "log_level", from: AgentConfig.logLevels, what: "log level") ?? logLevel
+            case "log_format":
+                logFormat = choice(value, path: "log_format", from: AgentConfig.logFormats, what: "log format") ?? logFormat
             case "drain_timeout":
                 drainTimeout = duration(value, path: "drain_timeout", limit: .drainTimeout) ?? drainTimeout
             case "admin":
@@ -160,7 +163,7 @@ struct ConfigParser {
             if let name = draft.name, let line = draft.modeNode?.mark?.line { lines["forward \(name)"] = line }
         }
         return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards, lines: lines,
-                           admin: admin)
+                           admin: admin, logFormat: logFormat)
     }
 
     // MARK: - Forwards

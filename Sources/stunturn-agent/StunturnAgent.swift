@@ -68,13 +68,17 @@ struct LoggingOptions: ParsableArguments {
             completion: .list(["trace", "debug", "info", "notice", "warning", "error", "critical"]))
     var logLevel: LogLevelArgument?
 
+    @Option(name: .long, help: ArgumentHelp("Log lines as text, or as one JSON object per line (time, level, message, forward and the rest as fields).", valueName: "text|json"))
+    var logFormat: LogFormat?
+
     func validate() throws { _ = try logLevel?.checked() }
 
-    /// Sends logs to stderr at the level given, or at `fallback`.
-    func bootstrap(default fallback: Logger.Level = .info) {
+    /// Sends logs to stderr at the level given, or at `fallback`, in the format given (else `format`).
+    func bootstrap(default fallback: Logger.Level = .info, format: LogFormat = .text) {
         let level = logLevel?.level ?? fallback
+        let chosen = logFormat ?? format
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler: any LogHandler = chosen == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
@@ -140,7 +144,7 @@ struct Run: AsyncParsableCommand {
             var config = try loadConfig(file.path)
             if let drainTimeout = drain.duration { config.drainTimeout = drainTimeout }
             if let admin = admin.setting { config.admin = admin }
-            logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info)
+            logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info, format: LogFormat(rawValue: config.logFormat) ?? .text)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             for warning in config.warnings { logger.warning("\(warning)") }

@@ -83,6 +83,31 @@ import Testing
         try await rig.stopAll()
     }
 
+    @Test func jsonLogsAreOneObjectPerLine() async throws {
+        let rig = try TunnelRig(extra: ["--log-format", "json"])
+        try await rig.startServer()
+        try await rig.startExpose()
+        try await rig.startListen()
+        #expect(try await echo(rig.listenAddress, "json") == "json")
+        #expect(try await rig.listen!.waitForLog("path none -> direct"))
+        try await rig.stopAll()
+        let lines = rig.listen!.log.split(separator: "\n")
+        #expect(lines.count > 3)
+        var sawPath = false
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
+            let fields = try #require(object, "not a JSON object of strings: \(line)")
+            #expect(fields["time"]?.hasSuffix("Z") == true)
+            #expect(fields["level"] != nil && fields["message"] != nil)
+            if fields["message"]?.hasPrefix("path none -> direct") == true {
+                sawPath = true
+                #expect(fields["forward"] == "listen")
+                #expect(fields["peer"] != nil)
+            }
+        }
+        #expect(sawPath)
+    }
+
     @Test func theServerLogsPairings() async throws {
         let rig = try TunnelRig()
         try await rig.startAll()
