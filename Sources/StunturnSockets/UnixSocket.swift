@@ -60,6 +60,33 @@ public final class UnixSocket: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Sends one datagram to the Unix datagram socket at `path` (a leading `@` names the abstract
+    /// namespace, as `$NOTIFY_SOCKET` does), from a socket of its own; fails rather than blocks.
+    public static func sendDatagram(_ bytes: [UInt8], to path: String) throws {
+        var name = Array(path.utf8)
+        let abstract = name.first == UInt8(ascii: "@")
+        if abstract { name[0] = 0 }
+        guard name.count >= 2 || !abstract, !name.isEmpty, name.count <= maximumPathLength + 1,
+              abstract || !name.contains(0) else {
+            throw SocketError(.invalidAddress, call: "sendto", subject: path, reason: "not a Unix socket path")
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError(call: "socket", subject: path, errno: errno) }
+        defer { Glibc.close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: name) }
+        // The abstract name's length is part of it: no trailing zeros.
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + name.count + (abstract ? 0 : 1))
+        let (sent, code) = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                let result = bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), address, length) }
+                return (result, errno)
+            }
+        }
+        guard sent == bytes.count else { throw SocketError(call: "sendto", subject: path, errno: code) }
+    }
+
     /// Listens at `path`, the file taking `mode`. The socket is bound at `path` + ".new",
     /// given its mode and made to listen, and only then renamed to `path`: whatever was there (a
     /// stale socket) is replaced in one step, and a client never finds a socket at `path` that

@@ -26,8 +26,12 @@ public final class Agent: Sendable {
     /// The admin socket the agent answers on, once it runs with one.
     public var adminPath: String? { openedAdminPath.withLock { $0 } }
 
-    public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared) {
+    /// systemd's notification socket, when the agent runs under `Type=notify`.
+    let notifier: SystemdNotifier?
+
+    public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared, notifier: SystemdNotifier? = SystemdNotifier()) {
         self.config = config
+        self.notifier = notifier
         self.logger = logger
         self.relay = relay
         var stats: [String: ForwardStatistics] = [:]
@@ -77,6 +81,9 @@ public final class Agent: Sendable {
         }
         // Opened last: nothing after it can fail the start and leave its file behind.
         if let admin = try openAdminServer() { all.insert(.init(service: AdminService(server: admin)), at: 0) }
+        if let notifier {
+            all.append(.init(service: SystemdNotifyService(notifier: notifier, logger: logger) { [self] in statusLine() }))
+        }
         closeBound = false
         return (pool, all)
     }
