@@ -21,10 +21,63 @@ public struct PunchOptions: Sendable {
     public var openingPause: Duration = .milliseconds(150)
     /// Called for each connection that reached the punched port but was not the peer.
     public var onRejected: (@Sendable (SocketAddress, String) -> Void)?
+    /// Called once each punch has ended, either way: for the caller's metrics.
+    public var onFinished: (@Sendable (PunchOutcome) -> Void)?
 
     public init(tries: Int = 300, timeout: Duration = .seconds(10)) {
         self.tries = tries
         self.timeout = timeout
+    }
+}
+
+/// How one punch ended, and how long it took.
+public struct PunchOutcome: Sendable, Equatable {
+    public enum Result: String, Sendable {
+        case success
+        /// No path came up within the punch time-out.
+        case timeout
+        /// Stopped before it ended: the relay won the race, or the forward stopped.
+        case cancelled
+        /// Anything else, such as a socket that could not be bound.
+        case error
+    }
+
+    /// `tcp` or `udp`.
+    public let transport: String
+    public let result: Result
+    public let duration: Duration
+
+    public init(transport: String, result: Result, duration: Duration) {
+        self.transport = transport
+        self.result = result
+        self.duration = duration
+    }
+
+    /// The result a punch that threw `error` had.
+    public static func result(of error: any Error) -> Result {
+        switch error {
+        case let error as PunchError where error.code == .timedOut: .timeout
+        case let error as PunchError where error.code == .cancelled: .cancelled
+        case let error as SocketError where error.code == .cancelled: .cancelled
+        case is CancellationError: .cancelled
+        default: Task.isCancelled ? .cancelled : .error
+        }
+    }
+}
+
+extension PunchOptions {
+    /// Runs one punch over `transport` and tells `onFinished` how it ended.
+    func reporting<T>(_ transport: String, _ punch: () async throws -> T) async throws -> T {
+        guard let onFinished else { return try await punch() }
+        let start = ContinuousClock.now
+        do {
+            let value = try await punch()
+            onFinished(PunchOutcome(transport: transport, result: .success, duration: ContinuousClock.now - start))
+            return value
+        } catch {
+            onFinished(PunchOutcome(transport: transport, result: PunchOutcome.result(of: error), duration: ContinuousClock.now - start))
+            throw error
+        }
     }
 }
 

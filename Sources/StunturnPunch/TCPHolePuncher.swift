@@ -21,8 +21,10 @@ public enum TCPHolePuncher {
     ///   time, from the same port; the first connection that comes up wins.
     public static func punch(local: SocketAddress, peer: SocketAddress, alsoTry: [SocketAddress] = [], role: PunchRole,
                              tag: [UInt8] = defaultPunchTag, options: PunchOptions = PunchOptions()) async throws -> Socket {
-        let socket = try await punchOnce(local: local, peer: peer, alsoTry: alsoTry.filter { $0.family == local.family && $0 != peer },
-                                         role: role, tag: tag, options: options)
+        let socket = try await options.reporting("tcp") {
+            try await punchOnce(local: local, peer: peer, alsoTry: alsoTry.filter { $0.family == local.family && $0 != peer },
+                                role: role, tag: tag, options: options)
+        }
         // A tunnel can sit quiet for hours: probes notice a peer that vanished and keep NAT state.
         // Without them (a system that refuses the options) the tunnel still works.
         try? socket.setKeepAlive()

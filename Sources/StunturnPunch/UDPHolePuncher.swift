@@ -14,6 +14,10 @@ public enum UDPHolePuncher {
     /// datagrams come from.
     public static func punch(socket: Socket, peer: SocketAddress, tag: [UInt8] = defaultPunchTag,
                              options: PunchOptions = PunchOptions()) async throws -> SocketAddress {
+        try await options.reporting("udp") { try await punchOnce(socket: socket, peer: peer, tag: tag, options: options) }
+    }
+
+    private static func punchOnce(socket: Socket, peer: SocketAddress, tag: [UInt8], options: PunchOptions) async throws -> SocketAddress {
         let deadline = ContinuousClock.now + options.timeout
         let probe = message(probeKind, tag)
         let ack = message(ackKind, tag)
