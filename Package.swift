@@ -4,7 +4,8 @@ import PackageDescription
 // Linux only: the socket layer is built on epoll, splice(2) and Glibc. A kqueue poller beside the
 // epoll one (`DescriptorPoller`, `ReadinessGroup`) is where another platform would start.
 // Modules follow the data path: config → supervisor → signaling → punch → secure channel → relay.
-// StunturnAdmin is the control path beside them: the agent's admin socket and `status`.
+// StunturnAdmin is the control path beside them: the agent's admin socket and `status`; StunturnMetrics
+// the Prometheus endpoint.
 // Only StunturnSockets imports Glibc (and stunturn-bench, the benchmarks' load generator).
 let package = Package(
     name: "stunturn",
@@ -21,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", .upToNextMinor(from: "3.12.3")),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CStunturnSystem"),
@@ -36,17 +39,24 @@ let package = Package(
         .target(name: "StunturnMux"),
         .target(name: "StunturnRelay", dependencies: ["StunturnSockets", "StunturnMux"]),
         .target(name: "StunturnAdmin", dependencies: ["StunturnSockets", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "StunturnMetrics", dependencies: [
+            "StunturnSockets",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .target(name: "StunturnSupervisor", dependencies: [
             "Stunturn", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnRelay", "StunturnSockets",
-            "StunturnMux", "StunturnAdmin",
+            "StunturnMux", "StunturnAdmin", "StunturnMetrics",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .target(name: "Stunturn", dependencies: ["StunturnSockets", "StunturnSignaling", "StunturnPunch", "StunturnSecure", "StunturnMux", "StunturnRelay"]),
         .executableTarget(name: "stunturn-agent", dependencies: [
             "StunturnSupervisor", "StunturnConfig", "StunturnServer", "StunturnSignaling", "StunturnSecure", "StunturnSockets",
-            "StunturnAdmin",
+            "StunturnAdmin", "StunturnMetrics",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -73,6 +83,10 @@ let package = Package(
         ]),
         .testTarget(name: "StunturnAdminTests", dependencies: [
             "StunturnAdmin", "StunturnSockets", "StunturnTestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "StunturnMetricsTests", dependencies: [
+            "StunturnMetrics", "StunturnSupervisor", "Stunturn", "StunturnServer", "StunturnRelay", "StunturnSockets", "StunturnTestSupport",
+            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "AgentTests", dependencies: ["Stunturn", "StunturnSockets", "StunturnTestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "NATLabTests"),
