@@ -9,6 +9,8 @@ public struct AgentConfig: Sendable {
     public var server: Endpoint?
     /// Where the in-agent signaling server listens, if it should run.
     public var serve: Endpoint?
+    /// Where the agent serves its Prometheus metrics over HTTP (`GET /metrics`); off when nil.
+    public var metrics: Endpoint?
     /// One of `AgentConfig.logLevels`, lowercased.
     public var logLevel: String
     /// `text` or `json` (`log_format`).
@@ -17,8 +19,8 @@ public struct AgentConfig: Sendable {
     /// On SIGTERM/SIGINT, how long open connections may go on before the rest are reset (0: at once).
     public var drainTimeout: Duration
     public var forwards: [ForwardConfig]
-    /// Where settings are in the config file, for messages after the start: `serve`, and each
-    /// forward's `expose`/`listen` line as `forward NAME`.
+    /// Where settings are in the config file, for messages after the start: `serve`, `metrics`,
+    /// and each forward's `expose`/`listen` line as `forward NAME`.
     public var lines: [String: Int] = [:]
     /// Not wrong, but worth fixing (a key file others can read): `check` prints them, `run` logs them.
     public var warnings: [String] = []
@@ -32,8 +34,9 @@ public struct AgentConfig: Sendable {
 
     public init(server: Endpoint? = nil, serve: Endpoint? = nil, logLevel: String = AgentConfig.defaultLogLevel,
                 drainTimeout: Duration = AgentConfig.defaultDrainTimeout, forwards: [ForwardConfig], lines: [String: Int] = [:],
-                admin: AdminSocketSetting = .disabled, logFormat: String = "text") {
+                admin: AdminSocketSetting = .disabled, logFormat: String = "text", metrics: Endpoint? = nil) {
         self.lines = lines
+        self.metrics = metrics
         self.logFormat = logFormat
         self.server = server
         self.serve = serve
@@ -86,6 +89,7 @@ public struct AgentConfig: Sendable {
         lines.append("log level: \(logLevel), format \(logFormat)")
         lines.append("drain timeout: \(DurationText.format(drainTimeout)) (on SIGTERM/SIGINT, then open connections are reset)")
         lines.append("admin socket: \(admin)")
+        lines.append("metrics: \(metrics.map { "http://\($0)/metrics" } ?? "off")")
         lines.append(forwards.count == 1 ? "1 forward:" : "\(forwards.count) forwards:")
         for forward in forwards {
             let what: String

@@ -44,7 +44,9 @@ public struct ConfigFileError: Error, CustomStringConvertible, Sendable {
 
 /// Walks the composed YAML tree, collecting every problem with its line instead of stopping at the first.
 struct ConfigParser {
-    static let topLevelKeys = ["server", "server_token", "server_token_file", "serve", "log_level", "log_format", "drain_timeout", "admin", "forwards"]
+    static let topLevelKeys = [
+        "server", "server_token", "server_token_file", "serve", "log_level", "log_format", "drain_timeout", "admin", "metrics", "forwards",
+    ]
     static let forwardKeys = [
         "name", "expose", "listen", "key", "key_file", "protocol", "server", "server_token", "server_token_file", "peer_ip", "tries",
         "punch_timeout", "signal_timeout", "connect_timeout", "idle_timeout", "keepalive", "max_streams", "plaintext_insecure",
@@ -101,6 +103,8 @@ struct ConfigParser {
         var logFormat = "text"
         var drainTimeout = AgentConfig.defaultDrainTimeout
         var admin = AdminSocketSetting.automatic
+        var metrics: Endpoint?
+        var metricsNode: Node?
         var forwardsNode: Node?
         var token = TokenSetting()
 
@@ -124,6 +128,9 @@ struct ConfigParser {
                 drainTimeout = duration(value, path: "drain_timeout", limit: .drainTimeout) ?? drainTimeout
             case "admin":
                 admin = adminSocket(value, path: "admin") ?? admin
+            case "metrics":
+                metricsNode = value
+                metrics = localEndpoint(value, path: "metrics")
             case "forwards":
                 forwardsNode = value
             default:
@@ -154,16 +161,17 @@ struct ConfigParser {
             forwards.append(forward)
         }
         reportDuplicateNames(drafts)
-        reportPortClashes(drafts, serve: serve, serveNode: serveNode)
+        reportPortClashes(drafts, serve: serve, serveNode: serveNode, metrics: metrics, metricsNode: metricsNode)
 
         guard problems.isEmpty else { return nil }
         var lines: [String: Int] = [:]
         if let line = serveNode?.mark?.line { lines["serve"] = line }
+        if let line = metricsNode?.mark?.line { lines["metrics"] = line }
         for draft in drafts {
             if let name = draft.name, let line = draft.modeNode?.mark?.line { lines["forward \(name)"] = line }
         }
         return AgentConfig(server: server, serve: serve, logLevel: logLevel, drainTimeout: drainTimeout, forwards: forwards, lines: lines,
-                           admin: admin, logFormat: logFormat)
+                           admin: admin, logFormat: logFormat, metrics: metrics)
     }
 
     // MARK: - Forwards
@@ -331,11 +339,20 @@ struct ConfigParser {
 
     /// Two listeners on one port and protocol cannot both bind: said here, naming both, rather
     /// than left to a bind error that `run` would retry for ever.
-    private mutating func reportPortClashes(_ drafts: [ForwardDraft], serve: Endpoint?, serveNode: Node?) {
+    private mutating func reportPortClashes(_ drafts: [ForwardDraft], serve: Endpoint?, serveNode: Node?, metrics: Endpoint?,
+                                            metricsNode: Node?) {
         var taken: [(endpoint: Endpoint, udp: Bool, owner: String, line: Int?)] = []
         if let serve {
             // The in-agent server takes the port for TCP signaling and for STUN over UDP.
             for udp in [false, true] { taken.append((serve, udp, "serve", serveNode?.mark?.line)) }
+        }
+        if let metrics {
+            if let other = taken.first(where: { !$0.udp && Self.bindsOverlap($0.endpoint, metrics) }) {
+                let where_ = other.line.map { " (line \($0))" } ?? ""
+                report(metricsNode, path: "metrics", "TCP port \(metrics.port) is already taken by \(other.owner)\(where_); give the metrics endpoint its own port")
+            } else {
+                taken.append((metrics, false, "metrics", metricsNode?.mark?.line))
+            }
         }
         for draft in drafts {
             guard case .listen(let endpoint)? = draft.mode, let transport = draft.transport else { continue }
@@ -352,8 +369,10 @@ struct ConfigParser {
     }
 
     /// Whether two local addresses with the same port cannot both be bound: the same host, or an
-    /// any-address of the same family (an IPv6 one also takes IPv4, being dual-stack).
+    /// any-address of the same family (an IPv6 one also takes IPv4, being dual-stack). `localhost`
+    /// is 127.0.0.1, as the agent binds it.
     static func bindsOverlap(_ a: Endpoint, _ b: Endpoint) -> Bool {
+        let a = a.localhostAsLoopback, b = b.localhostAsLoopback
         guard a.port == b.port else { return false }
         if a.host.lowercased() == b.host.lowercased() { return true }
         for (any, other) in [(a, b), (b, a)] where any.isUnspecified {

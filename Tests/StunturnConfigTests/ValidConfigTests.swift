@@ -99,6 +99,21 @@ import Testing
         #expect(config.admin == expected)
     }
 
+    @Test(arguments: [
+        (nil, nil),
+        ("127.0.0.1:9475", Endpoint(host: "127.0.0.1", port: 9475)),
+        ("localhost:9475", Endpoint(host: "localhost", port: 9475)),
+        ("'[::]:9475'", Endpoint(host: "::", port: 9475)),
+    ] as [(String?, Endpoint?)])
+    func theMetricsEndpointIsReadAndOffByDefault(_ text: String?, _ expected: Endpoint?) throws {
+        let top = ["server: 127.0.0.1:7000"] + (text.map { ["metrics: \($0)"] } ?? [])
+        let lines = top + ["forwards:", "  - name: a", "    listen: 127.0.0.1:9476", "    key: \(keyA)"]
+        let config = try parseValid(lines.joined(separator: "\n"))
+        #expect(config.metrics == expected)
+        #expect(config.lines["metrics"] == (text == nil ? nil : 2))
+        #expect(config.summary().contains("metrics: \(expected.map { "http://\($0)/metrics" } ?? "off")"))
+    }
+
     @Test func aConfigMadeInCodeOpensNoAdminSocket() {
         #expect(AgentConfig(forwards: []).admin == .disabled)
     }
