@@ -1,6 +1,8 @@
 import Logging
+import Metrics
 import ServiceLifecycle
 import StunturnConfig
+import StunturnMetrics
 import Stunturn
 import StunturnRelay
 import StunturnServer
@@ -10,8 +12,8 @@ import Synchronization
 import UnixSignals
 
 /// Runs a whole configuration as services in a `ServiceGroup`: the relayed connections, an
-/// optional in-agent signaling server, every forward, each recovering on its own, and the admin
-/// socket `stunturn-agent status` asks.
+/// optional in-agent signaling server, every forward, each recovering on its own, the admin
+/// socket `stunturn-agent status` asks, and the optional metrics endpoint.
 ///
 /// Shutdown is graceful first: the forwards stop accepting and polling at once, the connections
 /// already open go on for up to `drainTimeout`, then what is left is reset. A second SIGTERM or
@@ -28,24 +30,33 @@ public final class Agent: Sendable {
 
     /// systemd's notification socket, when the agent runs under `Type=notify`.
     let notifier: SystemdNotifier?
+    /// What the metrics endpoint serves, when the config asks for one.
+    let exporter: MetricsExporter?
 
-    public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared, notifier: SystemdNotifier? = SystemdNotifier()) {
+    /// `metrics` takes the forwards' series and is what the endpoint serves: the process's
+    /// exporter (`MetricsExporter.bootstrap()`); without one, an agent whose config asks for the
+    /// endpoint makes its own.
+    public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared, notifier: SystemdNotifier? = SystemdNotifier(),
+                metrics: MetricsExporter? = nil) {
         self.config = config
         self.notifier = notifier
         self.logger = logger
         self.relay = relay
+        exporter = metrics ?? (config.metrics == nil ? nil : MetricsExporter())
+        let factory = exporter?.factory ?? MetricsSystem.factory
         var stats: [String: ForwardStatistics] = [:]
-        for forward in config.forwards { stats[forward.name] = ForwardStatistics() }
+        for forward in config.forwards { stats[forward.name] = ForwardStatistics(forward: forward.name, metrics: factory) }
         self.statistics = stats
     }
 
     /// The services in start order; the group shuts them down one by one in reverse: first the
     /// forwards (they stop taking work at once), then the pool (the drain), then the in-agent
     /// server, so connections still being set up through it during the drain can finish, and the
-    /// admin socket last, so `status` answers throughout.
+    /// metrics endpoint and the admin socket last, so scrapes and `status` answer throughout.
     func services() throws -> (connections: ConnectionPool, all: [ServiceGroupConfiguration.ServiceConfiguration]) {
         let pool = ConnectionPool(logger: logger)
         var all: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var signaling: RendezvousServer?
         if let serve = config.serve {
             // The config allows an IP literal or "localhost" here, so nothing is looked up.
             let address = try SocketAddress(parsing: serve.localhostAsLoopback.description)
@@ -57,6 +68,7 @@ public final class Agent: Sendable {
                 throw AgentStartError("serve \(serve)\(configLine("serve")): cannot run the signaling server: \(error)")
             }
             all.append(.init(service: SignalingServerService(server: server)))
+            signaling = server
         }
         all.append(.init(service: pool))
         // Every listen port is bound before anything starts: one that cannot be (taken, or an
@@ -79,6 +91,7 @@ public final class Agent: Sendable {
                                          connections: pool)
             all.append(.init(service: ForwardService(context: context, listener: bound[forward.name])))
         }
+        if let metrics = try openMetricsServer(signaling: signaling) { all.insert(.init(service: MetricsService(server: metrics)), at: 0) }
         // Opened last: nothing after it can fail the start and leave its file behind.
         if let admin = try openAdminServer() { all.insert(.init(service: AdminService(server: admin)), at: 0) }
         if let notifier {
@@ -114,13 +127,13 @@ public final class Agent: Sendable {
     /// own session; returns when it ends, with its report, or nil when no session could be set up
     /// (the log says why).
     public static func runStdio(_ forward: ForwardConfig, logger: Logger, relay: RelayEngine = .shared) async throws -> RelayReport? {
-        let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: ForwardStatistics(),
+        let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: ForwardStatistics(forward: forward.name),
                                      connections: nil)
         let endpoint = try RelayEndpoint.standardIO()
-        let session: RelaySession, peer: String
+        let session: RelaySession, peer: String, path: TunnelPath
         do {
             let opened = try await context.openSession()
-            (session, peer) = (opened.session, opened.peer)
+            (session, peer, path) = (opened.session, opened.peer, opened.path)
         } catch {
             logger.warning("stdio not carried: \(context.describeFailure(error))")
             return nil
@@ -154,7 +167,7 @@ public final class Agent: Sendable {
         context.logEnd(of: await session.ended, peer: peer)
         // The stream's end says how the peer's side went; the local relay's whether stdout took it all.
         report.reset = report.reset || localReport.reset
-        context.record(report, description: "stdio", peer: peer)
+        context.record(report, description: "stdio", peer: peer, path: path.rawValue)
         return report
     }
 }

@@ -61,6 +61,8 @@ struct ForwardContext: Sendable {
         options.onRejected = { from, reason in
             logger.warning("rejected a connection on the punched port", metadata: ["remote": "\(from)", "reason": "\(reason)"])
         }
+        let metrics = statistics.metrics
+        options.onFinished = { metrics.punched($0) }
         return options
     }
 

@@ -1,7 +1,9 @@
+import CoreMetrics
 import StunturnRelay
 import Synchronization
 
-/// Counters for one forward, shared by its sessions.
+/// Counters for one forward, shared by its sessions, for `status` and, as Prometheus series, for
+/// the metrics endpoint.
 public final class ForwardStatistics: Sendable {
     public struct Snapshot: Sendable, CustomStringConvertible {
         public var sessions = 0
@@ -40,8 +42,14 @@ public final class ForwardStatistics: Sendable {
 
     private let value = Mutex(Snapshot())
     private let linkState = Mutex(Link())
+    let metrics: ForwardMetrics
+    /// The path each session up came up on, for the streams it carries and its end.
+    private let sessionPaths = Mutex<[ObjectIdentifier: String]>([:])
 
-    public init() {}
+    /// `forward` labels the series, which `factory` makes (the process's metrics backend unless given).
+    public init(forward: String = "", metrics factory: any MetricsFactory = MetricsSystem.factory) {
+        metrics = ForwardMetrics(forward: forward, factory: factory)
+    }
 
     public var snapshot: Snapshot { value.withLock { $0 } }
 
@@ -49,10 +57,15 @@ public final class ForwardStatistics: Sendable {
 
     func updateLink(_ change: (inout Link) -> Void) { linkState.withLock { change(&$0) } }
 
-    /// A session came up on `path`.
-    func sessionUp(_ session: RelaySession, path: String, candidate: String, peer: String) {
+    /// A session came up on `path`, `setup` after its setup began.
+    func sessionUp(_ session: RelaySession, path: String, candidate: String, peer: String, setup: Duration? = nil) {
+        sessionPaths.withLock { $0[ObjectIdentifier(session)] = path }
+        metrics.sessionUp(path: path, setup: setup)
         linkState.withLock {
-            if $0.path != path { $0.pathChanges += 1 }
+            if $0.path != path {
+                $0.pathChanges += 1
+                metrics.pathChanged()
+            }
             $0.state = .up
             $0.path = path
             $0.candidate = candidate
@@ -65,6 +78,9 @@ public final class ForwardStatistics: Sendable {
 
     /// A session ended; the link is down when it was the last.
     func sessionDown(_ session: RelaySession, reason: String?) {
+        if let path = sessionPaths.withLock({ $0.removeValue(forKey: ObjectIdentifier(session)) }) {
+            metrics.sessionDown(path: path)
+        }
         linkState.withLock {
             $0.sessions.removeAll { $0 === session }
             if let reason {
@@ -73,7 +89,10 @@ public final class ForwardStatistics: Sendable {
             }
             if $0.sessions.isEmpty {
                 $0.state = .waitingForPeer
-                if $0.path != "none" { $0.pathChanges += 1 }
+                if $0.path != "none" {
+                    $0.pathChanges += 1
+                    metrics.pathChanged()
+                }
                 $0.path = "none"
                 $0.candidate = ""
                 $0.upSince = nil
@@ -86,6 +105,7 @@ public final class ForwardStatistics: Sendable {
 
     /// A session could not be set up.
     func setupFailed(_ reason: String) {
+        metrics.setupFailed()
         linkState.withLock {
             $0.setupsFailed += 1
             $0.lastError = reason
@@ -93,11 +113,24 @@ public final class ForwardStatistics: Sendable {
         }
     }
 
-    func started() { value.withLock { $0.sessions += 1; $0.active += 1 } }
-    func failedBeforeRelay() { value.withLock { $0.failed += 1; $0.active -= 1 } }
+    /// The path `session` came up on, while it is up.
+    func path(of session: RelaySession) -> String? {
+        sessionPaths.withLock { $0[ObjectIdentifier(session)] }
+    }
+
+    func started() {
+        value.withLock { $0.sessions += 1; $0.active += 1 }
+        metrics.streamStarted()
+    }
+    func failedBeforeRelay() {
+        value.withLock { $0.failed += 1; $0.active -= 1 }
+        metrics.streamFailed()
+    }
     /// A session could not be set up (no connection was waiting on it).
     func failedSetup() { value.withLock { $0.failed += 1 } }
-    func finished(out: UInt64, in received: UInt64) {
+    /// A connection ended after carrying `out` bytes to the peer and `received` from it on `path`.
+    func finished(out: UInt64, in received: UInt64, path: String) {
+        metrics.streamFinished(out: out, in: received, path: path)
         value.withLock {
             $0.active -= 1
             $0.bytesOut += out

@@ -36,7 +36,8 @@ extension ForwardContext {
         let paired = ContinuousClock.now - start
         let tunnel = try await establish(rendezvous, client: client, relay: relay)
         let session = startSession(on: tunnel.socket, peer: tunnel.peer, side: .initiator, secured: tunnel.secured)
-        statistics.sessionUp(session, path: tunnel.path.rawValue, candidate: tunnel.candidate, peer: tunnel.peer)
+        statistics.sessionUp(session, path: tunnel.path.rawValue, candidate: tunnel.candidate, peer: tunnel.peer,
+                             setup: ContinuousClock.now - start)
         logger.info("tunnel up: session with the peer established", metadata: [
             "peer": "\(tunnel.peer)", "path": "\(tunnel.path)", "signal_ms": "\(paired.milliseconds)",
             "setup_ms": "\((ContinuousClock.now - start).milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
@@ -94,14 +95,14 @@ extension ForwardContext {
         logger.log(level: level, "session with the peer ended: \(report)\(then)", metadata: ["peer": "\(peer)"])
     }
 
-    /// Logs one carried stream's end and counts it.
-    func record(_ report: RelayReport, description: String, peer: String) {
+    /// Logs one carried stream's end and counts it, with its bytes on `path` (the session's).
+    func record(_ report: RelayReport, description: String, peer: String, path: String) {
         if report.refused {
             statistics.failedBeforeRelay()
             logger.warning("\(description) not carried: \(report.reason)", metadata: ["peer": "\(peer)"])
             return
         }
-        statistics.finished(out: report.bytesAToB, in: report.bytesBToA)
+        statistics.finished(out: report.bytesAToB, in: report.bytesBToA, path: path)
         logger.log(level: report.logLevel, "\(description) closed: \(report)", metadata: ["peer": "\(peer)"])
     }
 }

@@ -73,14 +73,15 @@ struct ExposeForward: Sendable {
             } catch {
                 throw SessionFailure(.serviceUnreachable, "cannot resolve the exposed service \(target): \(error)", underlying: error)
             }
-            let context = self.context, target = self.target
+            let context = self.context, target = self.target, path = tunnel.path.rawValue
             var connector = IncomingConnector(address: address, timeout: context.config.connectTimeout, name: "service \(target)") { id, report in
-                context.record(report, description: "stream \(id) to \(target)", peer: peer)
+                context.record(report, description: "stream \(id) to \(target)", peer: peer, path: path)
             }
             connector.onOpen = { _ in context.statistics.started() }
             session = context.startSession(on: tunnel.socket, peer: peer, side: .responder, secured: tunnel.secured,
                                            connectIncoming: connector)
-            context.statistics.sessionUp(session, path: tunnel.path.rawValue, candidate: tunnel.candidate, peer: peer)
+            context.statistics.sessionUp(session, path: tunnel.path.rawValue, candidate: tunnel.candidate, peer: peer,
+                                         setup: ContinuousClock.now - start)
             log.info("tunnel up: session with the peer established", metadata: [
                 "peer": "\(peer)", "path": "\(tunnel.path)", "setup_ms": "\(punched.milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
         } catch {
@@ -169,9 +170,9 @@ struct ListenForward: Sendable {
                 // itself is what the connection pool holds and drains.
                 if let (session, peer) = keeper.current {
                     context.statistics.started()
-                    let context = self.context
+                    let context = self.context, path = context.statistics.path(of: session) ?? context.statistics.link.path
                     session.open(connection, name: "client \(from)") { report in
-                        context.record(report, description: "connection from \(from)", peer: peer)
+                        context.record(report, description: "connection from \(from)", peer: peer, path: path)
                     }
                     continue
                 }
@@ -307,7 +308,8 @@ struct ListenForward: Sendable {
             local.close()
             return
         }
+        let path = context.statistics.path(of: session) ?? context.statistics.link.path
         let report = await session.carry(local, name: "client \(client)")
-        context.record(report, description: description, peer: peer)
+        context.record(report, description: description, peer: peer, path: path)
     }
 }

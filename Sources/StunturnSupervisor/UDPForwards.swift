@@ -101,13 +101,13 @@ struct UDPExposeSession: Sendable {
             defer { local.close() }
             let activity = ActivityClock()
             let context = self.context, target = self.target
-            let peerName: String
+            let peerName: String, path: String
             let toPeer: @Sendable ([UInt8]) -> Void
             var finishOutbound: (@Sendable () -> Void)?
             let fromPeer: @Sendable () async -> String
             switch link {
             case .udp(let peer, let codec, let replyPacket):
-                peerName = "\(peer)"
+                (peerName, path) = ("\(peer)", "direct")
                 log.info("udp tunnel up", metadata: ["peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
                 toPeer = { sendWrapped($0, codec: codec, on: tunnel, to: peer, context: context) }
                 fromPeer = {
@@ -118,7 +118,7 @@ struct UDPExposeSession: Sendable {
                     return "idle"
                 }
             case .relay(let relayed):
-                peerName = relayed.peer
+                (peerName, path) = (relayed.peer, "relay")
                 log.info("udp tunnel up", metadata: ["peer": "\(relayed.peer)", "path": "relay", "encrypted": "\(relayed.secured != nil)"])
                 let (outbound, continuation) = RelayedDatagrams.makeOutbound()
                 toPeer = { continuation.yield($0) }
@@ -153,7 +153,7 @@ struct UDPExposeSession: Sendable {
                 return first
             }
             let totals = activity.totals
-            context.statistics.finished(out: totals.out, in: totals.in)
+            context.statistics.finished(out: totals.out, in: totals.in, path: path)
             log.info("udp tunnel closed: \(ended); \(totals.out) bytes out, \(totals.in) bytes in", metadata: ["peer": "\(peerName)"])
         } catch {
             context.statistics.failedBeforeRelay()
@@ -375,9 +375,10 @@ final class UDPListenSession: Sendable {
             let listen = self.listen
             let client = self.client
             let context = self.context
-            let ended: String
+            let ended: String, path: String
             switch try await establish(rendezvous, tunnel: tunnel) {
             case .direct(let peer, let codec):
+                path = "direct"
                 connect(.udp(tunnel: tunnel, peer: peer, codec: codec))
                 log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
                 await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
@@ -385,6 +386,7 @@ final class UDPListenSession: Sendable {
                 }
                 ended = "idle"
             case .relay(let relayed):
+                path = "relay"
                 let (outbound, queue) = RelayedDatagrams.makeOutbound()
                 connect(.relay(queue))
                 defer { queue.finish() }
@@ -395,7 +397,7 @@ final class UDPListenSession: Sendable {
                 }
             }
             let totals = activity.totals
-            context.statistics.finished(out: totals.out, in: totals.in)
+            context.statistics.finished(out: totals.out, in: totals.in, path: path)
             log.info("udp session for \(client) closed: \(ended); \(totals.out) bytes out, \(totals.in) bytes in")
         } catch {
             context.statistics.failedBeforeRelay()
