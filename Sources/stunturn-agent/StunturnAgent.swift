@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import StunturnConfig
+import StunturnMetrics
 import ServiceLifecycle
 import StunturnSecure
 import StunturnServer
@@ -137,6 +138,8 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var admin: AdminOption
 
+    @OptionGroup var metrics: MetricsOption
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -144,11 +147,12 @@ struct Run: AsyncParsableCommand {
             var config = try loadConfig(file.path)
             if let drainTimeout = drain.duration { config.drainTimeout = drainTimeout }
             if let admin = admin.setting { config.admin = admin }
+            if let endpoint = try metrics.endpoint() { config.metrics = endpoint }
             logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info, format: LogFormat(rawValue: config.logFormat) ?? .text)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             for warning in config.warnings { logger.warning("\(warning)") }
-            let agent = Agent(config: config, logger: logger)
+            let agent = Agent(config: config, logger: logger, metrics: bootstrapMetrics(for: config.metrics))
             do {
                 try await agent.run(handlingSignals: true)
             } catch let error where !(error is CancellationError) {
@@ -254,6 +258,8 @@ struct Forward: AsyncParsableCommand {
 
     @OptionGroup var admin: AdminOption
 
+    @OptionGroup var metrics: MetricsOption
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -285,6 +291,9 @@ struct Forward: AsyncParsableCommand {
         }
         if stdio && admin.admin != nil {
             throw ValidationError("--admin does not apply to --stdio: it carries one connection and opens no admin socket")
+        }
+        if stdio && metrics.metrics != nil {
+            throw ValidationError("--metrics does not apply to --stdio: it carries one connection and serves no metrics")
         }
     }
 
@@ -334,9 +343,9 @@ struct Forward: AsyncParsableCommand {
                 guard let report = try await Agent.runStdio(forward, logger: logger), !report.reset else { throw ExitCode(1) }
                 return
             }
-            let agent = Agent(config: AgentConfig(drainTimeout: drain.duration ?? AgentConfig.defaultDrainTimeout, forwards: [forward],
-                                                  admin: admin.setting ?? .automatic),
-                              logger: logger)
+            let config = AgentConfig(drainTimeout: drain.duration ?? AgentConfig.defaultDrainTimeout, forwards: [forward],
+                                     admin: admin.setting ?? .automatic, metrics: try metrics.endpoint())
+            let agent = Agent(config: config, logger: logger, metrics: bootstrapMetrics(for: config.metrics))
             do {
                 try await agent.run(handlingSignals: true)
             } catch let error where !(error is CancellationError) {
@@ -378,6 +387,8 @@ struct Server: AsyncParsableCommand {
     @Flag(name: .long, help: "With --auth-token-file, refuse to pair clients without a valid token too.")
     var requireAuth = false
 
+    @OptionGroup var metrics: MetricsOption
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -417,17 +428,36 @@ struct Server: AsyncParsableCommand {
                 throw FailureExit.message("stunturn-agent server: --listen \(endpoint): \(error)", code: 1)
             }
             let server = RendezvousServer(listen: address, options: options, logger: logger)
+            // Bound first, so that a taken port fails the start before the server is up.
+            let metricsServer = try openMetricsServer(for: server, logger: logger)
             do {
                 try server.start()
             } catch {
                 throw FailureExit.message("stunturn-agent server: \(error)", code: 1)
             }
-            let group = ServiceGroup(services: [SignalingServerService(server: server)], logger: logger)
+            var services: [any Service] = [SignalingServerService(server: server)]
+            // Listed first, so it stops last.
+            if let metricsServer { services.insert(MetricsService(server: metricsServer), at: 0) }
+            let group = ServiceGroup(services: services, logger: logger)
             try await SignalledShutdown.run(group, logger: logger) { "received \($0); shutting down" } second: {
                 "received \($0) again; stopping now"
             }
             let stats = await server.statistics
             logger.info("stopped after \(stats.paired) pairings, \(stats.relayedSessions) relayed sessions, \(stats.stunResponses) STUN responses")
+        }
+    }
+
+    /// The metrics endpoint of --metrics, bound, serving the server's series; nil without the option.
+    private func openMetricsServer(for server: RendezvousServer, logger: Logger) throws -> MetricsServer? {
+        guard let endpoint = try metrics.endpoint(), let exporter = bootstrapMetrics(for: endpoint) else { return nil }
+        let serverMetrics = ServerMetrics(server: server, factory: exporter.factory)
+        exporter.refreshOnScrape { await serverMetrics.refresh() }
+        do {
+            // An IP literal or localhost, checked in validate(): nothing is looked up.
+            let address = try SocketAddress(parsing: endpoint.localhostAsLoopback.description)
+            return try MetricsServer(listen: address, exporter: exporter, logger: logger)
+        } catch {
+            throw FailureExit.message("stunturn-agent server: --metrics \(endpoint): cannot serve metrics: \(error)", code: 1)
         }
     }
 }
