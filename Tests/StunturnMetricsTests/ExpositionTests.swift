@@ -1,4 +1,3 @@
-import Foundation
 import Stunturn
 import StunturnMetrics
 import StunturnRelay
@@ -6,70 +5,6 @@ import StunturnServer
 import StunturnTestSupport
 @testable import StunturnSupervisor
 import Testing
-
-/// One sample line of the text format, its labels parsed.
-struct Sample: Equatable, CustomStringConvertible {
-    var name: String
-    var labels: [String: String]
-    var value: Double
-
-    var description: String { "\(name)\(labels.sorted { $0.key < $1.key }) \(value)" }
-}
-
-/// The text format read back: the `# TYPE` and `# HELP` of each family, and every sample.
-struct Exposition {
-    var types: [String: String] = [:]
-    var help: [String: String] = [:]
-    var samples: [Sample] = []
-    var problems: [String] = []
-
-    init(_ text: String) {
-        for line in text.split(separator: "\n").map(String.init) {
-            if line.hasPrefix("# TYPE ") {
-                let parts = line.dropFirst(7).split(separator: " ", maxSplits: 1).map(String.init)
-                if types[parts[0]] != nil { problems.append("two TYPE lines for \(parts[0])") }
-                types[parts[0]] = parts.count > 1 ? parts[1] : ""
-            } else if line.hasPrefix("# HELP ") {
-                let parts = line.dropFirst(7).split(separator: " ", maxSplits: 1).map(String.init)
-                help[parts[0]] = parts.count > 1 ? parts[1] : ""
-            } else if line.hasPrefix("#") {
-                continue
-            } else if let sample = Self.sample(line) {
-                samples.append(sample)
-            } else {
-                problems.append("not a sample: \(line)")
-            }
-        }
-    }
-
-    /// `name{a="x",b="y"} value`; label values here never hold quotes or commas.
-    static func sample(_ line: String) -> Sample? {
-        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { return nil }
-        let series = line[..<space]
-        guard let brace = series.firstIndex(of: "{") else { return Sample(name: String(series), labels: [:], value: value) }
-        guard series.hasSuffix("}") else { return nil }
-        var labels: [String: String] = [:]
-        for pair in series[series.index(after: brace)..<series.index(before: series.endIndex)].split(separator: ",") {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, parts[1].hasPrefix("\""), parts[1].hasSuffix("\"") else { return nil }
-            labels[String(parts[0])] = String(parts[1].dropFirst().dropLast())
-        }
-        return Sample(name: String(series[..<brace]), labels: labels, value: value)
-    }
-
-    /// The family a sample belongs to: a histogram's `_bucket`, `_sum` and `_count` are its own.
-    func family(of sample: Sample) -> String {
-        for suffix in ["_bucket", "_sum", "_count"] where sample.name.hasSuffix(suffix) {
-            let base = String(sample.name.dropLast(suffix.count))
-            if types[base] == "histogram" { return base }
-        }
-        return sample.name
-    }
-
-    func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
-        samples.first { $0.name == name && $0.labels == labels }?.value
-    }
-}
 
 @Suite struct ExpositionTests {
     @Test(arguments: MetricSeries.all)
@@ -102,7 +37,7 @@ struct Exposition {
             let serverMetrics = ServerMetrics(server: server, factory: exporter.factory)
             exporter.refreshOnScrape { await serverMetrics.refresh() }
             let text = String(decoding: await exporter.exposition(), as: UTF8.self)
-            let exposition = Exposition(text)
+            let exposition = PrometheusText(text)
             #expect(exposition.problems.isEmpty, "\(exposition.problems)\n\(text)")
 
             for series in MetricSeries.all {
@@ -155,7 +90,7 @@ struct Exposition {
         statistics.sessionUp(relayed, path: "relay", candidate: "relay", peer: "peer", setup: .seconds(1))
         statistics.sessionUp(direct, path: "direct", candidate: "host", peer: "peer", setup: .milliseconds(40))
         #expect(statistics.path(of: relayed) == "relay")
-        var exposition = Exposition(String(decoding: await exporter.exposition(), as: UTF8.self))
+        var exposition = PrometheusText(String(decoding: await exporter.exposition(), as: UTF8.self))
         #expect(exposition.value("stunturn_sessions", ["forward": "web", "path": "relay"]) == 1)
         #expect(exposition.value("stunturn_sessions", ["forward": "web", "path": "direct"]) == 1)
         // none -> relay -> direct
@@ -164,7 +99,7 @@ struct Exposition {
         statistics.sessionDown(relayed, reason: nil)
         statistics.sessionDown(direct, reason: "peer went away")
         #expect(statistics.path(of: relayed) == nil)
-        exposition = Exposition(String(decoding: await exporter.exposition(), as: UTF8.self))
+        exposition = PrometheusText(String(decoding: await exporter.exposition(), as: UTF8.self))
         #expect(exposition.value("stunturn_sessions", ["forward": "web", "path": "relay"]) == 0)
         #expect(exposition.value("stunturn_sessions", ["forward": "web", "path": "direct"]) == 0)
         // direct -> none
