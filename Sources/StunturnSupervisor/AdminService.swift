@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 import StunturnAdmin
@@ -25,6 +26,7 @@ extension Agent {
         let handler: AdminServer.Handler = { [self] request in
             switch request {
             case .status: try await status().encoded() + [UInt8(ascii: "\n")]
+            case .reload: try JSONEncoder().encode(await reload()) + [UInt8(ascii: "\n")]
             }
         }
         let server: AdminServer

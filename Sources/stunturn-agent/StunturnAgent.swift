@@ -28,7 +28,7 @@ struct StunturnAgent: AsyncParsableCommand {
         on the other; then 'ssh -p 2222 localhost' reaches the first side's sshd.
         """,
         version: stunturnVersion,
-        subcommands: [Run.self, Check.self, Forward.self, Status.self, Server.self, Demo.self, Stun.self, Keygen.self]
+        subcommands: [Run.self, Check.self, Forward.self, Status.self, Reload.self, Server.self, Demo.self, Stun.self, Keygen.self]
     )
 
     static func main() async {
@@ -148,7 +148,7 @@ struct Run: AsyncParsableCommand {
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             for warning in config.warnings { logger.warning("\(warning)") }
-            let agent = Agent(config: config, logger: logger)
+            let agent = Agent(config: config, logger: logger, configPath: file.path)
             do {
                 try await agent.run(handlingSignals: true)
             } catch let error where !(error is CancellationError) {
