@@ -305,9 +305,10 @@ import Testing
         let server = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(serverPort)"])
         try await server.waitForLog("signaling server listening")
         let expose = try AgentProcess("expose", ["forward", "--udp", "--expose", echoAddress.description, "--key", key,
-                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay])
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay, "--relay-after", "10"])
         let listen = try AgentProcess("listen", ["forward", "--udp", "--listen", "127.0.0.1:\(listenPort)", "--key", key,
-                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay])
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay,
+                                                 "--relay-after", "10"])
 
         try await listen.waitForLog("listening on udp")
         try await expose.waitForLog("exposing")
