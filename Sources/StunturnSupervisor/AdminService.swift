@@ -8,12 +8,14 @@ import StunturnSockets
 
 /// The agent's admin socket as a service. The agent lists it first, so it stops last: `status`
 /// still answers while open connections drain.
-struct AdminService: Service, CustomStringConvertible {
-    let server: AdminServer
+public struct AdminService: Service, CustomStringConvertible {
+    public let server: AdminServer
 
-    var description: String { "admin socket \(server.path)" }
+    public init(server: AdminServer) { self.server = server }
 
-    func run() async throws {
+    public var description: String { "admin socket \(server.path)" }
+
+    public func run() async throws {
         await cancelWhenGracefulShutdown { await server.run() }
     }
 }

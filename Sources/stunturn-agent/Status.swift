@@ -44,7 +44,13 @@ struct Status: AsyncParsableCommand {
             if let admin {
                 let status: AgentStatus
                 do {
-                    status = try await AdminClient.status(at: admin)
+                    let answer = try await AdminClient.ask(.status, at: admin)
+                    // A signaling server answers with its own view.
+                    if let server = ServerStatus.decode(answer) {
+                        print(json ? String(decoding: try server.encoded(pretty: true), as: UTF8.self) : server.table)
+                        return
+                    }
+                    status = try AgentStatus(decoding: answer)
                 } catch {
                     throw FailureExit.message("stunturn-agent status: \(error)", code: 1)
                 }

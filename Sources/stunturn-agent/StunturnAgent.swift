@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import StunturnAdmin
 import StunturnConfig
 import ServiceLifecycle
 import StunturnSecure
@@ -378,6 +379,9 @@ struct Server: AsyncParsableCommand {
     @Flag(name: .long, help: "With --auth-token-file, refuse to pair clients without a valid token too.")
     var requireAuth = false
 
+    @Option(name: .long, help: ArgumentHelp("Answer 'stunturn-agent status --admin PATH' on this Unix socket: waiting clients, pairings per second, relayed sessions and bytes.", valueName: "path"), completion: .file())
+    var admin: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -422,7 +426,28 @@ struct Server: AsyncParsableCommand {
             } catch {
                 throw FailureExit.message("stunturn-agent server: \(error)", code: 1)
             }
-            let group = ServiceGroup(services: [SignalingServerService(server: server)], logger: logger)
+            var services: [any Service] = [SignalingServerService(server: server)]
+            if let admin {
+                let relaying = options.relay
+                let listening = server.boundAddress.description
+                do {
+                    let adminServer = try AdminServer(path: admin, logger: logger) { request in
+                        switch request {
+                        case .status:
+                            let stats = await server.statistics
+                            return try ServerStatus(stats, listen: listening, admin: admin, relaying: relaying).encoded() + [UInt8(ascii: "\n")]
+                        case .reload:
+                            throw AdminError(.failed, path: admin, "a signaling server has no config file to read again")
+                        }
+                    }
+                    services.insert(AdminService(server: adminServer), at: 0)
+                    logger.info("admin socket \(admin) answers 'stunturn-agent status --admin \(admin)'")
+                } catch {
+                    server.stop()
+                    throw FailureExit.message("stunturn-agent server: --admin \(admin): \(error)", code: 1)
+                }
+            }
+            let group = ServiceGroup(services: services, logger: logger)
             try await SignalledShutdown.run(group, logger: logger) { "received \($0); shutting down" } second: {
                 "received \($0) again; stopping now"
             }
@@ -463,5 +488,16 @@ struct Keygen: ParsableCommand {
 
     func run() {
         print(AccessKeyGenerator.generate())
+    }
+}
+
+extension ServerStatus {
+    init(_ stats: RendezvousServer.Statistics, listen: String, admin: String, relaying: Bool) {
+        self.init(pid: SystemIO.processID, admin: admin, listen: listen, uptimeSeconds: Int(stats.uptime.components.seconds),
+                  waitingInitiators: stats.waitingInitiators, waitingReceivers: stats.waitingReceivers,
+                  openConnections: stats.openConnections, pairings: stats.paired, pairingsPerSecond: stats.pairingsPerSecond,
+                  relaying: relaying, relayedSessionsActive: stats.activeRelays, relaysPending: stats.pendingRelays,
+                  relayedSessions: stats.relayedSessions, relayedBytes: stats.relayedBytes, relayRefusals: stats.relayRefused,
+                  rejected: stats.rejected, stunResponses: stats.stunResponses)
     }
 }
