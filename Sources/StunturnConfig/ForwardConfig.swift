@@ -36,7 +36,6 @@ public struct ForwardConfig: Sendable, Equatable {
     public static let defaultSignalTimeout: Duration = .seconds(30)
     public static let defaultConnectTimeout: Duration = .seconds(5)
     public static let defaultKeepalive: Duration = .seconds(15)
-    public static let minimumKeepalive: Duration = .seconds(1)
     public static let defaultMaxStreams = 1024
     public static let maxStreamsRange = 1...65_536
     public static let defaultRelayAfter: Duration = .seconds(1)
