@@ -83,6 +83,23 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
     }
 }
 
+/// Carries a punched flow's datagrams from the peer to `deliver` and keeps its mappings alive,
+/// until it is idle or the peer falls silent; returns why it ended.
+func carryPunchedFlow(context: ForwardContext, tunnel: Socket, peer: SocketAddress, codec: DatagramCodec, replyPacket: [UInt8]?,
+                      activity: ActivityClock, deliver: @escaping @Sendable ([UInt8]) -> Void) async -> String {
+    await withTaskGroup(of: String.self) { group in
+        group.addTask {
+            await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: replyPacket,
+                                 activity: activity, deliver: deliver)
+            return "idle"
+        }
+        group.addTask { await keepUDPFlowAlive(context: context, tunnel: tunnel, peer: peer, activity: activity) }
+        let first = await group.next() ?? "idle"
+        group.cancelAll()
+        return first
+    }
+}
+
 /// Keeps a punched UDP flow's NAT mappings alive while it is up: a keepalive datagram every
 /// keepalive interval (at most 25 s). Returns, ending the flow, once nothing at all has come from
 /// the peer for three intervals: the path died (a NAT forgot the mapping, the peer went away), and
@@ -134,18 +151,9 @@ struct UDPExposeSession: Sendable {
                 log.info("udp tunnel up", metadata: ["peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
                 toPeer = { sendWrapped($0, codec: codec, on: tunnel, to: peer, context: context) }
                 fromPeer = {
-                    await withTaskGroup(of: String.self) { group in
-                        group.addTask {
-                            await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec,
-                                                 replyPacket: replyPacket, activity: activity) { payload in
-                                sendDatagram(payload, on: local, to: service, context: context)
-                            }
-                            return "idle"
-                        }
-                        group.addTask { await keepUDPFlowAlive(context: context, tunnel: tunnel, peer: peer, activity: activity) }
-                        let first = await group.next() ?? "idle"
-                        group.cancelAll()
-                        return first
+                    await carryPunchedFlow(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: replyPacket,
+                                           activity: activity) { payload in
+                        sendDatagram(payload, on: local, to: service, context: context)
                     }
                 }
             case .relay(let relayed):
@@ -411,18 +419,9 @@ final class UDPListenSession: Sendable {
             case .direct(let peer, let codec):
                 connect(.udp(tunnel: tunnel, peer: peer, codec: codec))
                 log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
-                let activity = self.activity
-                ended = await withTaskGroup(of: String.self) { group in
-                    group.addTask {
-                        await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
-                            sendDatagram(payload, on: listen, to: client, context: context)
-                        }
-                        return "idle"
-                    }
-                    group.addTask { await keepUDPFlowAlive(context: context, tunnel: tunnel, peer: peer, activity: activity) }
-                    let first = await group.next() ?? "idle"
-                    group.cancelAll()
-                    return first
+                ended = await carryPunchedFlow(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil,
+                                               activity: activity) { payload in
+                    sendDatagram(payload, on: listen, to: client, context: context)
                 }
             case .relay(let relayed):
                 let (outbound, queue) = RelayedDatagrams.makeOutbound()

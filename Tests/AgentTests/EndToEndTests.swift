@@ -290,14 +290,8 @@ import Testing
     }
 
     @Test func aUDPFlowWhosePeerWentSilentEndsAndTheNextDatagramStartsAnother() async throws {
-        let echoSocket = try Socket.udp(on: .loopback())
-        let echoAddress = try echoSocket.localAddress()
-        let echoTask = Task.detached {
-            while let (datagram, from) = try? await echoSocket.receive(maxLength: 65536, until: nil) {
-                try? await echoSocket.send(datagram, to: from, until: .now + .seconds(1))
-            }
-        }
-        defer { echoTask.cancel(); echoSocket.close() }
+        let echo = try UDPEcho()
+        let echoAddress = echo.address
         let rig = try TunnelRig(extra: ["--udp", "--keepalive", "1"])
         try await rig.startServer()
         rig.expose = try AgentProcess("expose", ["forward", "--udp", "--expose", echoAddress.description, "--key", rig.key,
@@ -331,14 +325,8 @@ import Testing
 
     /// On the punched UDP path (auto, on loopback) and through the server's relay (only).
     @Test(arguments: ["auto", "only"]) func udpForwardCarriesDatagrams(relay: String) async throws {
-        let echoSocket = try Socket.udp(on: .loopback())
-        let echoAddress = try echoSocket.localAddress()
-        let echoTask = Task.detached {
-            while let (datagram, from) = try? await echoSocket.receive(maxLength: 65536, until: nil) {
-                try? await echoSocket.send(datagram, to: from, until: .now + .seconds(1))
-            }
-        }
-        defer { echoTask.cancel(); echoSocket.close() }
+        let echo = try UDPEcho()
+        let echoAddress = echo.address
         let serverPort = try freePort()
         let listenPort = try freePort()
         let key = newKey()
@@ -514,5 +502,28 @@ final class RecordingProxy: @unchecked Sendable {
                 client.shutdownWrite()
             }
         }
+    }
+}
+
+/// A UDP echo service on loopback, for the UDP forwards' tests.
+final class UDPEcho: Sendable {
+    let address: SocketAddress
+    private let socket: Socket
+    private let task: Task<Void, Never>
+
+    init() throws {
+        let socket = try Socket.udp(on: .loopback())
+        self.socket = socket
+        address = try socket.localAddress()
+        task = Task.detached {
+            while let (datagram, from) = try? await socket.receive(maxLength: 65536, until: nil) {
+                try? await socket.send(datagram, to: from, until: .now + .seconds(1))
+            }
+        }
+    }
+
+    deinit {
+        task.cancel()
+        socket.close()
     }
 }
