@@ -31,13 +31,6 @@ public struct EstablishedTunnel: @unchecked Sendable {
     public var mayGoDirect = false
 }
 
-/// A value that holds tunnel keys, handed from the task that made it to the one that uses it and
-/// never used by two at once (the keys' nonce counters are not thread-safe).
-public struct Handoff<Value>: @unchecked Sendable {
-    public let value: Value
-    public init(_ value: Value) { self.value = value }
-}
-
 /// How `TunnelPaths.establish` chooses among the paths.
 public struct PathOptions: Sendable {
     public var relay: RelayPolicy = .auto
@@ -73,6 +66,11 @@ public struct PathError: Error, CustomStringConvertible, Sendable {
 /// when the server granted one, its relay. The initiator decides which carries the session (it
 /// runs the handshake on one path only); the responder answers the handshake on whichever path
 /// it arrives.
+///
+/// A relay is anything that yields a connected byte stream to the peer (`raceAsInitiator`'s and
+/// `raceAsResponder`'s `relay` closures): today the signaling server's splice; a standard TURN
+/// server's TCP allocation (RFC 6062: Connect, ConnectionBind, then plain bytes) would be another
+/// such closure, raced the same way, with the same handshake and records on top.
 public enum TunnelPaths {
     public static func establish(_ rendezvous: PeerRendezvous, client: SignalingClient, keys: TunnelKeys,
                                  options: PathOptions) async throws -> EstablishedTunnel {

@@ -5,6 +5,8 @@ import Foundation
 public enum AdminRequest: String, Sendable, CaseIterable {
     /// Each forward's link and counters, answered as an `AgentStatus`.
     case status
+    /// Read the config file again and apply it; answered with what changed (or why nothing did).
+    case reload
 }
 
 /// The admin socket's protocol: a client connects, sends one request line (`status\n`), and the

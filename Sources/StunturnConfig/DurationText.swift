@@ -1,8 +1,5 @@
 /// Reads and writes durations the way the config file spells them: seconds as a number, or "250ms", "10s", "2m", "1h".
 enum DurationText {
-    /// One year; no timeout in the agent sensibly needs more.
-    static let maximumSeconds: Double = 365 * 24 * 3600
-
     static let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
 
     /// Seconds (possibly negative or zero) written as `text`, or nil when it is not a duration at all.
@@ -15,15 +12,6 @@ enum DurationText {
             return value * unit.seconds
         }
         return decimal(trimmed)
-    }
-
-    static func duration(seconds: Double) -> Duration {
-        // Whole milliseconds keep "0.1" from turning into 0.1000000000000000055s.
-        let milliseconds = (seconds * 1000).rounded()
-        if milliseconds == seconds * 1000, abs(milliseconds) < Double(Int64.max) {
-            return .milliseconds(Int64(milliseconds))
-        }
-        return .seconds(seconds)
     }
 
     /// Short form for summaries: "250ms", "10s", "1.5s", "2m", "1h".

@@ -18,7 +18,7 @@ public enum TransportProtocol: String, Sendable, CaseIterable {
 }
 
 /// Whether a forward's sessions may travel through the signaling server's relay.
-public enum RelayMode: String, Sendable, CaseIterable {
+public enum RelayMode: String, Sendable, CaseIterable, Equatable {
     /// Direct and relayed attempts together; the relay carries the session when no direct path is
     /// up within `relay_after`, and the agent keeps trying direct.
     case auto
@@ -29,14 +29,13 @@ public enum RelayMode: String, Sendable, CaseIterable {
 }
 
 /// One validated forward with every default filled in.
-public struct ForwardConfig: Sendable {
+public struct ForwardConfig: Sendable, Equatable {
     public static let defaultTries = 300
     public static let triesRange = 1...100_000
     public static let defaultPunchTimeout: Duration = .seconds(10)
     public static let defaultSignalTimeout: Duration = .seconds(30)
     public static let defaultConnectTimeout: Duration = .seconds(5)
     public static let defaultKeepalive: Duration = .seconds(15)
-    public static let minimumKeepalive: Duration = .seconds(1)
     public static let defaultMaxStreams = 1024
     public static let maxStreamsRange = 1...65_536
     public static let defaultRelayAfter: Duration = .seconds(1)

@@ -325,6 +325,11 @@ final class SessionRelay: RelayClient {
     /// Plaintext frames waiting to be sealed together.
     private var plain: [UInt8] = []
     private var timer: DispatchSourceTimer?
+    /// The timer's usual period, and whether it runs faster while pings go unanswered.
+    private var tickPeriod: Duration = .seconds(1)
+    private var fastTicks = false
+    /// `bytesReceived` as of the last tick, to tell the keepalive the peer was heard.
+    private var bytesHeard: UInt64 = 0
     private var draining = false
     private var closeWhenFlushed = false
     /// This side's direction of the tunnel is over: nothing more may be sealed or sent.
@@ -377,6 +382,7 @@ final class SessionRelay: RelayClient {
         guard !finished else { return }
         let period = max(Duration.milliseconds(50), min(options.keepalive / 2, (options.streamIdleTimeout ?? options.keepalive) / 4,
                                                         (connector?.timeout ?? options.keepalive) / 4))
+        tickPeriod = period
         let timer = DispatchSource.makeTimerSource(queue: worker.queue)
         timer.schedule(deadline: .now(), repeating: period.dispatchInterval, leeway: .milliseconds(20))
         timer.setEventHandler { [unowned self] in self.tick() }
@@ -392,12 +398,24 @@ final class SessionRelay: RelayClient {
             if now - lingerSince >= SessionRelay.lingerTime { end("drained: no stream left", clean: true, byOwner: true) }
             return
         }
+        if bytesReceived != bytesHeard {
+            bytesHeard = bytesReceived
+            keepalive.heard(at: now)
+        }
         if peerEnded == nil && keepalive.peerGone(at: now) {
-            end("the peer answered none of \(options.allowedMisses) pings (keepalive \(formatDuration(options.keepalive)))", clean: false)
+            end("the peer answered none of \(options.allowedMisses) pings and sent nothing for \(formatDuration(options.keepalive)) (keepalive)",
+                clean: false)
             return
         }
         if peerEnded == nil && keepalive.pingDue(at: now) {
             keepalive.sent(mux.ping(), at: now)
+        }
+        // While pings go unanswered, look every half probe time; back to the usual pace after.
+        let probing = keepalive.probing(at: now)
+        if probing != fastTicks {
+            fastTicks = probing
+            timer?.schedule(deadline: .now() + (probing ? keepalive.probeTime / 2 : tickPeriod).dispatchInterval,
+                            repeating: (probing ? keepalive.probeTime / 2 : tickPeriod).dispatchInterval, leeway: .milliseconds(20))
         }
         if let connector {
             for stream in Array(streams.values) where stream.connecting && now - stream.started >= connector.timeout {

@@ -6,6 +6,13 @@ public enum TunnelDatagram {
     public static let reply: UInt8 = 2
     public static let sealed: UInt8 = 3
     public static let plaintext: UInt8 = 4
+    /// Sent by each side while a flow is up and idle, so the NATs on the way keep its mapping (home
+    /// routers forget idle UDP mappings after 30 s or less) and each side hears that the other is
+    /// still there. One byte, nothing else; receivers that do not know it ignore it.
+    public static let keepalive: UInt8 = 5
+    public static let keepalivePacket: [UInt8] = [keepalive]
+    /// The longest time between keepalives, whatever the forward's keepalive setting.
+    public static let maximumKeepalive: Duration = .seconds(25)
 
     /// Handshake retransmission: a lost hello or reply is sent again at this pace.
     public static let handshakeRetry: Duration = .milliseconds(250)

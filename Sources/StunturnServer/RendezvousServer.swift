@@ -67,6 +67,10 @@ public final class RendezvousServer: Sendable {
         public var relayedBytes: UInt64 = 0
         /// Pairings whose peers asked for a relay and were refused one, and relay connections refused.
         public var relayRefused = 0
+        /// Pairings per second over the last minute (or since the start, when shorter).
+        public var pairingsPerSecond = 0.0
+        /// How long the server has run.
+        public var uptime: Duration = .zero
     }
 
     public let options: Options
@@ -183,6 +187,9 @@ final class ServerCore {
     /// Granted and running relays per key.
     private var relaysPerKey: [KeyBytes: Int] = [:]
     private lazy var relayEngine = RelayEngine(workers: 2)
+    private let startedAt = ContinuousClock.now
+    /// The pairing count once a second over the last minute, for the rate `status` shows.
+    private var pairingSamples: [(at: ContinuousClock.Instant, paired: Int)] = []
 
     init(options: RendezvousServer.Options, logger: Logger, queue: DispatchQueue) {
         self.options = options
@@ -197,6 +204,13 @@ final class ServerCore {
         s.openConnections = connections.count
         s.activeRelays = relays.count
         s.pendingRelays = grants.count
+        let now = ContinuousClock.now
+        s.uptime = now - startedAt
+        if let oldest = pairingSamples.first {
+            let span = now - oldest.at
+            let seconds = Double(span.components.seconds) + Double(span.components.attoseconds) * 1e-18
+            if seconds > 0.5 { s.pairingsPerSecond = Double(stats.paired - oldest.paired) / seconds }
+        }
         return s
     }
 
@@ -679,6 +693,10 @@ final class ServerCore {
 
     private func sweepDeadlines() {
         let now = ContinuousClock.now
+        if pairingSamples.last.map({ now - $0.at >= .seconds(1) }) ?? true {
+            pairingSamples.append((now, stats.paired))
+            if let first = pairingSamples.first, now - first.at > .seconds(60) { pairingSamples.removeFirst() }
+        }
         for connection in connections.values where connection.deadline <= now {
             switch connection.state {
             case .readingHello: reject(connection, ServerErrorText.helloTimedOut)

@@ -214,6 +214,11 @@ public struct SignalingClient: Sendable {
         var waiting = false
         do {
             try await socket.connect(to: serverAddress, until: min(deadline, .now + connectTimeout), timeout: connectTimeout)
+            // A long wait at the server (a receiver's long-poll, an initiator waiting for its
+            // peer) must neither outlive a NAT's idle time-out nor die unnoticed when a router
+            // forgets its mapping: probes after 5 s of quiet keep the mapping, and a reset or three
+            // unanswered probes end the wait within seconds instead of at its time-out.
+            try? socket.setKeepAlive(idle: 5, interval: 2, count: 3)
             try await socket.writeAll(hello.encoded(), until: deadline)
             waiting = true
             onConnected?()

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 import StunturnAdmin
@@ -7,12 +8,14 @@ import StunturnSockets
 
 /// The agent's admin socket as a service. The agent lists it first, so it stops last: `status`
 /// still answers while open connections drain.
-struct AdminService: Service, CustomStringConvertible {
-    let server: AdminServer
+public struct AdminService: Service, CustomStringConvertible {
+    public let server: AdminServer
 
-    var description: String { "admin socket \(server.path)" }
+    public init(server: AdminServer) { self.server = server }
 
-    func run() async throws {
+    public var description: String { "admin socket \(server.path)" }
+
+    public func run() async throws {
         await cancelWhenGracefulShutdown { await server.run() }
     }
 }
@@ -25,6 +28,7 @@ extension Agent {
         let handler: AdminServer.Handler = { [self] request in
             switch request {
             case .status: try await status().encoded() + [UInt8(ascii: "\n")]
+            case .reload: try JSONEncoder().encode(await reload()) + [UInt8(ascii: "\n")]
             }
         }
         let server: AdminServer

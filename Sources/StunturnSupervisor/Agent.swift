@@ -19,10 +19,17 @@ import UnixSignals
 /// already open go on for up to `drainTimeout`, then what is left is reset. A second SIGTERM or
 /// SIGINT resets everything at once.
 public final class Agent: Sendable {
-    public let config: AgentConfig
+    /// The configuration as it runs now (a reload replaces its forwards).
+    public var config: AgentConfig { current.withLock { $0.config } }
+    /// Each forward's counters and link, by name, as they run now.
+    public var statistics: [String: ForwardStatistics] { current.withLock { $0.statistics } }
+    let current: Mutex<(config: AgentConfig, statistics: [String: ForwardStatistics])>
+    /// The file the configuration came from, read again on reload; nil for `forward`.
+    public let configPath: String?
+    /// Where reload requests go, once the forwards run.
+    let reloads: (stream: AsyncStream<ReloadRequest>, continuation: AsyncStream<ReloadRequest>.Continuation)
     let logger: Logger
-    private let relay: RelayEngine
-    public let statistics: [String: ForwardStatistics]
+    let relay: RelayEngine
     let openedAdminPath = Mutex<String?>(nil)
 
     /// The admin socket the agent answers on, once it runs with one.
@@ -32,21 +39,25 @@ public final class Agent: Sendable {
     let notifier: SystemdNotifier?
     /// What the metrics endpoint serves, when the config asks for one.
     let exporter: MetricsExporter?
+    /// What makes the forwards' series, those a reload adds included.
+    let metricsFactory: any MetricsFactory
 
     /// `metrics` takes the forwards' series and is what the endpoint serves: the process's
     /// exporter (`MetricsExporter.bootstrap()`); without one, an agent whose config asks for the
     /// endpoint makes its own.
     public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared, notifier: SystemdNotifier? = SystemdNotifier(),
-                metrics: MetricsExporter? = nil) {
-        self.config = config
+                configPath: String? = nil, metrics: MetricsExporter? = nil) {
         self.notifier = notifier
+        self.configPath = configPath
+        reloads = AsyncStream.makeStream(of: ReloadRequest.self, bufferingPolicy: .bufferingNewest(8))
         self.logger = logger
         self.relay = relay
         exporter = metrics ?? (config.metrics == nil ? nil : MetricsExporter())
         let factory = exporter?.factory ?? MetricsSystem.factory
+        metricsFactory = factory
         var stats: [String: ForwardStatistics] = [:]
         for forward in config.forwards { stats[forward.name] = ForwardStatistics(forward: forward.name, metrics: factory) }
-        self.statistics = stats
+        current = Mutex((config, stats))
     }
 
     /// The services in start order; the group shuts them down one by one in reverse: first the
@@ -86,11 +97,12 @@ public final class Agent: Sendable {
                 throw AgentStartError("forward \"\(forward.name)\"\(configLine("forward \(forward.name)")): cannot listen on \(forward.transport) \(endpoint): \(error)")
             }
         }
-        for forward in config.forwards {
-            let context = ForwardContext(config: forward, logger: logger, relay: relay, statistics: statistics[forward.name]!,
-                                         connections: pool)
-            all.append(.init(service: ForwardService(context: context, listener: bound[forward.name])))
+        let statistics = self.statistics
+        let initial = config.forwards.map { forward in
+            (ForwardContext(config: forward, logger: logger, relay: relay, statistics: statistics[forward.name]!, connections: pool),
+             bound[forward.name])
         }
+        all.append(.init(service: ForwardsService(agent: self, pool: pool, initial: initial)))
         if let metrics = try openMetricsServer(signaling: signaling) { all.insert(.init(service: MetricsService(server: metrics)), at: 0) }
         // Opened last: nothing after it can fail the start and leave its file behind.
         if let admin = try openAdminServer() { all.insert(.init(service: AdminService(server: admin)), at: 0) }
@@ -113,7 +125,11 @@ public final class Agent: Sendable {
             return
         }
         let drain = config.drainTimeout
-        try await SignalledShutdown.run(group, logger: logger) { signal in
+        let hangUp: (@Sendable () async -> Void)? = configPath == nil ? nil : { @Sendable [self] in
+            logger.notice("received SIGHUP; reading \(configPath ?? "") again")
+            _ = await reload()
+        }
+        try await SignalledShutdown.run(group, logger: logger, hangUp: hangUp) { signal in
             "received \(signal); shutting down: no new connections, \(self.openConnections) open connection(s) may finish within \(formatDuration(drain)) (a second signal resets them now)"
         } second: { signal in
             "received \(signal) again; shutting down now, resetting \(self.openConnections) open connection(s)"
@@ -229,15 +245,21 @@ public struct SignalingServerService: Service, CustomStringConvertible {
 /// listeners: ServiceGroup's own signal handling acts on the first signal only.
 public enum SignalledShutdown {
     /// Runs `group` until its services end; `first` and `second` word the log line for each signal.
-    public static func run(_ group: ServiceGroup, logger: Logger,
+    /// With `hangUp`, SIGHUP runs it (a reload) instead of ending the process.
+    public static func run(_ group: ServiceGroup, logger: Logger, hangUp: (@Sendable () async -> Void)? = nil,
                            first: @escaping @Sendable (UnixSignal) -> String,
                            second: @escaping @Sendable (UnixSignal) -> String) async throws {
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let signals = hangUp == nil ? await UnixSignalsSequence(trapping: .sigterm, .sigint)
+            : await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             tasks.addTask {
                 var count = 0
                 for await signal in signals {
+                    if signal == .sighup {
+                        if count == 0 { await hangUp?() }
+                        continue
+                    }
                     count += 1
                     if count == 1 {
                         logger.notice("\(first(signal))")

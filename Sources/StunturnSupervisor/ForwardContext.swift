@@ -88,18 +88,6 @@ struct ForwardContext: Sendable {
         return nil
     }
 
-    /// Runs the tunnel handshake in `role` on a punched socket, unless the forward is plaintext
-    /// (nil); a failure names the peer, and `consequence` says what it means for the session.
-    func secure(_ tunnel: Socket, as role: TunnelRole, consequence: String = "") async throws -> TunnelSession? {
-        guard encrypted else { return nil }
-        do {
-            return role == .initiator ? try await SecureTunnel.initiate(on: tunnel, keys: keys)
-                : try await SecureTunnel.respond(on: tunnel, keys: keys)
-        } catch {
-            throw SessionFailure(.handshake, "tunnel handshake with \(tunnel.peerDescription) failed: \(error)\(consequence)", underlying: error)
-        }
-    }
-
     /// One line saying why a session failed, by the stage that failed.
     func describeFailure(_ error: Error) -> String {
         switch error {

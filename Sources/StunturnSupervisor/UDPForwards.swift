@@ -13,6 +13,8 @@ final class ActivityClock: Sendable {
         var last = ContinuousClock.now
         var out: UInt64 = 0
         var received: UInt64 = 0
+        /// When anything last came from the peer, keepalives included (they are not activity).
+        var heard = ContinuousClock.now
     }
     private let state = Mutex(State())
     func carried(out: Int = 0, in received: Int = 0) {
@@ -23,6 +25,8 @@ final class ActivityClock: Sendable {
         }
     }
     var lastActivity: ContinuousClock.Instant { state.withLock { $0.last } }
+    func heardFromPeer() { state.withLock { $0.heard = .now } }
+    var lastHeard: ContinuousClock.Instant { state.withLock { $0.heard } }
     var totals: (out: UInt64, in: UInt64) { state.withLock { ($0.out, $0.received) } }
 
     /// The next datagram on `socket`, or nil once the session has been idle for `idle` or the
@@ -60,6 +64,8 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
                                                          metadata: ["peer": "\(peer)"]) {
         if UDPHolePuncher.answerProbe(datagram, from: from, socket: tunnel, tag: context.keys.punchTag) { continue }
         guard from.addressBytes == peer.addressBytes else { continue }
+        activity.heardFromPeer()
+        if datagram == TunnelDatagram.keepalivePacket { continue }
         if datagram.first == TunnelDatagram.hello, let replyPacket {
             // The peer lost our reply: send it again. A full buffer drops it; the peer retries.
             sendDatagram(replyPacket, on: tunnel, to: from, context: context)
@@ -75,6 +81,40 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
             if rejected <= 5 { context.logger.warning("dropped a datagram that failed authentication", metadata: ["remote": "\(from)", "error": "\(error)"]) }
         }
     }
+}
+
+/// Carries a punched flow's datagrams from the peer to `deliver` and keeps its mappings alive,
+/// until it is idle or the peer falls silent; returns why it ended.
+func carryPunchedFlow(context: ForwardContext, tunnel: Socket, peer: SocketAddress, codec: DatagramCodec, replyPacket: [UInt8]?,
+                      activity: ActivityClock, deliver: @escaping @Sendable ([UInt8]) -> Void) async -> String {
+    await withTaskGroup(of: String.self) { group in
+        group.addTask {
+            await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: replyPacket,
+                                 activity: activity, deliver: deliver)
+            return "idle"
+        }
+        group.addTask { await keepUDPFlowAlive(context: context, tunnel: tunnel, peer: peer, activity: activity) }
+        let first = await group.next() ?? "idle"
+        group.cancelAll()
+        return first
+    }
+}
+
+/// Keeps a punched UDP flow's NAT mappings alive while it is up: a keepalive datagram every
+/// keepalive interval (at most 25 s). Returns, ending the flow, once nothing at all has come from
+/// the peer for three intervals: the path died (a NAT forgot the mapping, the peer went away), and
+/// the next datagram from the client sets a new flow up rather than vanish into this one.
+func keepUDPFlowAlive(context: ForwardContext, tunnel: Socket, peer: SocketAddress, activity: ActivityClock) async -> String {
+    let interval = min(context.config.keepalive, TunnelDatagram.maximumKeepalive)
+    while !Task.isCancelled {
+        sendDatagram(TunnelDatagram.keepalivePacket, on: tunnel, to: peer, context: context)
+        try? await Task.sleep(for: interval)
+        let silence = ContinuousClock.now - activity.lastHeard
+        if silence >= interval * 3 {
+            return "nothing heard from the peer for \(formatDuration(silence)) (keepalive \(formatDuration(interval)))"
+        }
+    }
+    return "cancelled"
 }
 
 /// The exposing side of one UDP tunnel: local service ⇄ punched socket.
@@ -111,11 +151,10 @@ struct UDPExposeSession: Sendable {
                 log.info("udp tunnel up", metadata: ["peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
                 toPeer = { sendWrapped($0, codec: codec, on: tunnel, to: peer, context: context) }
                 fromPeer = {
-                    await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec,
-                                         replyPacket: replyPacket, activity: activity) { payload in
+                    await carryPunchedFlow(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: replyPacket,
+                                           activity: activity) { payload in
                         sendDatagram(payload, on: local, to: service, context: context)
                     }
-                    return "idle"
                 }
             case .relay(let relayed):
                 (peerName, path) = (relayed.peer, "relay")
@@ -381,10 +420,10 @@ final class UDPListenSession: Sendable {
                 path = "direct"
                 connect(.udp(tunnel: tunnel, peer: peer, codec: codec))
                 log.info("udp tunnel up", metadata: ["client": "\(client)", "peer": "\(peer)", "path": "direct", "encrypted": "\(codec.isEncrypted)"])
-                await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil, activity: activity) { payload in
+                ended = await carryPunchedFlow(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: nil,
+                                               activity: activity) { payload in
                     sendDatagram(payload, on: listen, to: client, context: context)
                 }
-                ended = "idle"
             case .relay(let relayed):
                 path = "relay"
                 let (outbound, queue) = RelayedDatagrams.makeOutbound()

@@ -44,7 +44,13 @@ struct Status: AsyncParsableCommand {
             if let admin {
                 let status: AgentStatus
                 do {
-                    status = try await AdminClient.status(at: admin)
+                    let answer = try await AdminClient.ask(.status, at: admin)
+                    // A signaling server answers with its own view.
+                    if let server = ServerStatus.decode(answer) {
+                        print(json ? String(decoding: try server.encoded(pretty: true), as: UTF8.self) : server.table)
+                        return
+                    }
+                    status = try AgentStatus(decoding: answer)
                 } catch {
                     throw FailureExit.message("stunturn-agent status: \(error)", code: 1)
                 }
@@ -92,5 +98,44 @@ struct Status: AsyncParsableCommand {
             }
         }
         return agents
+    }
+}
+
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a running agent read its config file again (as SIGHUP does) and say what changed.",
+        discussion: """
+            Forwards added, removed or changed start, stop or restart; the others keep their \
+            sessions and streams. An invalid file changes nothing: every problem is printed and \
+            the agent goes on as it was (exit 1). Without --admin, the one agent of this user on \
+            this host is asked.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("The admin socket of the agent to reload (default: the one agent of this user on this host).",
+                                            valueName: "path"), completion: .file())
+    var admin: String?
+
+    func run() async throws {
+        try await guarded {
+            var path = admin
+            if path == nil {
+                let directory = AdminSocketDirectory.path()
+                let live = await Status.askAll(AdminSocketDirectory.agentSockets(in: directory)).map(\.admin)
+                guard live.count == 1 else {
+                    throw FailureExit.message(live.isEmpty
+                        ? "stunturn-agent reload: no agent of this user is running on this host (none answered in \(directory))"
+                        : "stunturn-agent reload: \(live.count) agents are running; say which with --admin PATH (\(live.joined(separator: ", ")))",
+                        code: 1)
+                }
+                path = live[0]
+            }
+            let answer: [UInt8]
+            do {
+                answer = try await AdminClient.ask(.reload, at: path ?? "", timeout: .seconds(60))
+            } catch {
+                throw FailureExit.message("stunturn-agent reload: \(error)", code: 1)
+            }
+            print(String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        }
     }
 }

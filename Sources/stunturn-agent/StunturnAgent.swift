@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import StunturnAdmin
 import StunturnConfig
 import StunturnMetrics
 import ServiceLifecycle
@@ -29,7 +30,7 @@ struct StunturnAgent: AsyncParsableCommand {
         on the other; then 'ssh -p 2222 localhost' reaches the first side's sshd.
         """,
         version: stunturnVersion,
-        subcommands: [Run.self, Check.self, Forward.self, Status.self, Server.self, Demo.self, Stun.self, Keygen.self]
+        subcommands: [Run.self, Check.self, Forward.self, Status.self, Reload.self, Server.self, Demo.self, Stun.self, Keygen.self]
     )
 
     static func main() async {
@@ -152,7 +153,7 @@ struct Run: AsyncParsableCommand {
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             for warning in config.warnings { logger.warning("\(warning)") }
-            let agent = Agent(config: config, logger: logger, metrics: bootstrapMetrics(for: config.metrics))
+            let agent = Agent(config: config, logger: logger, configPath: file.path, metrics: bootstrapMetrics(for: config.metrics))
             do {
                 try await agent.run(handlingSignals: true)
             } catch let error where !(error is CancellationError) {
@@ -387,6 +388,9 @@ struct Server: AsyncParsableCommand {
     @Flag(name: .long, help: "With --auth-token-file, refuse to pair clients without a valid token too.")
     var requireAuth = false
 
+    @Option(name: .long, help: ArgumentHelp("Answer 'stunturn-agent status --admin PATH' on this Unix socket: waiting clients, pairings per second, relayed sessions and bytes.", valueName: "path"), completion: .file())
+    var admin: String?
+
     @OptionGroup var metrics: MetricsOption
 
     @OptionGroup var logging: LoggingOptions
@@ -438,6 +442,26 @@ struct Server: AsyncParsableCommand {
             var services: [any Service] = [SignalingServerService(server: server)]
             // Listed first, so it stops last.
             if let metricsServer { services.insert(MetricsService(server: metricsServer), at: 0) }
+            if let admin {
+                let relaying = options.relay
+                let listening = server.boundAddress.description
+                do {
+                    let adminServer = try AdminServer(path: admin, logger: logger) { request in
+                        switch request {
+                        case .status:
+                            let stats = await server.statistics
+                            return try ServerStatus(stats, listen: listening, admin: admin, relaying: relaying).encoded() + [UInt8(ascii: "\n")]
+                        case .reload:
+                            throw AdminError(.failed, path: admin, "a signaling server has no config file to read again")
+                        }
+                    }
+                    services.insert(AdminService(server: adminServer), at: 0)
+                    logger.info("admin socket \(admin) answers 'stunturn-agent status --admin \(admin)'")
+                } catch {
+                    server.stop()
+                    throw FailureExit.message("stunturn-agent server: --admin \(admin): \(error)", code: 1)
+                }
+            }
             let group = ServiceGroup(services: services, logger: logger)
             try await SignalledShutdown.run(group, logger: logger) { "received \($0); shutting down" } second: {
                 "received \($0) again; stopping now"
@@ -493,5 +517,16 @@ struct Keygen: ParsableCommand {
 
     func run() {
         print(AccessKeyGenerator.generate())
+    }
+}
+
+extension ServerStatus {
+    init(_ stats: RendezvousServer.Statistics, listen: String, admin: String, relaying: Bool) {
+        self.init(pid: SystemIO.processID, admin: admin, listen: listen, uptimeSeconds: Int(stats.uptime.components.seconds),
+                  waitingInitiators: stats.waitingInitiators, waitingReceivers: stats.waitingReceivers,
+                  openConnections: stats.openConnections, pairings: stats.paired, pairingsPerSecond: stats.pairingsPerSecond,
+                  relaying: relaying, relayedSessionsActive: stats.activeRelays, relaysPending: stats.pendingRelays,
+                  relayedSessions: stats.relayedSessions, relayedBytes: stats.relayedBytes, relayRefusals: stats.relayRefused,
+                  rejected: stats.rejected, stunResponses: stats.stunResponses)
     }
 }

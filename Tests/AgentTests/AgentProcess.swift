@@ -23,12 +23,13 @@ final class AgentProcess: @unchecked Sendable {
 
     /// `input`/`output`: files for the process's stdin and stdout instead of pipes; `environment`:
     /// variables set on top of the test's own.
+    /// `executable`: another program than the agent (such as `ip netns exec NS agent ...`).
     init(_ name: String, _ arguments: [String], stdin: Bool = false, input: FileHandle? = nil, output: FileHandle? = nil,
-         environment: [String: String] = [:]) throws {
+         environment: [String: String] = [:], executable: String = agentBinary) throws {
         self.name = name
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-\(name)-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: agentBinary)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = try FileHandle(forWritingTo: logURL)

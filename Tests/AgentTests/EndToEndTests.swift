@@ -289,25 +289,54 @@ import Testing
         }
     }
 
+    @Test func aUDPFlowWhosePeerWentSilentEndsAndTheNextDatagramStartsAnother() async throws {
+        let echo = try UDPEcho()
+        let echoAddress = echo.address
+        let rig = try TunnelRig(extra: ["--udp", "--keepalive", "1"])
+        try await rig.startServer()
+        rig.expose = try AgentProcess("expose", ["forward", "--udp", "--expose", echoAddress.description, "--key", rig.key,
+                                                 "--server", rig.serverArgument, "--keepalive", "1", "--log-level", "debug"])
+        try await rig.expose!.waitForLog("exposing")
+        rig.listen = try AgentProcess("listen", ["forward", "--udp", "--listen", "127.0.0.1:\(rig.listenPort)", "--key", rig.key,
+                                                 "--server", rig.serverArgument, "--keepalive", "1", "--log-level", "debug"])
+        try await rig.listen!.waitForLog("listening on udp")
+        let client = try Socket.udp(on: .loopback())
+        defer { client.close() }
+        func roundTrip(_ text: String, wait: Duration) async -> Bool {
+            try? await client.send(Array(text.utf8), to: .loopback(port: rig.listenPort), until: .now + .seconds(1))
+            guard let (reply, _) = try? await client.receive(maxLength: 2048, until: .now + wait) else { return false }
+            return reply == Array(text.utf8)
+        }
+        #expect(await roundTrip("first", wait: .seconds(15)), "\(rig.logs)")
+        // Idle past several keepalives: the flow stays up (keepalives both ways), and answers.
+        try await Task.sleep(for: .seconds(4))
+        #expect(await roundTrip("after idle", wait: .seconds(3)), "\(rig.logs)")
+        #expect(!rig.listen!.log.contains("nothing heard from the peer"))
+        // The peer freezes: three keepalives unheard end the flow, with why.
+        kill(rig.expose!.process.processIdentifier, SIGSTOP)
+        #expect(try await rig.listen!.waitForLog("nothing heard from the peer", timeout: .seconds(15)), "\(rig.logs)")
+        kill(rig.expose!.process.processIdentifier, SIGCONT)
+        // The client's next datagram sets a new flow up.
+        try await waitUntil("a new flow carries datagrams\n\(rig.logs)", timeout: .seconds(40), interval: .milliseconds(100)) {
+            await roundTrip("again", wait: .seconds(3))
+        }
+        try await rig.stopAll()
+    }
+
     /// On the punched UDP path (auto, on loopback) and through the server's relay (only).
     @Test(arguments: ["auto", "only"]) func udpForwardCarriesDatagrams(relay: String) async throws {
-        let echoSocket = try Socket.udp(on: .loopback())
-        let echoAddress = try echoSocket.localAddress()
-        let echoTask = Task.detached {
-            while let (datagram, from) = try? await echoSocket.receive(maxLength: 65536, until: nil) {
-                try? await echoSocket.send(datagram, to: from, until: .now + .seconds(1))
-            }
-        }
-        defer { echoTask.cancel(); echoSocket.close() }
+        let echo = try UDPEcho()
+        let echoAddress = echo.address
         let serverPort = try freePort()
         let listenPort = try freePort()
         let key = newKey()
         let server = try AgentProcess("server", ["server", "--listen", "127.0.0.1:\(serverPort)"])
         try await server.waitForLog("signaling server listening")
         let expose = try AgentProcess("expose", ["forward", "--udp", "--expose", echoAddress.description, "--key", key,
-                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay])
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay, "--relay-after", "10"])
         let listen = try AgentProcess("listen", ["forward", "--udp", "--listen", "127.0.0.1:\(listenPort)", "--key", key,
-                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay])
+                                                 "--server", "127.0.0.1:\(serverPort)", "--log-level", "debug", "--relay", relay,
+                                                 "--relay-after", "10"])
 
         try await listen.waitForLog("listening on udp")
         try await expose.waitForLog("exposing")
@@ -473,5 +502,28 @@ final class RecordingProxy: @unchecked Sendable {
                 client.shutdownWrite()
             }
         }
+    }
+}
+
+/// A UDP echo service on loopback, for the UDP forwards' tests.
+final class UDPEcho: Sendable {
+    let address: SocketAddress
+    private let socket: Socket
+    private let task: Task<Void, Never>
+
+    init() throws {
+        let socket = try Socket.udp(on: .loopback())
+        self.socket = socket
+        address = try socket.localAddress()
+        task = Task.detached {
+            while let (datagram, from) = try? await socket.receive(maxLength: 65536, until: nil) {
+                try? await socket.send(datagram, to: from, until: .now + .seconds(1))
+            }
+        }
+    }
+
+    deinit {
+        task.cancel()
+        socket.close()
     }
 }

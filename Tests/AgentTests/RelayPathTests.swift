@@ -82,7 +82,8 @@ extension Array where Element == UInt8 {
     }
 
     @Test func autoGoesDirectWhereItCan() async throws {
-        let rig = try TunnelRig()
+        // Loopback punches in milliseconds; the margin is for a machine busy with other suites.
+        let rig = try TunnelRig(extra: ["--relay-after", "10"])
         try await rig.startAll()
         #expect(try await echo(rig.listenAddress, "direct") == "direct", "\(rig.logs)")
         #expect(try await rig.listen!.waitForLog("path none -> direct"), "\(rig.logs)")
@@ -127,5 +128,36 @@ extension Array where Element == UInt8 {
         try await refused.startListen()
         #expect(try await refused.listen!.waitForLog("relays only for clients with a valid token"), "\(refused.logs)")
         try await refused.stopAll()
+    }
+}
+
+/// The signaling server's own view on its admin socket.
+@Suite struct ServerStatusTests {
+    @Test func theServerShowsWaitingClientsPairingsAndRelays() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-srv-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let admin = directory.appendingPathComponent("server.sock").path
+        let rig = try TunnelRig(extra: ["--relay", "only"])
+        rig.server = try AgentProcess("server", ["server", "--listen", rig.serverArgument, "--admin", admin])
+        try await rig.server!.waitForLog("signaling server listening")
+        try await rig.startExpose()
+        try await rig.startListen()
+        #expect(try await echo(rig.listenAddress, "counted") == "counted", "\(rig.logs)")
+        let (status, out, errors) = try await runAgent(["status", "--admin", admin, "--json"])
+        #expect(status == 0, "\(errors)")
+        let object = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        let server = try #require(object?["server"] as? [String: Any], "\(out)")
+        #expect(server["pairings"] as? Int == 1)
+        #expect(server["relayed_sessions_active"] as? Int == 1)
+        #expect(server["waiting_receivers"] as? Int == 1, "the exposing agent long-polls again: \(out)")
+        #expect(server["relaying"] as? Bool == true)
+        #expect(server["pairings_per_second"] != nil)
+        let (_, table, _) = try await runAgent(["status", "--admin", admin])
+        #expect(table.contains("1 session(s) relayed now"), "\(table)")
+        let (reload, _, reloadErrors) = try await runAgent(["reload", "--admin", admin])
+        #expect(reload != 0)
+        #expect(reloadErrors.contains("no config file to read again"), "\(reloadErrors)")
+        try await rig.stopAll()
     }
 }

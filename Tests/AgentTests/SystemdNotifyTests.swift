@@ -29,14 +29,15 @@ final class NotifySocket: @unchecked Sendable {
     /// The next notification, or nil after `timeout`.
     func next(timeout: Duration) async -> String? {
         let fd = self.fd
-        return await Task.detached {
+        // Off the shared pool: a blocking wait there would stall every other suite.
+        return await offPool {
             var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let millis = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
             guard poll(&ready, 1, millis) > 0 else { return nil }
             var buffer = [UInt8](repeating: 0, count: 4096)
             let n = recv(fd, &buffer, buffer.count, 0)
             return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
-        }.value
+        }
     }
 }
 

@@ -24,7 +24,7 @@ struct FramingCase: CustomTestStringConvertible, Sendable {
 }
 
 @Suite struct AdminProtocolTests {
-    static let usage = "send one line naming a request: status"
+    static let usage = "send one line naming a request: status, reload"
 
     static let framingCases: [FramingCase] = [
         FramingCase("a request line", "status\n", .request(.status)),

@@ -64,7 +64,7 @@ final class RunningAdminServer: Sendable {
         let scratch = try ScratchDirectory()
         let running = try RunningAdminServer(path: scratch.file("a.sock"))
         let answer = try await exchange(scratch.file("a.sock"), Array("reboot\n".utf8))
-        #expect(AdminProtocol.errorMessage(in: answer) == "unknown request 'reboot'; send one line naming a request: status")
+        #expect(AdminProtocol.errorMessage(in: answer) == "unknown request 'reboot'; send one line naming a request: status, reload")
         await running.stop()
     }
 
@@ -89,8 +89,9 @@ final class RunningAdminServer: Sendable {
         defer { client.close() }
         let started = ContinuousClock.now
         let answer = try await readAll(client, within: .seconds(5))
-        #expect(ContinuousClock.now - started < .seconds(3))
-        #expect(AdminProtocol.errorMessage(in: answer) == "no request within 200ms; send one line naming a request: status")
+        // Answered by its time-out, not held open (the bound is loose: suites run side by side).
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(AdminProtocol.errorMessage(in: answer) == "no request within 200ms; send one line naming a request: status, reload")
         await running.stop()
     }
 
@@ -103,7 +104,7 @@ final class RunningAdminServer: Sendable {
         // and fails once it has closed.
         let flood = Task { try? await client.writeAll([UInt8](repeating: UInt8(ascii: "s"), count: 8 << 20), until: .now + .seconds(10)) }
         let answer = try await readAll(client, within: .seconds(10))
-        #expect(AdminProtocol.errorMessage(in: answer) == "request longer than 256 bytes; send one line naming a request: status")
+        #expect(AdminProtocol.errorMessage(in: answer) == "request longer than 256 bytes; send one line naming a request: status, reload")
         client.close()
         await flood.value
         await running.stop()
@@ -118,11 +119,12 @@ final class RunningAdminServer: Sendable {
         var silent: [UnixSocket] = []
         for _ in 0..<6 { silent.append(try await UnixSocket.connect(to: scratch.file("a.sock"), until: .now + .seconds(5))) }
         defer { for socket in silent { socket.close() } }
-        // Six silent clients, two at a time, 300 ms each: served within about a second.
+        // Six silent clients, two at a time, 300 ms each: served within about a second, and well
+        // within the client's own time-out even on a machine busy with other suites.
         let started = ContinuousClock.now
-        let status = try await AdminClient.status(at: scratch.file("a.sock"), timeout: .seconds(10))
+        let status = try await AdminClient.status(at: scratch.file("a.sock"), timeout: .seconds(20))
         #expect(status == StatusSamples.agent)
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(15))
         await running.stop()
     }
 

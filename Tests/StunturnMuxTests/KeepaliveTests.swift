@@ -7,20 +7,43 @@ import Testing
         let start = ContinuousClock.now
         #expect(keepalive.pingDue(at: start))
         keepalive.sent(1, at: start)
-        #expect(!keepalive.pingDue(at: start + .seconds(14)))
-        #expect(keepalive.pingDue(at: start + .seconds(15)))
         #expect(keepalive.answered(1, at: start + .milliseconds(42)) == .milliseconds(42))
         #expect(keepalive.roundTrip == .milliseconds(42))
+        #expect(!keepalive.pingDue(at: start + .seconds(14)))
+        #expect(keepalive.pingDue(at: start + .seconds(15)))
         #expect(keepalive.answered(99, at: start + .seconds(1)) == nil, "an answer to no ping measured something")
     }
 
-    @Test func threeUnansweredPingsMeanThePeerIsGone() {
+    @Test func anUnansweredPingIsFollowedByProbesAndThePeerIsGoneSecondsLater() {
         var keepalive = Keepalive(interval: .seconds(15), allowedMisses: 3)
         let start = ContinuousClock.now
-        for i in 0..<3 { keepalive.sent(UInt32(i), at: start + .seconds(15) * i) }
-        // The third ping has not had its interval yet: two misses.
-        #expect(!keepalive.peerGone(at: start + .seconds(31)))
-        #expect(keepalive.peerGone(at: start + .seconds(45)))
+        keepalive.sent(0, at: start)
+        keepalive.answered(0, at: start + .milliseconds(20))
+        keepalive.heard(at: start + .milliseconds(20))
+        // The path dies after that answer. The next ping is due at 15 s; unanswered, probes
+        // follow a second apart (four round trips is less than a second here).
+        #expect(keepalive.probeTime == .seconds(1))
+        #expect(!keepalive.pingDue(at: start + .seconds(14)))
+        keepalive.sent(1, at: start + .seconds(15))
+        #expect(!keepalive.pingDue(at: start + .milliseconds(15_500)))
+        #expect(keepalive.pingDue(at: start + .seconds(16)))
+        #expect(keepalive.probing(at: start + .seconds(16)))
+        keepalive.sent(2, at: start + .seconds(16))
+        keepalive.sent(3, at: start + .seconds(17))
+        #expect(!keepalive.peerGone(at: start + .milliseconds(17_500)))
+        // Three unanswered, the last for a probe time, and silence for an interval: gone at 18 s,
+        // where three whole intervals would have taken until 45 s and more.
+        #expect(keepalive.peerGone(at: start + .seconds(18)))
+    }
+
+    @Test func aPeerThatSendsDataIsNotGoneWhileItsPongIsLate() {
+        var keepalive = Keepalive(interval: .seconds(15), allowedMisses: 3)
+        let start = ContinuousClock.now
+        for i in 0..<3 { keepalive.sent(UInt32(i), at: start + .seconds(i)) }
+        // Bytes keep coming (a bulk transfer the pongs wait behind).
+        keepalive.heard(at: start + .seconds(10))
+        #expect(!keepalive.peerGone(at: start + .seconds(20)))
+        #expect(keepalive.peerGone(at: start + .seconds(25)))
     }
 
     @Test func oneLateAnswerClearsTheOlderPingsToo() {
