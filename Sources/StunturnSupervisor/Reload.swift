@@ -128,7 +128,7 @@ final class ForwardsService: Service, CustomStringConvertible, Sendable {
             return outcome
         }
         var outcome = ReloadOutcome()
-        for (setting, changed) in [("serve", old.serve != new.serve),
+        for (setting, changed) in [("serve", old.serve != new.serve), ("metrics", old.metrics != new.metrics),
                                    ("admin", old.admin != new.admin), ("log_level", old.logLevel != new.logLevel),
                                    ("log_format", old.logFormat != new.logFormat), ("drain_timeout", old.drainTimeout != new.drainTimeout)]
             where changed { outcome.needsRestart.append(setting) }
@@ -146,7 +146,7 @@ final class ForwardsService: Service, CustomStringConvertible, Sendable {
         for name in outcome.removed { statistics[name] = nil }
         for name in outcome.added + outcome.restarted {
             guard let forward = after[name] else { continue }
-            let stats = ForwardStatistics()
+            let stats = ForwardStatistics(forward: name, metrics: agent.metricsFactory)
             statistics[name] = stats
             let context = ForwardContext(config: forward, logger: logger, relay: agent.relay, statistics: stats, connections: pool)
             // Bound here when possible, so a port that is taken is said at once; else the forward

@@ -141,22 +141,21 @@ let promtoolPath: String? = {
         #expect(stdioErr.contains("--metrics does not apply to --stdio"), "\(stdioErr)")
     }
 
-    /// The in-agent server's series come with the agent's own, from a config file's `metrics`.
+    /// The in-agent server's series come with the agent's own, from a config file's `metrics`; a
+    /// forward a reload adds has its own, and a new `metrics` waits for the next start.
     @Test func runServesTheConfigsMetricsWithTheInAgentServer() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stunturn-metrics-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(at: directory) }
         let metrics = try freePort(), serve = try freePort()
         let config = directory.appendingPathComponent("agent.yaml")
-        try """
-            serve: 127.0.0.1:\(serve)
-            admin: none
-            metrics: 127.0.0.1:\(metrics)
+        let web = """
             forwards:
               - name: web
                 listen: 127.0.0.1:\(try freePort())
                 key: \(newKey())
-            """.write(to: config, atomically: true, encoding: .utf8)
+            """
+        try "serve: 127.0.0.1:\(serve)\nadmin: none\nmetrics: 127.0.0.1:\(metrics)\n\(web)\n".write(to: config, atomically: true, encoding: .utf8)
         let agent = try AgentProcess("run", ["run", config.path])
         try await agent.waitForLog("metrics at http://127.0.0.1:\(metrics)/metrics")
         var text = PrometheusText("")
@@ -167,6 +166,17 @@ let promtoolPath: String? = {
         }
         #expect(text.value("stunturn_sessions", ["forward": "web", "path": "direct"]) == 0)
         #expect(text.value("stunturn_server_pairings_total") == 0)
+
+        let api = "  - name: api\n    listen: 127.0.0.1:\(try freePort())\n    key: \(newKey())\n"
+        try "serve: 127.0.0.1:\(serve)\nadmin: none\nmetrics: 127.0.0.1:\(try freePort())\n\(web)\n\(api)"
+            .write(to: config, atomically: true, encoding: .utf8)
+        kill(agent.process.processIdentifier, SIGHUP)
+        #expect(try await agent.waitForLog("reloaded: added api; 1 unchanged, their sessions and streams kept; metrics changed, which takes effect at the next start"))
+        try await waitUntil("both initiators wait: \(text.samples)", timeout: .seconds(20), interval: .milliseconds(100)) {
+            text = try await Self.scrape(metrics).text
+            return text.value("stunturn_server_waiting_initiators") == 2
+        }
+        #expect(text.value("stunturn_sessions", ["forward": "api", "path": "relay"]) == 0, "\(text.samples)")
         #expect(try await agent.stop() == 0, "\(agent.log)")
     }
 }
