@@ -15,7 +15,9 @@ fi
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PREFIX="${NATLAB_PREFIX:-stl-}"
-NODES=(inet pub nat-a nat-b peer-a peer-b)
+NODES=(inet pub nat-a nat-b peer-a peer-b)   # the topology being built; see topology_nodes
+ALL_NODES=(inet pub nat-a nat-b nat cgn home-a home-b peer-a peer-b)
+TOPOLOGY=pair
 SERVER_IP=203.0.113.10
 SERVER_PORT=3478
 SERVICE_PORT=7000   # the exposed service, on peer-b's loopback
@@ -28,38 +30,61 @@ usage() {
     cat <<'EOF'
 usage: natlab.sh COMMAND [options]
 
-  up [--nat-a KIND] [--nat-b KIND] [--router drop|answer] [--loss PCT] [--delay MS]
-        Build the lab (tears down any previous one first). Defaults: eim-apdf, eim-apdf, answer, 0, 0.
+  up [--topology pair|lan|cgnat] [--nat-a KIND] [--nat-b KIND] [--router drop|answer]
+     [--loss PCT] [--delay MS]
+        Build the lab (tears down any previous one first). Defaults: pair, eim-apdf, eim-apdf,
+        answer, 0, 0.
   down  Remove every namespace the lab made (prefix NATLAB_PREFIX, default "stl-"), and the
         processes in them. Safe to run any number of times.
   exec NODE CMD...
-        Run CMD in a node's namespace. Nodes: inet pub nat-a nat-b peer-a peer-b.
+        Run CMD in a node's namespace (a node of the topology that is up, see below).
   check [--agent PATH]
         Print "ok", or one line saying why the lab cannot run here (exit 1).
-  case --nat-a KIND --nat-b KIND --proto tcp|udp --agent PATH
+  case --nat-a KIND --nat-b KIND --proto tcp|udp --agent PATH [--topology pair|lan|cgnat]
        [--router drop|answer] [--loss PCT] [--delay MS] [--punch-timeout S]
+       [--relay auto|never|only] [--relay-budget S]
         Bring the lab up, run server (pub), expose (peer-b) and listen (peer-a) agents, push real
-        traffic through the forward, print one RESULT line, tear everything down. Exit 0 when the
-        outcome is the expected one for the pairing.
+        traffic through the forward, print one RESULT line (the outcome, the path the session
+        took and the time to the first echoed byte), tear everything down. Exit 0 when the
+        outcome is the expected one. --relay goes to the agents (default auto); a relayed session
+        must echo the first byte within --relay-budget seconds of the listen agent's start
+        (default 3, or 6 with --loss).
   latency --agent PATH [--baseline-agent PATH] [--delay MS] [--count N]
-        On a lab with MS ms delay (default 20) per crossing of the internet, eim-apdf on both
+        On a pair lab with MS ms delay (default 20) per crossing of the internet, eim-apdf on both
         sides: once the forward works, time N (default 30) new TCP connections to the listen port,
         one after another, each from connect until its first byte is echoed back, and the RTT
         between the two NATs. One line per agent (the baseline on a fresh lab, same delay):
         LATENCY agent=current|baseline median_ms= p90_ms= rtt_ms= ratio=median/rtt n=
-  matrix --agent PATH [--quick] [--punch-timeout S]
-        Run every case; progress on stderr, a markdown table on stdout. --quick: no loss runs,
-        answering routers only.
+  matrix --agent PATH [--quick] [--punch-timeout S] [--relay auto|never|only]
+         [--topologies pair,lan,cgnat]
+        Run every case; progress on stderr, markdown tables on stdout, every RESULT line also in
+        LOGDIR/matrix-results.txt. --quick: no loss runs, answering routers only.
 
-Topology (peer-a runs the listen side, peer-b the exposed service):
+Topologies (peer-a runs the listen side, peer-b the exposed service):
 
-  peer-a --- nat-a ---\                  /--- nat-b --- peer-b
-                       inet (internet) --
-                             |
-                            pub (signaling server 203.0.113.10:3478, TCP + STUN/UDP)
+  pair (default): each peer behind its own router.
+    peer-a --- nat-a ---\                  /--- nat-b --- peer-b
+                         inet (internet) --
+                               |
+                              pub (signaling server 203.0.113.10:3478, TCP + STUN/UDP)
+
+  lan: both peers on one LAN (10.1.0.0/24, a bridge in nat) behind one NAT that has no
+    hairpin rule; --nat-a is that NAT's kind (eim-apdf or edm). Nodes: inet pub nat peer-a peer-b.
+    peer-a 10.1.0.2 --\
+                       nat --- inet --- pub
+    peer-b 10.1.0.3 --/
+
+  cgnat: each peer behind its own home NAT (--nat-a, --nat-b: eim-apdf or edm), both homes on
+    the SAME private range with the SAME host address (192.168.1.2 behind 192.168.1.1), both
+    home routers behind one carrier-grade NAT (cgn: eim-apdf, no hairpin rule; homes on
+    100.64.1.0/24 and 100.64.2.0/24). Nodes: inet pub cgn home-a home-b peer-a peer-b.
+    peer-a --- home-a --\
+                         cgn --- inet --- pub
+    peer-b --- home-b --/
 
 NAT kinds (RFC 4787 terms), for --nat-a / --nat-b:
-  none      No NAT and no filtering: the peer has a public address and the router only routes.
+  none      No NAT and no filtering: the peer has a public address and the router only routes
+            (pair only).
   eim-apdf  Endpoint-Independent Mapping, Address-and-Port-Dependent Filtering ("port-restricted
             cone"): Linux MASQUERADE. It keeps the source port when free (port preservation) and
             reuses it towards every destination; conntrack admits only packets from a remote
@@ -68,7 +93,7 @@ NAT kinds (RFC 4787 terms), for --nat-a / --nat-b:
             MASQUERADE --random-fully gives every new 5-tuple its own random public port; filtering
             is address-and-port-dependent as above.
 
-Router kinds (how a NAT router treats unsolicited inbound packets):
+Router kinds (how every NAT router of the lab treats unsolicited inbound packets):
   answer    Linux default: TCP RST, ICMP port unreachable for UDP.
   drop      Silently discarded.
 
@@ -77,11 +102,14 @@ every packet the internet router (inet) forwards for MS milliseconds, so peer-to
 by 2*MS. It uses sch_netem when the kernel has it, else an NFQUEUE rule on inet plus
 scripts/natlab/delay.py running in inet (NATLAB_DELAY=netem|nfqueue forces one; default auto).
 
-Expected outcomes: a direct path exists unless one side is edm and the other is not 'none'.
-An edm router sends to the peer from a fresh port that nobody announced; the other NAT filters
-by address and port, and its own fresh port (or the announced one) is filtered in turn. So
-edm+edm and edm+eim-apdf (both orders) must fail cleanly: the listen side logs "punch failed"
-within its punch timeout and closes the client's connection, and no agent hangs or spins.
+Expected outcomes (expected_outcome in this script): direct-srflx, direct-host, relay or
+fails-cleanly. pair has a direct path to the peer's public address (srflx) unless one side is
+edm and the other is not 'none'. In lan the peers reach each other's own address (host
+candidate; TCP only). cgnat has no direct path: the carrier NAT does not hairpin, and the
+peer's own address is this machine's own. Without a direct path, TCP is relayed through the
+signaling server (--relay auto) and must carry traffic within the relay budget; UDP forwards
+punch only, so there the listen side must log "punch failed" within its punch timeout (fails
+cleanly). A case that works on another path than the expected one fails.
 EOF
 }
 
@@ -90,29 +118,93 @@ log() { echo "natlab: $*" >&2; }
 ns() { echo "${PREFIX}$1"; }
 nx() { local node=$1; shift; ip netns exec "$(ns "$node")" "$@"; }
 
-valid_node() { local n; for n in "${NODES[@]}"; do [[ $n == "$1" ]] && return 0; done; return 1; }
+valid_node() { local n; for n in "${ALL_NODES[@]}"; do [[ $n == "$1" ]] && return 0; done; return 1; }
 valid_kind() { [[ $1 == none || $1 == eim-apdf || $1 == edm ]]; }
+valid_topology() { [[ $1 == pair || $1 == lan || $1 == cgnat ]]; }
 
-# A direct path needs the EDM side's fresh port to get through the other side's filter: only a
-# NAT-less peer accepts it.
+topology_nodes() {
+    case $1 in
+        pair) echo inet pub nat-a nat-b peer-a peer-b ;;
+        lan) echo inet pub nat peer-a peer-b ;;
+        cgnat) echo inet pub cgn home-a home-b peer-a peer-b ;;
+    esac
+}
+
+# A peer's own (interface) address: topology side(a|b) kind.
+peer_ip() {
+    case $1 in
+        pair)
+            if [[ $2 == a ]]; then [[ $3 == none ]] && echo 203.0.113.66 || echo 10.1.0.2
+            else [[ $3 == none ]] && echo 203.0.113.130 || echo 10.2.0.2; fi ;;
+        lan) [[ $2 == a ]] && echo 10.1.0.2 || echo 10.1.0.3 ;;
+        cgnat) echo 192.168.1.2 ;;
+    esac
+}
+
+# ---------------------------------------------------------------- expectations
+
+# What the agents can do today. When the product learns more, change these and the expectations
+# (here and in Tests/NATLabTests) follow. NATLAB_UDP_RELAY=1 etc. override them for a run.
+TCP_RELAY=${NATLAB_TCP_RELAY:-1}                      # TCP sessions may go through the server's relay
+UDP_RELAY=${NATLAB_UDP_RELAY:-0}                      # UDP forwards punch only
+TCP_HOST_CANDIDATES=${NATLAB_TCP_HOST_CANDIDATES:-1}  # TCP hellos announce interface addresses
+UDP_HOST_CANDIDATES=${NATLAB_UDP_HOST_CANDIDATES:-0}
+
+# The direct path the pairing offers: srflx (the peer's public address, punched), host (its own
+# address, on a shared network) or nothing. topology proto a b
+direct_candidate() {
+    local topology=$1 proto=$2 a=$3 b=$4 host=$TCP_HOST_CANDIDATES
+    [[ $proto == udp ]] && host=$UDP_HOST_CANDIDATES
+    case $topology in
+        # An EDM side sends from a port nobody announced; only a NAT-less peer lets that in.
+        pair) if [[ $a == edm && $b != none ]] || [[ $b == edm && $a != none ]]; then echo ""; else echo srflx; fi ;;
+        # The shared NAT does not hairpin: only the peers' own addresses connect them.
+        lan) [[ $host == 1 ]] && echo host || echo "" ;;
+        # The carrier NAT does not hairpin, and the peer's own address is this machine's own.
+        cgnat) echo "" ;;
+    esac
+}
+
+# direct-srflx, direct-host, relay or fails-cleanly; "direct-srflx|relay" where either is right.
+# topology proto a b [relay-policy [loss]]
+# Under loss, a direct path may come up only after relay_after (1 s): a lost SYN is resent after
+# TCP's initial 1 s time-out. Then the relay carries the session, as the policy says, so there
+# the relay is right too.
 expected_outcome() {
-    local a=$1 b=$2
-    if [[ $a == edm && $b != none ]] || [[ $b == edm && $a != none ]]; then
-        echo fails-cleanly
+    local topology=$1 proto=$2 a=$3 b=$4 policy=${5:-auto} loss=${6:-0} relays=$TCP_RELAY candidate
+    [[ $proto == udp ]] && relays=$UDP_RELAY
+    [[ $relays == 1 ]] || policy=never
+    candidate=$(direct_candidate "$topology" "$proto" "$a" "$b")
+    if [[ $policy == only ]]; then
+        echo relay
+    elif [[ -n $candidate && $policy == auto && $loss -gt 0 ]]; then
+        echo "direct-$candidate|relay"
+    elif [[ -n $candidate ]]; then
+        echo "direct-$candidate"
+    elif [[ $policy == auto ]]; then
+        echo relay
     else
-        echo works
+        echo fails-cleanly
     fi
 }
 
+# Whether an outcome is the expected one (or one of the expected ones). outcome expected
+outcome_expected() { [[ "|$2|" == *"|$1|"* ]]; }
+
+# Why a pairing has no direct path; empty when it has one. topology proto a b
 expected_reason() {
-    local a=$1 b=$2
-    if [[ $a == edm && $b == edm ]]; then
-        echo "both mappings endpoint-dependent: neither side can learn the port the other sends from"
-    elif [[ $a == edm && $b != none ]] || [[ $b == edm && $a != none ]]; then
-        echo "edm side sends from an unannounced port that the peer's address-and-port-dependent filter rejects"
-    else
-        echo ""
-    fi
+    local topology=$1 proto=$2 a=$3 b=$4
+    [[ -z $(direct_candidate "$@") ]] || { echo ""; return 0; }
+    case $topology in
+        pair)
+            if [[ $a == edm && $b == edm ]]; then
+                echo "both mappings endpoint-dependent: neither side can learn the port the other sends from"
+            else
+                echo "edm side sends from an unannounced port that the peer's address-and-port-dependent filter rejects"
+            fi ;;
+        lan) echo "the shared NAT does not hairpin, and $proto hellos announce no host candidates" ;;
+        cgnat) echo "the carrier-grade NAT does not hairpin, and both homes use the same private address" ;;
+    esac
 }
 
 # ---------------------------------------------------------------- teardown
@@ -169,19 +261,22 @@ setup_router() {
     fi
 }
 
+# inet's links, one to pub and one to each router on the internet.
+inet_links() { [[ $TOPOLOGY == pair ]] && echo srv wan-a wan-b || echo srv wan-a; }
+
 # Every packet inet forwards waits MS ms, whichever way it goes. Sets DELAY_BY to what does it:
-# netem, nfqueue or none. netem delays on egress of inet's three links, which every forwarded packet
+# netem, nfqueue or none. netem delays on egress of each of inet's links, which every forwarded packet
 # leaves by exactly once; kernels without sch_netem get the same from NFQUEUE + delay.py.
 setup_delay() {  # ms
     local ms=$1 mode=${NATLAB_DELAY:-auto} dev
     [[ $mode == auto || $mode == netem || $mode == nfqueue ]] || die "NATLAB_DELAY must be auto, netem or nfqueue"
     if [[ $mode == auto || $mode == netem ]]; then
         local ok=1
-        for dev in srv wan-a wan-b; do
+        for dev in $(inet_links); do
             nx inet tc qdisc add dev "$dev" root netem delay "${ms}ms" 2>/dev/null || { ok=0; break; }
         done
         if [[ $ok == 1 ]]; then DELAY_BY=netem; return 0; fi
-        for dev in srv wan-a wan-b; do nx inet tc qdisc del dev "$dev" root 2>/dev/null || true; done
+        for dev in $(inet_links); do nx inet tc qdisc del dev "$dev" root 2>/dev/null || true; done
         [[ $mode == netem ]] && die "--delay: this kernel has no sch_netem (tc qdisc netem)"
     fi
     if start_delayer "$ms"; then DELAY_BY=nfqueue; return 0; fi
@@ -211,9 +306,10 @@ delayer_bound() {
 }
 
 cmd_up() {
-    local nat_a=eim-apdf nat_b=eim-apdf router=answer loss=0 delay=0
+    local topology=pair nat_a=eim-apdf nat_b="" router=answer loss=0 delay=0
     while [[ $# -gt 0 ]]; do
         case $1 in
+            --topology) topology=$2; shift 2 ;;
             --nat-a) nat_a=$2; shift 2 ;;
             --nat-b) nat_b=$2; shift 2 ;;
             --router) router=$2; shift 2 ;;
@@ -222,13 +318,21 @@ cmd_up() {
             *) die "up: unknown option $1" ;;
         esac
     done
+    valid_topology "$topology" || die "unknown topology '$topology' (pair, lan, cgnat)"
+    if [[ -z $nat_b ]]; then [[ $topology == lan ]] && nat_b=$nat_a || nat_b=eim-apdf; fi
     valid_kind "$nat_a" || die "unknown NAT kind '$nat_a' (none, eim-apdf, edm)"
     valid_kind "$nat_b" || die "unknown NAT kind '$nat_b' (none, eim-apdf, edm)"
+    if [[ $topology != pair ]] && [[ $nat_a == none || $nat_b == none ]]; then
+        die "topology $topology needs NATs: --nat-a/--nat-b eim-apdf or edm"
+    fi
+    [[ $topology == lan && $nat_b != "$nat_a" ]] && die "topology lan has one NAT: give its kind as --nat-a"
     [[ $router == drop || $router == answer ]] || die "--router must be drop or answer"
     [[ $loss =~ ^[0-9]+$ && $loss -le 100 ]] || die "--loss must be a whole percentage"
     [[ $delay =~ ^[0-9]+$ ]] || die "--delay must be whole milliseconds"
 
     cmd_down
+    TOPOLOGY=$topology
+    read -r -a NODES <<<"$(topology_nodes "$topology")"
     local node
     for node in "${NODES[@]}"; do
         ip netns add "$(ns "$node")"
@@ -236,20 +340,46 @@ cmd_up() {
         nx "$node" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 2>/dev/null || true
     done
 
-    # Internet: inet routes between the server's and the two NAT routers' public links.
+    # Internet: inet routes between the server's and the routers' public links.
     link inet srv pub eth0
     addr inet srv 203.0.113.1/26
     addr pub eth0 "$SERVER_IP/26"
     ip -n "$(ns pub)" route add default via 203.0.113.1
-    link inet wan-a nat-a wan
-    addr inet wan-a 198.51.100.1/25
-    addr nat-a wan 198.51.100.2/25
-    ip -n "$(ns nat-a)" route add default via 198.51.100.1
-    link inet wan-b nat-b wan
-    addr inet wan-b 198.51.100.129/25
-    addr nat-b wan 198.51.100.130/25
-    ip -n "$(ns nat-b)" route add default via 198.51.100.129
     nx inet sysctl -qw net.ipv4.ip_forward=1
+    case $topology in
+        pair) up_pair "$nat_a" "$nat_b" "$router" ;;
+        lan) up_lan "$nat_a" "$router" ;;
+        cgnat) up_cgnat "$nat_a" "$nat_b" "$router" ;;
+    esac
+
+    if [[ $loss -gt 0 ]]; then
+        local p
+        p=$(awk -v l="$loss" 'BEGIN { printf "%.4f", l / 100 }')
+        nx inet iptables -A FORWARD -m statistic --mode random --probability "$p" -j DROP
+    fi
+    DELAY_BY=none
+    if [[ $delay -gt 0 ]]; then setup_delay "$delay"; fi
+
+    # Both peers must have a route to the server before anything runs on top.
+    for node in peer-a peer-b; do
+        nx "$node" ip route get "$SERVER_IP" >/dev/null || die "$node has no route to the server: lab is broken"
+    done
+    log "up: topology=$topology nat-a=$nat_a nat-b=$nat_b router=$router loss=$loss% delay=${delay}ms ($DELAY_BY) server=$SERVER_IP:$SERVER_PORT"
+}
+
+# A router's public link to inet: inet's end (ifname, address/prefix), the router's address/prefix.
+wan_link() {  # router inet-ifname inet-address router-address
+    link inet "$2" "$1" wan
+    addr inet "$2" "$3"
+    addr "$1" wan "$4"
+    ip -n "$(ns "$1")" route add default via "${3%/*}"
+}
+
+# Each peer behind its own router on the internet.
+up_pair() {  # nat-a nat-b router
+    local nat_a=$1 nat_b=$2 router=$3
+    wan_link nat-a wan-a 198.51.100.1/25 198.51.100.2/25
+    wan_link nat-b wan-b 198.51.100.129/25 "$NAT_B_PUBLIC/25"
 
     # LANs: private behind a NAT; public (routed by inet) when the kind is 'none'.
     link nat-a lan peer-a eth0
@@ -265,33 +395,61 @@ cmd_up() {
     if [[ $nat_b == none ]]; then
         addr nat-b lan 203.0.113.129/26; addr peer-b eth0 203.0.113.130/26
         ip -n "$(ns peer-b)" route add default via 203.0.113.129
-        ip -n "$(ns inet)" route add 203.0.113.128/26 via 198.51.100.130
+        ip -n "$(ns inet)" route add 203.0.113.128/26 via "$NAT_B_PUBLIC"
     else
         addr nat-b lan 10.2.0.1/24; addr peer-b eth0 10.2.0.2/24
         ip -n "$(ns peer-b)" route add default via 10.2.0.1
     fi
     setup_router nat-a "$nat_a" "$router"
     setup_router nat-b "$nat_b" "$router"
+}
 
-    if [[ $loss -gt 0 ]]; then
-        local p
-        p=$(awk -v l="$loss" 'BEGIN { printf "%.4f", l / 100 }')
-        nx inet iptables -A FORWARD -m statistic --mode random --probability "$p" -j DROP
-    fi
-    DELAY_BY=none
-    if [[ $delay -gt 0 ]]; then setup_delay "$delay"; fi
+# Both peers on one LAN: a bridge in nat joins their links; nat has no hairpin rule, so a packet
+# from the LAN to nat's own public address is answered (or dropped) by nat itself.
+up_lan() {  # kind router
+    wan_link nat wan-a 198.51.100.1/25 198.51.100.2/25
+    link nat lan-a peer-a eth0
+    link nat lan-b peer-b eth0
+    ip -n "$(ns nat)" link add lan type bridge
+    ip -n "$(ns nat)" link set lan-a master lan
+    ip -n "$(ns nat)" link set lan-b master lan
+    ip -n "$(ns nat)" link set lan up
+    addr nat lan 10.1.0.1/24
+    addr peer-a eth0 "$(peer_ip lan a "$1")/24"
+    addr peer-b eth0 "$(peer_ip lan b "$1")/24"
+    ip -n "$(ns peer-a)" route add default via 10.1.0.1
+    ip -n "$(ns peer-b)" route add default via 10.1.0.1
+    setup_router nat "$1" "$2"
+}
 
-    # Both peers must have a route to the server before anything runs on top.
-    for node in peer-a peer-b; do
-        nx "$node" ip route get "$SERVER_IP" >/dev/null || die "$node has no route to the server: lab is broken"
+# Two homes with the same private range and the same host address, behind one carrier-grade NAT
+# (EIM, no hairpin rule). The homes' routers are on their own links to cgn.
+up_cgnat() {  # home-a-kind home-b-kind router
+    local router=$3 side home kind
+    wan_link cgn wan-a 198.51.100.1/25 198.51.100.2/25
+    for side in a b; do
+        home=home-$side
+        [[ $side == a ]] && kind=$1 || kind=$2
+        local net=1; [[ $side == b ]] && net=2
+        link cgn "sub-$side" "$home" wan
+        addr cgn "sub-$side" "100.64.$net.1/24"
+        addr "$home" wan "100.64.$net.2/24"
+        ip -n "$(ns "$home")" route add default via "100.64.$net.1"
+        link "$home" lan "peer-$side" eth0
+        addr "$home" lan 192.168.1.1/24
+        addr "peer-$side" eth0 "$(peer_ip cgnat "$side" "$kind")/24"
+        ip -n "$(ns "peer-$side")" route add default via 192.168.1.1
+        setup_router "$home" "$kind" "$router"
     done
-    log "up: nat-a=$nat_a nat-b=$nat_b router=$router loss=$loss% delay=${delay}ms ($DELAY_BY) server=$SERVER_IP:$SERVER_PORT"
+    setup_router cgn eim-apdf "$router"
 }
 
 cmd_exec() {
     [[ $# -ge 2 ]] || die "exec NODE CMD..."
     local node=$1; shift
-    valid_node "$node" || die "unknown node '$node' (${NODES[*]})"
+    valid_node "$node" || die "unknown node '$node' (${ALL_NODES[*]})"
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$(ns "$node")" \
+        || die "node '$node' is not up (its topology's nodes: pair: $(topology_nodes pair); lan: $(topology_nodes lan); cgnat: $(topology_nodes cgnat))"
     exec ip netns exec "$(ns "$node")" "$@"
 }
 
@@ -357,13 +515,25 @@ def udp_echo(port):
     while True:
         d, a = s.recvfrom(65536); s.sendto(d, a)
 
-def tcp_client(port, size, limit):
+def tcp_client(port, size, limit, wait=0):
     # ok: echo matched by sha256. closed: the forward closed us. timeout: nothing within the limit.
-    start = time.monotonic(); data = os.urandom(size)
-    try:
-        c = socket.create_connection(("127.0.0.1", port), timeout=5)
-    except OSError as e:
-        print(f"refused {time.monotonic()-start:.2f} {e}"); return
+    # A refused connect is retried every 10 ms for `wait` seconds (the client may start before the
+    # listen agent). first=: seconds from connect until the first echoed byte (- when none came);
+    # at=: the wall clock at connect, to relate it to the agents' start.
+    start = time.monotonic(); at = time.time(); data = os.urandom(size); first = None
+    def since():
+        return f"{time.monotonic()-start:.2f} first={'-' if first is None else f'{first:.3f}'} at={at:.3f}"
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except ConnectionRefusedError as e:
+            if time.monotonic() - start < wait:
+                time.sleep(0.01); continue
+            print(f"refused {since()} {e}"); return
+        except OSError as e:
+            print(f"refused {since()} {e}"); return
+    start = time.monotonic(); at = time.time()
     c.settimeout(0.5)
     def send():
         try:
@@ -374,23 +544,28 @@ def tcp_client(port, size, limit):
     h = hashlib.sha256(); got = 0
     while got < size:
         if time.monotonic() - start > limit:
-            print(f"timeout {time.monotonic()-start:.2f} received={got}"); return
+            print(f"timeout {since()} received={got}"); return
         try:
             d = c.recv(65536)
         except socket.timeout:
             continue
         except OSError as e:
-            print(f"closed {time.monotonic()-start:.2f} {type(e).__name__} received={got}"); return
+            print(f"closed {since()} {type(e).__name__} received={got}"); return
         if not d:
-            print(f"closed {time.monotonic()-start:.2f} eof received={got}"); return
+            print(f"closed {since()} eof received={got}"); return
+        if first is None:
+            first = time.monotonic() - start
         h.update(d); got += len(d)
     ok = h.hexdigest() == hashlib.sha256(data).hexdigest()
-    print(f"{'ok' if ok else 'mismatch'} {time.monotonic()-start:.2f} bytes={got} sha256={h.hexdigest()[:16]}")
+    print(f"{'ok' if ok else 'mismatch'} {since()} bytes={got} sha256={h.hexdigest()[:16]}")
     c.close()
 
 def udp_client(port, count, limit):
     # Each request is resent until its echo arrives: the path may drop datagrams.
-    start = time.monotonic()
+    # first=: seconds until the first echo came back (- when none did); at=: the wall clock at start.
+    start = time.monotonic(); at = time.time(); first = None
+    def since():
+        return f"{time.monotonic()-start:.2f} first={'-' if first is None else f'{first:.3f}'} at={at:.3f}"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(0.3)
     done = 0; sent = 0
     for i in range(count):
@@ -399,7 +574,7 @@ def udp_client(port, count, limit):
         while True:
             now = time.monotonic()
             if now - start > limit:
-                print(f"timeout {now-start:.2f} answered={done}/{count} sent={sent}"); return
+                print(f"timeout {since()} answered={done}/{count} sent={sent}"); return
             if now >= next_send:
                 try:
                     s.sendto(msg, ("127.0.0.1", port)); sent += 1
@@ -413,8 +588,10 @@ def udp_client(port, count, limit):
             except OSError:
                 time.sleep(0.05); continue
             if d == msg:
+                if first is None:
+                    first = time.monotonic() - start
                 done += 1; break
-    print(f"ok {time.monotonic()-start:.2f} answered={done}/{count} sent={sent}")
+    print(f"ok {since()} answered={done}/{count} sent={sent}")
 
 def percentile(values, p):  # nearest rank
     v = sorted(values); return v[max(0, math.ceil(p / 100 * len(v)) - 1)]
@@ -511,6 +688,8 @@ wait_until() {  # seconds cmd... ; bounded poll every 0.1 s
 # ---------------------------------------------------------------- one case
 
 CASE_PIDS=()
+EARLY_CLIENT=()
+CLIENT_PID=""
 CASE_DIR=""
 case_cleanup() {
     local pid
@@ -534,12 +713,14 @@ spawn() {  # node logfile cmd... ; sets SPAWNED
 }
 
 # Server (pub), echo service and expose agent (peer-b), listen agent (peer-a), each started once
-# the one before is ready; logs and the helper in CASE_DIR. Sets SERVER_PID, EXPOSE_PID, LISTEN_PID.
-start_agents() {  # agent proto punch_timeout
-    local agent=$1 proto=$2 punch_timeout=$3 key udp_flag=() helper="$CASE_DIR/helper.py"
+# the one before is ready; logs and the helper in CASE_DIR. Sets SERVER_PID, EXPOSE_PID, LISTEN_PID,
+# and LISTEN_STARTED (wall clock when the listen agent was started).
+start_agents() {  # agent proto punch_timeout [relay-policy]
+    local agent=$1 proto=$2 punch_timeout=$3 policy=${4:-auto} key udp_flag=() helper="$CASE_DIR/helper.py"
     key=$(python3 -c 'import uuid; print(uuid.uuid4())')
     [[ $proto == udp ]] && udp_flag=(--udp)
-    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout" --log-level debug)
+    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout"
+        --relay "$policy" --log-level debug)
 
     spawn pub "$CASE_DIR/server.log" "$agent" server --listen "$SERVER_IP:$SERVER_PORT"; SERVER_PID=$SPAWNED
     wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
@@ -548,14 +729,37 @@ start_agents() {  # agent proto punch_timeout
     spawn peer-b "$CASE_DIR/expose.log" "$agent" forward --expose "127.0.0.1:$SERVICE_PORT" "${common[@]}"; EXPOSE_PID=$SPAWNED
     # The exposing side is ready once its long-poll is parked at the server.
     wait_until 10 server_has_client || log "expose agent is not polling the server after 10 s"
+    # A client given in EARLY_CLIENT starts just before the listen agent and connects as soon as
+    # the port opens, so it sees the session come up. Sets CLIENT_PID.
+    if [[ ${#EARLY_CLIENT[@]} -gt 0 ]]; then spawn peer-a "$CASE_DIR/client.out" "${EARLY_CLIENT[@]}"; CLIENT_PID=$SPAWNED; fi
+    LISTEN_STARTED=$(date +%s.%N)
     spawn peer-a "$CASE_DIR/listen.log" "$agent" forward --listen "127.0.0.1:$LISTEN_PORT" "${common[@]}"; LISTEN_PID=$SPAWNED
     wait_until 10 port_open peer-a "$proto" "$LISTEN_PORT" || log "listen agent did not open $proto $LISTEN_PORT within 10 s"
 }
 
+# The path of the first session an agent's log reports: "PATH PEER" (PEER as ip:port), or
+# nothing. TCP forwards log "tunnel up: session with the peer established" with path= and
+# peer=; UDP forwards log "udp tunnel up" (always punched, so direct).
+session_path() {  # logfile
+    local line path peer
+    line=$(grep -m1 -e 'tunnel up: session with the peer established' -e 'udp tunnel up' "$1" 2>/dev/null) || return 0
+    path=$(sed -n 's/.* path=\([a-z]*\) .*/\1/p' <<<"$line")
+    [[ -z $path && $line == *"udp tunnel up"* ]] && path=direct
+    peer=$(sed -n 's/.* peer=\([^ ]*\) .*/\1/p' <<<"$line")
+    echo "${path:-unknown} ${peer:--}"
+}
+
+# Whether the listen side has said it has no session (not a relayed session's reason).
+listen_failed() {
+    grep -v 'session relayed through' "$CASE_DIR/listen.log" 2>/dev/null | grep -q -e 'punch failed' -e 'no session with the peer'
+}
+
 cmd_case() {
-    local nat_a="" nat_b="" proto="" router=answer loss=0 delay=0 agent="" punch_timeout=8
+    local topology=pair nat_a="" nat_b="" proto="" router=answer loss=0 delay=0 agent="" punch_timeout=8
+    local policy=auto relay_budget=""
     while [[ $# -gt 0 ]]; do
         case $1 in
+            --topology) topology=$2; shift 2 ;;
             --nat-a) nat_a=$2; shift 2 ;;
             --nat-b) nat_b=$2; shift 2 ;;
             --proto) proto=$2; shift 2 ;;
@@ -564,52 +768,65 @@ cmd_case() {
             --delay) delay=$2; shift 2 ;;
             --agent) agent=$2; shift 2 ;;
             --punch-timeout) punch_timeout=$2; shift 2 ;;
+            --relay) policy=$2; shift 2 ;;
+            --relay-budget) relay_budget=$2; shift 2 ;;
             *) die "case: unknown option $1" ;;
         esac
     done
+    valid_topology "$topology" || die "unknown topology '$topology' (pair, lan, cgnat)"
+    [[ $topology == lan && -z $nat_b ]] && nat_b=$nat_a
     valid_kind "$nat_a" && valid_kind "$nat_b" || die "case needs --nat-a and --nat-b (none, eim-apdf, edm)"
     [[ $proto == tcp || $proto == udp ]] || die "case needs --proto tcp|udp"
+    [[ $policy == auto || $policy == never || $policy == only ]] || die "--relay must be auto, never or only"
+    # A relayed session must carry traffic within 3 s of the listen agent's start; under loss
+    # every lost SYN (to the server, or of the relay's connection) costs TCP's 1 s time-out.
+    if [[ -z $relay_budget ]]; then [[ $loss -gt 0 ]] && relay_budget=6 || relay_budget=3; fi
+    [[ $relay_budget =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--relay-budget must be seconds"
     [[ -n $agent ]] || die "case needs --agent PATH"
     [[ -x $agent ]] || die "agent binary $agent is missing or not executable"
     agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
     [[ $punch_timeout =~ ^[0-9]+$ && $punch_timeout -ge 1 ]] || die "--punch-timeout must be whole seconds"
 
     local name="${nat_a}_${nat_b}_${proto}_${router}_loss${loss}"
+    [[ $topology == pair ]] || name="${topology}_$name"
+    [[ $policy == auto ]] || name+="_relay-$policy"
     CASE_DIR="$LOG_ROOT/$name"
     rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
     trap case_cleanup EXIT
     trap 'exit 130' INT TERM
 
     local expected case_start
-    expected=$(expected_outcome "$nat_a" "$nat_b")
+    expected=$(expected_outcome "$topology" "$proto" "$nat_a" "$nat_b" "$policy" "$loss")
     case_start=$(date +%s.%N)
     # A subshell keeps errexit in force inside cmd_up (it is ignored in a function called under ||).
     local rc=0
     set +e
-    (set -e; cmd_up --nat-a "$nat_a" --nat-b "$nat_b" --router "$router" --loss "$loss" --delay "$delay") 2>"$CASE_DIR/up.log"
+    (set -e; cmd_up --topology "$topology" --nat-a "$nat_a" --nat-b "$nat_b" --router "$router" --loss "$loss" --delay "$delay") 2>"$CASE_DIR/up.log"
     rc=$?
     set -e
     [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
     grep -v '^natlab: up:' "$CASE_DIR/up.log" >&2 || true
 
-    local helper="$CASE_DIR/helper.py" server_pid expose_pid listen_pid
-    write_helper "$helper"
-    start_agents "$agent" "$proto" "$punch_timeout"
-    server_pid=$SERVER_PID; expose_pid=$EXPOSE_PID; listen_pid=$LISTEN_PID
-
     # Traffic. The client's limit is generous; a forward that neither works nor fails by then hangs.
+    # The TCP client starts with the listen agent (see start_agents), the UDP one once its port is open.
+    local helper="$CASE_DIR/helper.py" server_pid expose_pid listen_pid
     local limit=$((punch_timeout + 25)) client_out="$CASE_DIR/client.out" client_pid t0 failed_at="" now
-    t0=$(date +%s.%N)
+    write_helper "$helper"
+    EARLY_CLIENT=()
+    [[ $proto == tcp ]] && EARLY_CLIENT=(python3 "$helper" tcp-client "$LISTEN_PORT" $((384 * 1024)) "$limit" 15)
+    start_agents "$agent" "$proto" "$punch_timeout" "$policy"
+    server_pid=$SERVER_PID; expose_pid=$EXPOSE_PID; listen_pid=$LISTEN_PID
+    t0=$LISTEN_STARTED
     if [[ $proto == tcp ]]; then
-        spawn peer-a "$client_out" python3 "$helper" tcp-client "$LISTEN_PORT" $((384 * 1024)) "$limit"
+        client_pid=$CLIENT_PID
     else
         spawn peer-a "$client_out" python3 "$helper" udp-client "$LISTEN_PORT" 5 "$limit"
+        client_pid=$SPAWNED
     fi
-    client_pid=$SPAWNED
-    # While the client runs, note when the listen side first says the punch failed.
+    # While the client runs, note when the listen side first says it has no session.
     local i
-    for ((i = 0; i < (limit + 10) * 10; i++)); do
-        if [[ -z $failed_at ]] && grep -q "punch failed" "$CASE_DIR/listen.log" 2>/dev/null; then
+    for ((i = 0; i < (limit + 25) * 10; i++)); do
+        if [[ -z $failed_at ]] && listen_failed; then
             failed_at=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')
         fi
         # A failed UDP forward has no connection to close: after the log line, give the client a
@@ -643,11 +860,36 @@ cmd_case() {
         fi
     done
 
-    local outcome detail seconds word t
+    # The path each side reports for its first session, and what the direct one reached: the
+    # peer's own address (host candidate), its public one (srflx), or this machine's own address.
+    local listen_path expose_path path="-" peer_ip_seen="" candidate="" own_ip expose_host
+    read -r path peer_ip_seen <<<"$(session_path "$CASE_DIR/listen.log")"
+    read -r expose_path _ <<<"$(session_path "$CASE_DIR/expose.log")"
+    path=${path:--}; peer_ip_seen=${peer_ip_seen%:*}
+    own_ip=$(peer_ip "$topology" a "$nat_a")
+    # Behind a NAT the peer's own address differs from its public one; with 'none' they are one.
+    expose_host=$(peer_ip "$topology" b "$nat_b")
+    [[ $topology == pair && $nat_b == none ]] && expose_host=""
+    if [[ $path == direct ]]; then
+        if [[ $peer_ip_seen == "$own_ip" ]]; then candidate=self
+        elif [[ -n $expose_host && $peer_ip_seen == "$expose_host" ]]; then candidate=host
+        else candidate=srflx; fi
+    fi
+
+    # first: from the client's connect to the first echoed byte; ready: from starting the listen
+    # agent (which sets its session up at once) to that byte, i.e. until traffic works.
+    local outcome detail seconds word t first at ready=-
     word=${client_result%% *}
     t=$(echo "$client_result" | awk '{print $2}')
-    # The punch must fail within its time-out; the slack covers the signaling before it, which
-    # under packet loss can itself wait out TCP retransmissions (a hello lost twice costs seconds).
+    first=$(sed -n 's/.* first=\([^ ]*\).*/\1/p' <<<"$client_result")
+    at=$(sed -n 's/.* at=\([^ ]*\).*/\1/p' <<<"$client_result")
+    first=${first:--}
+    if [[ $first != - && -n $at ]]; then
+        ready=$(awk -v at="$at" -v s="$LISTEN_STARTED" -v f="$first" 'BEGIN { printf "%.3f", at - s + f }')
+    fi
+    # Without a session, the listen side must say so within the punch time-out; the slack covers
+    # the signaling before it, which under packet loss can itself wait out TCP retransmissions (a
+    # hello lost twice costs seconds).
     local slack=5
     [[ $loss -gt 0 ]] && slack=15
     if [[ -n $dead ]]; then
@@ -655,24 +897,37 @@ cmd_case() {
     elif [[ -n $spin ]]; then
         outcome=BROKEN; detail="agent spinning while idle: ${spin% }"; seconds=${t:-0}
     elif [[ $word == ok ]]; then
-        outcome=works; detail="client: $client_result"; seconds=$t
+        seconds=$t; detail="client: $client_result; listen side: path=$path peer=${peer_ip_seen:--}; expose side: path=${expose_path:--}"
+        if [[ $path != direct && $path != relay ]]; then
+            outcome=BROKEN; detail="traffic flowed but listen.log names no session path; $detail"
+        elif [[ $expose_path != "$path" ]]; then
+            outcome=BROKEN; detail="the two sides report different paths; $detail"
+        elif [[ $candidate == self ]]; then
+            outcome=BROKEN; detail="the direct session is to this machine's own address $own_ip; $detail"
+        elif [[ $path == direct ]]; then
+            outcome=direct-$candidate
+        elif awk -v f="$ready" -v m="$relay_budget" 'BEGIN { exit !(f != "-" && f <= m) }'; then
+            outcome=relay
+        else
+            outcome=relay-slow; detail="first byte ${ready}s after the listen agent started, over the relay budget of ${relay_budget}s; $detail"
+        fi
     elif [[ -n $failed_at ]] && awk -v f="$failed_at" -v m="$((punch_timeout + slack))" 'BEGIN { exit !(f <= m) }'; then
         if [[ $proto == tcp && $word != closed ]]; then
-            outcome=BROKEN; detail="punch failed logged at ${failed_at}s but the client connection was not closed: $client_result"
+            outcome=BROKEN; detail="no session (logged at ${failed_at}s) but the client connection was not closed: $client_result"
         else
-            outcome=fails-cleanly; detail="punch failed logged at ${failed_at}s; client: $client_result"
+            outcome=fails-cleanly; detail="no session, logged at ${failed_at}s; client: $client_result"
         fi
         seconds=$failed_at
     elif [[ -n $failed_at ]]; then
-        outcome=BROKEN; detail="punch failed logged only at ${failed_at}s (timeout ${punch_timeout}s + ${slack}s for signaling); client: $client_result"; seconds=$failed_at
+        outcome=BROKEN; detail="no session, logged only at ${failed_at}s (timeout ${punch_timeout}s + ${slack}s for signaling); client: $client_result"; seconds=$failed_at
     else
         outcome=BROKEN; detail="no 'punch failed' line and no working forward; client: $client_result"; seconds=${t:-0}
     fi
     local total
     total=$(awk -v a="$(date +%s.%N)" -v b="$case_start" 'BEGIN { printf "%.1f", a - b }')
-    echo "RESULT nat-a=$nat_a nat-b=$nat_b proto=$proto router=$router loss=$loss outcome=$outcome seconds=$seconds expected=$expected"
+    echo "RESULT topology=$topology nat-a=$nat_a nat-b=$nat_b proto=$proto router=$router loss=$loss relay=$policy outcome=$outcome path=$path ready=$ready first_byte=$first seconds=$seconds expected=$expected"
     echo "DETAIL $detail (case ${total}s, logs in $CASE_DIR)"
-    if [[ $outcome != "$expected" ]]; then
+    if ! outcome_expected "$outcome" "$expected"; then
         local f
         for f in listen expose server; do
             echo "--- $f.log (last 15 lines)" >&2
@@ -768,58 +1023,117 @@ cmd_latency() {
 # ---------------------------------------------------------------- matrix
 
 cmd_matrix() {
-    local agent="" quick=0 punch_timeout=8
+    local agent="" quick=0 punch_timeout=8 policy=auto topologies=pair,lan,cgnat
     while [[ $# -gt 0 ]]; do
         case $1 in
             --agent) agent=$2; shift 2 ;;
             --quick) quick=1; shift ;;
             --punch-timeout) punch_timeout=$2; shift 2 ;;
+            --relay) policy=$2; shift 2 ;;
+            --topologies) topologies=$2; shift 2 ;;
             *) die "matrix: unknown option $1" ;;
         esac
     done
     [[ -n $agent ]] || die "matrix needs --agent PATH"
+    local t
+    for t in ${topologies//,/ }; do valid_topology "$t" || die "unknown topology '$t' (pair, lan, cgnat)"; done
     trap cmd_down EXIT
     trap 'exit 130' INT TERM
     local kinds=(none eim-apdf edm) routers=(drop answer) losses=(0 5) protos=(tcp udp)
     [[ $quick == 1 ]] && { routers=(answer); losses=(0); }
-    local a b r l p line outcome secs mark total=0 bad=0
+    local results="$LOG_ROOT/matrix-results.txt" total=0 bad=0
+    mkdir -p "$LOG_ROOT"; : >"$results"
     declare -A cell=()
-    for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do for r in "${routers[@]}"; do
-        for p in "${protos[@]}"; do for l in "${losses[@]}"; do
-            total=$((total + 1))
-            log "case $total: nat-a=$a nat-b=$b router=$r proto=$p loss=$l"
-            line=$(timeout 150 bash "$0" case --nat-a "$a" --nat-b "$b" --router "$r" --proto "$p" --loss "$l" \
-                --punch-timeout "$punch_timeout" --agent "$agent" 2>/dev/null | grep '^RESULT' || true)
-            outcome=$(sed -n 's/.*outcome=\([^ ]*\).*/\1/p' <<<"$line")
-            secs=$(sed -n 's/.*seconds=\([^ ]*\).*/\1/p' <<<"$line")
-            [[ -n $outcome ]] || { outcome=BROKEN; secs="?"; }
-            log "  -> ${line:-no RESULT line (case timed out or crashed)}"
-            mark=""
-            [[ $outcome == "$(expected_outcome "$a" "$b")" ]] || { mark=" ⚠"; bad=$((bad + 1)); }
-            cell[$a,$b,$r,$p,$l]="$outcome ${secs}s$mark"
-        done; done
-    done; done; done
 
-    local cols=() header="| nat-a (listen) | nat-b (expose) | router | expected |" sep="|---|---|---|---|"
-    for p in "${protos[@]}"; do for l in "${losses[@]}"; do
-        cols+=("$p,$l"); header+=" $p${l:+ loss $l%} |"; sep+="---|"
-    done; done
-    header=${header// loss 0%/}
-    echo "$header"; echo "$sep"
-    local c row exp why
-    for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do for r in "${routers[@]}"; do
-        exp=$(expected_outcome "$a" "$b")
-        row="| $a | $b | $r | $exp |"
-        for c in "${cols[@]}"; do row+=" ${cell[$a,$b,$r,${c%,*},${c#*,}]} |"; done
-        echo "$row"
-    done; done; done
-    echo
-    echo "Seconds: until the echoed data checked out (works) or until the listen side logged \"punch failed\" (fails-cleanly)."
-    echo "⚠ marks an outcome other than the expected one. Pairings expected to fail:"
-    for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do
-        why=$(expected_reason "$a" "$b")
-        [[ -n $why ]] && echo "- $a / $b: $why"
-    done; done
+    # One case: its table cell (outcome and seconds from starting the listen agent: to the first
+    # echoed byte when it works, to the "punch failed" line when it fails cleanly), ⚠ when not
+    # the expected outcome.
+    run_one() {  # key topology a b router proto loss
+        local key=$1 topology=$2 a=$3 b=$4 r=$5 p=$6 l=$7 line outcome ready secs expected mark=""
+        total=$((total + 1))
+        log "case $total: topology=$topology nat-a=$a nat-b=$b router=$r proto=$p loss=$l relay=$policy"
+        line=$(timeout 150 bash "$0" case --topology "$topology" --nat-a "$a" --nat-b "$b" --router "$r" --proto "$p" \
+            --loss "$l" --relay "$policy" --punch-timeout "$punch_timeout" --agent "$agent" 2>/dev/null | grep '^RESULT' || true)
+        expected=$(expected_outcome "$topology" "$p" "$a" "$b" "$policy" "$l")
+        outcome=$(sed -n 's/.* outcome=\([^ ]*\).*/\1/p' <<<"$line")
+        ready=$(sed -n 's/.* ready=\([^ ]*\).*/\1/p' <<<"$line")
+        secs=$(sed -n 's/.* seconds=\([^ ]*\).*/\1/p' <<<"$line")
+        [[ -n $outcome ]] || { outcome=BROKEN; secs="?"; line="RESULT topology=$topology nat-a=$a nat-b=$b proto=$p router=$r loss=$l relay=$policy outcome=BROKEN (no RESULT line: case timed out or crashed) expected=$expected"; }
+        echo "$line" >>"$results"
+        log "  -> $line"
+        outcome_expected "$outcome" "$expected" || { mark=" ⚠"; bad=$((bad + 1)); }
+        [[ -n $ready && $ready != - ]] && secs=$ready
+        cell[$key]="$outcome ${secs}s$mark"
+    }
+
+    local a b r l p
+    if [[ ",$topologies," == *,pair,* ]]; then
+        for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do for r in "${routers[@]}"; do
+            for p in "${protos[@]}"; do for l in "${losses[@]}"; do
+                run_one "pair,$a,$b,$r,$p,$l" pair "$a" "$b" "$r" "$p" "$l"
+            done; done
+        done; done; done
+    fi
+    # The shared LAN with either NAT kind; two homes (eim-apdf) behind the carrier NAT. No loss:
+    # the host path does not cross the internet, and the relay's runs under loss are in pair.
+    local extra=()
+    [[ ",$topologies," == *,lan,* ]] && extra+=("lan eim-apdf eim-apdf" "lan edm edm")
+    [[ ",$topologies," == *,cgnat,* ]] && extra+=("cgnat eim-apdf eim-apdf")
+    local e
+    for e in "${extra[@]}"; do
+        read -r t a b <<<"$e"
+        for r in "${routers[@]}"; do for p in "${protos[@]}"; do
+            run_one "$t,$a,$b,$r,$p,0" "$t" "$a" "$b" "$r" "$p" 0
+        done; done
+    done
+
+    local c row exp why cols=() header sep
+    if [[ ",$topologies," == *,pair,* ]]; then
+        header="| nat-a (listen) | nat-b (expose) | router | expected tcp / udp |"; sep="|---|---|---|---|"
+        for p in "${protos[@]}"; do for l in "${losses[@]}"; do
+            cols+=("$p,$l"); header+=" $p${l:+ loss $l%} |"; sep+="---|"
+        done; done
+        header=${header// loss 0%/}
+        echo "$header"; echo "$sep"
+        for a in "${kinds[@]}"; do for b in "${kinds[@]}"; do for r in "${routers[@]}"; do
+            exp="$(expected_outcome pair tcp "$a" "$b" "$policy") / $(expected_outcome pair udp "$a" "$b" "$policy")"
+            [[ ${#losses[@]} -gt 1 ]] && exp+=" (loss: $(expected_outcome pair tcp "$a" "$b" "$policy" 5) / $(expected_outcome pair udp "$a" "$b" "$policy" 5))"
+            exp=${exp//|/ or }
+            row="| $a | $b | $r | $exp |"
+            for c in "${cols[@]}"; do row+=" ${cell[pair,$a,$b,$r,${c%,*},${c#*,}]} |"; done
+            echo "$row"
+        done; done; done
+        echo
+    fi
+    if [[ ${#extra[@]} -gt 0 ]]; then
+        echo "| topology | nat-a / nat-b | router | expected tcp / udp | tcp | udp |"
+        echo "|---|---|---|---|---|---|"
+        for e in "${extra[@]}"; do
+            read -r t a b <<<"$e"
+            for r in "${routers[@]}"; do
+                exp="$(expected_outcome "$t" tcp "$a" "$b" "$policy") / $(expected_outcome "$t" udp "$a" "$b" "$policy")"
+                local nats="$a / $b"
+                [[ $t == lan ]] && nats="$a (one NAT)"
+                [[ $t == cgnat ]] && nats="$a / $b, cgn eim-apdf"
+                echo "| $t | $nats | $r | $exp | ${cell[$t,$a,$b,$r,tcp,0]} | ${cell[$t,$a,$b,$r,udp,0]} |"
+            done
+        done
+        echo
+    fi
+    echo "Seconds: from starting the listen agent (which sets its session up at once; the client connects as soon as its port is open) until the first echoed byte came back (direct-srflx, direct-host, relay), or until the listen side logged \"punch failed\" (fails-cleanly)."
+    echo "⚠ marks an outcome other than the expected one. Pairings without a direct path:"
+    local seen=""
+    for e in "pair none none" "pair none eim-apdf" "pair none edm" "pair eim-apdf none" "pair eim-apdf eim-apdf" "pair eim-apdf edm" \
+        "pair edm none" "pair edm eim-apdf" "pair edm edm" "${extra[@]}"; do
+        read -r t a b <<<"$e"
+        [[ ",$topologies," == *,$t,* ]] || continue
+        for p in "${protos[@]}"; do
+            why=$(expected_reason "$t" "$p" "$a" "$b")
+            [[ -n $why && $seen != *"|$t $a $b $p|"* ]] || continue
+            seen+="|$t $a $b $p|"
+            echo "- $t $a / $b, $p: $why"
+        done
+    done
     echo
     echo "$((total - bad)) of $total cases as expected."
     [[ $bad == 0 ]]
