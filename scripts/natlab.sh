@@ -49,12 +49,14 @@ usage: natlab.sh COMMAND [options]
         outcome is the expected one. --relay goes to the agents (default auto); a relayed session
         must echo the first byte within --relay-budget seconds of the listen agent's start
         (default 3, or 6 with --loss).
-  latency --agent PATH [--baseline-agent PATH] [--delay MS] [--count N]
-        On a pair lab with MS ms delay (default 20) per crossing of the internet, eim-apdf on both
-        sides: once the forward works, time N (default 30) new TCP connections to the listen port,
-        one after another, each from connect until its first byte is echoed back, and the RTT
-        between the two NATs. One line per agent (the baseline on a fresh lab, same delay):
-        LATENCY agent=current|baseline median_ms= p90_ms= rtt_ms= ratio=median/rtt n=
+  latency --agent PATH [--baseline-agent PATH] [--nat-a KIND] [--nat-b KIND] [--delay MS]
+          [--count N]
+        On a pair lab with MS ms delay (default 20) per crossing of the internet, eim-apdf on
+        both sides unless told otherwise: once the forward works, time N (default 30) new TCP
+        connections to the listen port, one after another, each from connect until its first
+        byte is echoed back, and the RTT between the two NATs. One line per agent (the baseline
+        on a fresh lab, same delay):
+        LATENCY agent=current|baseline path= median_ms= p90_ms= rtt_ms= ratio=median/rtt n=
   matrix --agent PATH [--quick] [--punch-timeout S] [--relay auto|never|only]
          [--topologies pair,lan,cgnat]
         Run every case; progress on stderr, markdown tables on stdout, every RESULT line also in
@@ -719,8 +721,9 @@ start_agents() {  # agent proto punch_timeout [relay-policy]
     local agent=$1 proto=$2 punch_timeout=$3 policy=${4:-auto} key udp_flag=() helper="$CASE_DIR/helper.py"
     key=$(python3 -c 'import uuid; print(uuid.uuid4())')
     [[ $proto == udp ]] && udp_flag=(--udp)
-    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout"
-        --relay "$policy" --log-level debug)
+    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --punch-timeout "$punch_timeout" --log-level debug)
+    # auto is the agent's default; left out, agents from before the relay run too (latency baselines).
+    [[ $policy == auto ]] || common+=(--relay "$policy")
 
     spawn pub "$CASE_DIR/server.log" "$agent" server --listen "$SERVER_IP:$SERVER_PORT"; SERVER_PID=$SPAWNED
     wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
@@ -944,16 +947,16 @@ server_has_client() {
 
 # ---------------------------------------------------------------- latency
 
-# One measurement on a fresh lab (eim-apdf both sides, answering routers, TCP); prints its
-# LATENCY line on stdout. Returns 1 when it could not measure.
-latency_run() {  # name agent delay count
-    local name=$1 agent=$2 delay=$3 count=$4
+# One measurement on a fresh pair lab (answering routers, TCP); prints its LATENCY line on
+# stdout. Returns 1 when it could not measure.
+latency_run() {  # name agent delay count nat-a nat-b
+    local name=$1 agent=$2 delay=$3 count=$4 nat_a=$5 nat_b=$6
     CASE_DIR="$LOG_ROOT/latency-$name"
     rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
-    log "latency: $name ($agent), delay ${delay}ms, $count connections"
+    log "latency: $name ($agent), $nat_a / $nat_b, delay ${delay}ms, $count connections"
     local rc=0
     set +e
-    (set -e; cmd_up --nat-a eim-apdf --nat-b eim-apdf --router answer --delay "$delay") 2>"$CASE_DIR/up.log"
+    (set -e; cmd_up --nat-a "$nat_a" --nat-b "$nat_b" --router answer --delay "$delay") 2>"$CASE_DIR/up.log"
     rc=$?
     set -e
     [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
@@ -974,8 +977,10 @@ latency_run() {  # name agent delay count
     wait "$SPAWNED" 2>/dev/null || true
     line=$(head -n1 "$out" 2>/dev/null || true)
     case_cleanup
+    local path
+    read -r path _ <<<"$(session_path "$CASE_DIR/listen.log")"
     if [[ $line != latency* ]]; then
-        echo "LATENCY agent=$name failed rtt_ms=$rtt detail=${line:-none} (logs in $CASE_DIR)"
+        echo "LATENCY agent=$name path=${path:--} failed rtt_ms=$rtt detail=${line:-none} (logs in $CASE_DIR)"
         return 1
     fi
     local median p90 n failed ratio
@@ -987,15 +992,17 @@ latency_run() {  # name agent delay count
     log "latency: $name: $line"
     local extra=""
     [[ -n $failed && $failed != 0 ]] && extra=" failed=$failed"
-    echo "LATENCY agent=$name median_ms=$median p90_ms=$p90 rtt_ms=$rtt ratio=$ratio n=$n$extra"
+    echo "LATENCY agent=$name path=${path:--} median_ms=$median p90_ms=$p90 rtt_ms=$rtt ratio=$ratio n=$n$extra"
 }
 
 cmd_latency() {
-    local agent="" baseline="" delay=20 count=30
+    local agent="" baseline="" delay=20 count=30 nat_a=eim-apdf nat_b=eim-apdf
     while [[ $# -gt 0 ]]; do
         case $1 in
             --agent) agent=$2; shift 2 ;;
             --baseline-agent) baseline=$2; shift 2 ;;
+            --nat-a) nat_a=$2; shift 2 ;;
+            --nat-b) nat_b=$2; shift 2 ;;
             --delay) delay=$2; shift 2 ;;
             --count) count=$2; shift 2 ;;
             *) die "latency: unknown option $1" ;;
@@ -1010,12 +1017,13 @@ cmd_latency() {
     [[ -z $baseline ]] || baseline=$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")
     [[ $delay =~ ^[0-9]+$ ]] || die "--delay must be whole milliseconds"
     [[ $count =~ ^[0-9]+$ && $count -ge 1 ]] || die "--count must be a positive whole number"
+    valid_kind "$nat_a" && valid_kind "$nat_b" || die "--nat-a and --nat-b: none, eim-apdf or edm"
     trap case_cleanup EXIT
     trap 'exit 130' INT TERM
     local bad=0
-    latency_run current "$agent" "$delay" "$count" || bad=1
+    latency_run current "$agent" "$delay" "$count" "$nat_a" "$nat_b" || bad=1
     if [[ -n $baseline ]]; then
-        latency_run baseline "$baseline" "$delay" "$count" || bad=1
+        latency_run baseline "$baseline" "$delay" "$count" "$nat_a" "$nat_b" || bad=1
     fi
     return $bad
 }
