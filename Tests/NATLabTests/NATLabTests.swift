@@ -1,29 +1,83 @@
 import Foundation
 import Testing
 
-/// One lab case: the NAT in front of the listen side (a) and of the exposed side (b), and the path.
+/// One lab case: the topology, the NAT in front of the listen side (a) and of the exposed side
+/// (b), the transport, how the routers treat unsolicited packets, and the loss on the internet.
 struct NATCase: Sendable, CustomTestStringConvertible {
+    let topology: String
     let natA: String
     let natB: String
     let proto: String
     let router: String
     let loss: Int
+    /// Why the case is in the CI subset (shown when it fails).
+    let why: String
 
-    init(_ natA: String, _ natB: String, _ proto: String, _ router: String, loss: Int = 0) {
+    init(_ natA: String, _ natB: String, _ proto: String, _ router: String, loss: Int = 0,
+         topology: String = "pair", _ why: String) {
+        self.topology = topology
         self.natA = natA
         self.natB = natB
         self.proto = proto
         self.router = router
         self.loss = loss
+        self.why = why
     }
 
-    /// An EDM side sends from a port nobody announced; only a NAT-less peer lets that in (see docs/NATLAB.md).
-    var expected: String {
-        let blocked = (natA == "edm" && natB != "none") || (natB == "edm" && natA != "none")
-        return blocked ? "fails-cleanly" : "works"
+    /// The outcome the product must reach here; "a|b" where either is right (see `Expectation`).
+    var expected: String { Expectation.outcome(topology: topology, proto: proto, natA: natA, natB: natB, loss: loss) }
+
+    var arguments: [String] {
+        ["case", "--topology", topology, "--nat-a", natA, "--nat-b", natB, "--proto", proto,
+         "--router", router, "--loss", String(loss)]
     }
 
-    var testDescription: String { "\(natA)/\(natB) \(proto) router=\(router) loss=\(loss)%" }
+    var testDescription: String {
+        let nats = topology == "lan" ? natA : "\(natA)/\(natB)"
+        return "\(topology) \(nats) \(proto) router=\(router) loss=\(loss)%"
+    }
+}
+
+/// What the agents can do today, and so the path each pairing must take. The same rules as
+/// expected_outcome in scripts/natlab.sh, kept apart on purpose: the test checks that the script
+/// agrees. When UDP forwards learn to relay (or to announce host candidates), flip the flag here
+/// and in the script.
+enum Expectation {
+    static let relays: [String: Bool] = ["tcp": true, "udp": false]
+    static let hostCandidates: [String: Bool] = ["tcp": true, "udp": false]
+
+    /// The direct path a pairing offers: "srflx" (the peer's public address), "host" (its own
+    /// address on a shared network) or none.
+    static func directCandidate(topology: String, proto: String, natA: String, natB: String) -> String? {
+        switch topology {
+        case "pair":
+            // An EDM side sends from a port nobody announced; only a NAT-less peer lets that in.
+            let blocked = (natA == "edm" && natB != "none") || (natB == "edm" && natA != "none")
+            return blocked ? nil : "srflx"
+        case "lan":
+            // One NAT without hairpin: only the peers' own addresses connect them.
+            return hostCandidates[proto] == true ? "host" : nil
+        default:
+            // cgnat: the carrier NAT does not hairpin, and the peer's own address is this machine's.
+            return nil
+        }
+    }
+
+    /// direct-srflx, direct-host, relay or fails-cleanly. Under loss a direct path may come up
+    /// only after relay_after (a lost SYN waits out TCP's 1 s time-out), and then the relay is
+    /// right too.
+    static func outcome(topology: String, proto: String, natA: String, natB: String, loss: Int) -> String {
+        let relay = relays[proto] == true
+        if let candidate = directCandidate(topology: topology, proto: proto, natA: natA, natB: natB) {
+            return relay && loss > 0 ? "direct-\(candidate)|relay" : "direct-\(candidate)"
+        }
+        return relay ? "relay" : "fails-cleanly"
+    }
+
+    static func matches(_ outcome: String?, _ expected: String) -> Bool {
+        guard let outcome else { return false }
+        return expected.split(separator: "|").contains { $0 == outcome }
+    }
 }
 
 /// Where the lab script and the agent are, and whether this machine can run the lab.
@@ -38,22 +92,52 @@ enum NATLab {
     /// Short, so the cases that must fail do so quickly; a working punch takes well under a second here.
     static let punchTimeout = 6
 
-    /// The whole matrix: every pairing of the NAT kinds, TCP and UDP, with and without 5 % loss,
-    /// with dropping and with answering routers (72 cases, about six minutes on two cores).
-    static let ciCases: [NATCase] = {
-        let kinds = ["none", "eim-apdf", "edm"]
-        var cases: [NATCase] = []
-        for a in kinds {
-            for b in kinds {
-                for router in ["drop", "answer"] {
-                    for proto in ["tcp", "udp"] {
-                        for loss in [0, 5] { cases.append(NATCase(a, b, proto, router, loss: loss)) }
-                    }
-                }
-            }
-        }
-        return cases
-    }()
+    /// A subset of `scripts/natlab.sh matrix` (which runs all 84 cases): every NAT pairing for
+    /// both transports once, router kind and loss spread over them, and each path the agents
+    /// take: direct to the public address (srflx), direct on a shared LAN (host), relayed
+    /// (EDM with a NAT on the other side, and two homes behind one carrier-grade NAT), and the
+    /// clean failure of UDP without a direct path. About 30 cases, 3 to 4 minutes on two cores.
+    static let ciCases: [NATCase] = [
+        // Direct to the public address.
+        NATCase("none", "none", "tcp", "drop", "srflx, no NAT at all"),
+        NATCase("none", "none", "udp", "answer", loss: 5, "srflx, no NAT at all, lossy"),
+        NATCase("none", "eim-apdf", "tcp", "answer", loss: 5, "srflx through one answering NAT, lossy"),
+        NATCase("none", "eim-apdf", "udp", "drop", "srflx through one dropping NAT"),
+        NATCase("none", "edm", "tcp", "drop", loss: 5, "srflx: EDM with a public peer"),
+        NATCase("none", "edm", "udp", "answer", "srflx: EDM with a public peer"),
+        NATCase("eim-apdf", "none", "tcp", "answer", "srflx, listen side behind the NAT"),
+        NATCase("eim-apdf", "none", "udp", "drop", loss: 5, "srflx, listen side behind the NAT, lossy"),
+        NATCase("eim-apdf", "eim-apdf", "tcp", "drop", "srflx through two EIM NATs"),
+        NATCase("eim-apdf", "eim-apdf", "tcp", "drop", loss: 5, "srflx through two EIM NATs, lossy"),
+        NATCase("eim-apdf", "eim-apdf", "udp", "answer", "srflx: the opening probes' case (answering routers)"),
+        NATCase("eim-apdf", "eim-apdf", "udp", "drop", loss: 5, "srflx through two EIM NATs, lossy"),
+        NATCase("edm", "none", "tcp", "answer", "srflx: EDM listen side, public peer"),
+        NATCase("edm", "none", "udp", "drop", loss: 5, "srflx: EDM listen side, public peer, lossy"),
+        // Relayed: EDM on one side and a NAT on the other, or both EDM.
+        NATCase("eim-apdf", "edm", "tcp", "drop", "relay: EDM behind the exposed side"),
+        NATCase("edm", "eim-apdf", "tcp", "answer", loss: 5, "relay: EDM behind the listen side, lossy"),
+        NATCase("edm", "edm", "tcp", "answer", "relay: EDM/EDM"),
+        NATCase("edm", "edm", "tcp", "drop", loss: 5, "relay: EDM/EDM, lossy"),
+        // UDP without a direct path fails cleanly (no UDP relay yet).
+        NATCase("eim-apdf", "edm", "udp", "answer", "no direct UDP path: fails cleanly"),
+        NATCase("edm", "eim-apdf", "udp", "drop", "no direct UDP path: fails cleanly"),
+        NATCase("edm", "edm", "udp", "answer", loss: 5, "no direct UDP path: fails cleanly, lossy"),
+        // Both peers on one LAN behind one NAT without hairpin: direct to the host candidate.
+        NATCase("eim-apdf", "eim-apdf", "tcp", "answer", topology: "lan", "host candidate behind one EIM NAT"),
+        NATCase("edm", "edm", "tcp", "drop", topology: "lan", "host candidate behind one EDM NAT"),
+        NATCase("eim-apdf", "eim-apdf", "udp", "answer", topology: "lan", "UDP announces no host candidates: fails cleanly"),
+        // Two homes with the same private address behind one carrier-grade NAT: relayed, never
+        // connected to the own address the peer announces.
+        NATCase("eim-apdf", "eim-apdf", "tcp", "answer", topology: "cgnat", "relay behind a CGNAT, same home addresses"),
+        NATCase("eim-apdf", "eim-apdf", "tcp", "drop", topology: "cgnat", "relay behind a dropping CGNAT"),
+        NATCase("edm", "eim-apdf", "tcp", "answer", topology: "cgnat", "relay behind a CGNAT, one home EDM"),
+        NATCase("eim-apdf", "eim-apdf", "udp", "drop", topology: "cgnat", "no direct UDP path behind a CGNAT: fails cleanly"),
+    ]
+
+    /// Two answering EIM NATs over TCP: direct is right, but about one run in four the punch is
+    /// still being reset after relay_after and the relay carries the session (docs/NATLAB.md,
+    /// "Known issue"). Run apart, as a known intermittent issue, until the punch copes.
+    static let answeringEIMPair = NATCase("eim-apdf", "eim-apdf", "tcp", "answer", "srflx through two answering EIM NATs")
 
     /// nil when the lab can run, else why not; evaluated (and printed) once per run.
     static let skipReason: String? = {
@@ -70,6 +154,19 @@ enum NATLab {
         if result.status == 0 { return nil }
         let first = result.output.split(separator: "\n").first.map(String.init)
         return first ?? "natlab.sh check failed (exit \(result.status))"
+    }
+
+    /// Runs one case; its RESULT line's fields, and the whole output.
+    static func runCase(_ labCase: NATCase) async throws -> (fields: [String: String], line: Substring?, status: Int32, output: String) {
+        let result = try await runAsync(labCase.arguments + ["--punch-timeout", String(punchTimeout), "--agent", agent], timeout: 100)
+        let line = result.output.split(separator: "\n").first { $0.hasPrefix("RESULT ") }
+        let fields = Dictionary(
+            (line ?? "").split(separator: " ").compactMap { token -> (String, String)? in
+                let parts = token.split(separator: "=", maxSplits: 1)
+                return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+            },
+            uniquingKeysWith: { $1 })
+        return (fields, line, result.status, result.output)
     }
 
     /// Runs natlab.sh; output goes to a file, so a chatty case cannot fill a pipe and stall.
@@ -114,25 +211,29 @@ enum NATLab {
 // Skips as a whole (one "NAT lab skipped: ..." line) without root, namespaces or a built agent.
 @Suite("NAT lab", .serialized, .enabled(if: NATLab.available, "needs root, network namespaces and a built stunturn-agent"))
 struct NATLabTests {
-    @Test("Forward through a NAT pairing", .timeLimit(.minutes(2)), arguments: NATLab.ciCases)
+    @Test("Forward through a NAT pairing, on the expected path", .timeLimit(.minutes(2)), arguments: NATLab.ciCases)
     func pairing(_ labCase: NATCase) async throws {
-        let result = try await NATLab.runAsync([
-            "case", "--nat-a", labCase.natA, "--nat-b", labCase.natB, "--proto", labCase.proto,
-            "--router", labCase.router, "--loss", String(labCase.loss),
-            "--punch-timeout", String(NATLab.punchTimeout), "--agent", NATLab.agent,
-        ], timeout: 100)
-        let line = result.output.split(separator: "\n").first { $0.hasPrefix("RESULT ") }
-        let fields = Dictionary(
-            (line ?? "").split(separator: " ").compactMap { token -> (String, String)? in
-                let parts = token.split(separator: "=", maxSplits: 1)
-                return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
-            },
-            uniquingKeysWith: { $1 })
-        #expect(line != nil, "no RESULT line from natlab.sh:\n\(result.output)")
-        #expect(fields["expected"] == labCase.expected, "script and test disagree on the expected outcome")
-        #expect(fields["outcome"] == labCase.expected, "\(labCase.testDescription):\n\(result.output)")
-        if fields["outcome"] == labCase.expected {
+        let result = try await NATLab.runCase(labCase)
+        #expect(result.line != nil, "no RESULT line from natlab.sh:\n\(result.output)")
+        #expect(result.fields["expected"] == labCase.expected, "script and test disagree on the expected outcome")
+        let outcome = result.fields["outcome"]
+        #expect(Expectation.matches(outcome, labCase.expected),
+                "\(labCase.testDescription) (\(labCase.why)): expected \(labCase.expected):\n\(result.output)")
+        if Expectation.matches(outcome, labCase.expected) {
             #expect(result.status == 0, "natlab.sh exit \(result.status):\n\(result.output)")
+        }
+    }
+
+    @Test("Two answering EIM NATs over TCP go direct", .timeLimit(.minutes(2)))
+    func answeringEIMPair() async throws {
+        let labCase = NATLab.answeringEIMPair
+        let result = try await NATLab.runCase(labCase)
+        #expect(result.line != nil, "no RESULT line from natlab.sh:\n\(result.output)")
+        let outcome = result.fields["outcome"]
+        // Any other failure (no traffic, a broken agent) is a real one.
+        #expect(outcome == "direct-srflx" || outcome == "relay", "\(labCase.testDescription):\n\(result.output)")
+        withKnownIssue("the TCP punch between two answering EIM NATs can be reset for seconds (docs/NATLAB.md)", isIntermittent: true) {
+            #expect(outcome == "direct-srflx", "relayed: the punch was not up within relay_after")
         }
     }
 }
