@@ -109,9 +109,10 @@ fails-cleanly. pair has a direct path to the peer's public address (srflx) unles
 edm and the other is not 'none'. In lan the peers reach each other's own address (host
 candidate; TCP only). cgnat has no direct path: the carrier NAT does not hairpin, and the
 peer's own address is this machine's own. Without a direct path, TCP is relayed through the
-signaling server (--relay auto) and must carry traffic within the relay budget; UDP forwards
-punch only, so there the listen side must log "punch failed" within its punch timeout (fails
-cleanly). A case that works on another path than the expected one fails.
+signaling server (--relay auto), and so is UDP, which announces no host candidates; a relayed
+session must carry traffic within the relay budget. With --relay never, a pairing without a
+direct path must fail cleanly: the listen side logs "punch failed" within its punch timeout, and
+no agent hangs or spins. A case that works on another path than the expected one fails.
 EOF
 }
 
@@ -146,9 +147,9 @@ peer_ip() {
 # ---------------------------------------------------------------- expectations
 
 # What the agents can do today. When the product learns more, change these and the expectations
-# (here and in Tests/NATLabTests) follow. NATLAB_UDP_RELAY=1 etc. override them for a run.
+# (here and in Tests/NATLabTests) follow. NATLAB_UDP_RELAY=0 etc. override them for a run.
 TCP_RELAY=${NATLAB_TCP_RELAY:-1}                      # TCP sessions may go through the server's relay
-UDP_RELAY=${NATLAB_UDP_RELAY:-0}                      # UDP forwards punch only
+UDP_RELAY=${NATLAB_UDP_RELAY:-1}                      # UDP flows may go through the relay too
 TCP_HOST_CANDIDATES=${NATLAB_TCP_HOST_CANDIDATES:-1}  # TCP hellos announce interface addresses
 UDP_HOST_CANDIDATES=${NATLAB_UDP_HOST_CANDIDATES:-0}
 
