@@ -1129,7 +1129,7 @@ cmd_matrix() {
     fi
     echo "Seconds: from starting the listen agent (which sets its session up at once; the client connects as soon as its port is open) until the first echoed byte came back (direct-srflx, direct-host, relay), or until the listen side logged \"punch failed\" (fails-cleanly)."
     if [[ ,$topologies, == *,pair,* && ${#losses[@]} -gt 1 && $policy == auto ]]; then
-        echo "With loss, a TCP pairing with a direct path may also be relayed: a lost SYN is resent after 1 s, past relay_after (the expected outcome is direct or relay there)."
+        echo "With loss, a pairing with a direct path may also be relayed: a lost SYN is resent after 1 s, past relay_after (the expected outcome is direct or relay there)."
     fi
     echo "⚠ marks an outcome other than the expected one. Pairings without a direct path:"
     local seen=""
