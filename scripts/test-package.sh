@@ -28,7 +28,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The part inside the namespaces (the script runs itself with --inner).
 # ---------------------------------------------------------------------------------------------
 if [[ ${1:-} = --inner ]]; then
-    # Set by the outer part: WORK BIN VERSION MASKS CONTROLS UNITS EXPECT_DEB_BIN
+    # Set by the outer part: WORK BIN VERSION SRC MASKS CONTROLS UNITS EXPECT_DEB_BIN
     passed=0; failed=0
     ok() { echo "ok   $*"; passed=$((passed + 1)); }
     bad() { echo "FAIL $*"; failed=$((failed + 1)); }
@@ -367,8 +367,8 @@ def client(port, size, timeout):
             took = time.monotonic() - start
             if hashlib.sha256(got).digest() != hashlib.sha256(payload).digest():
                 sys.exit(f"{len(got)} of {size} bytes came back, and not the same")
-            print(f"{size} bytes through the tunnel and back intact in {took:.2f} s "
-                  f"({timeout - (deadline - time.monotonic()):.1f} s after start)")
+            print(f"{size} bytes through the tunnel and back intact in {took * 1000:.0f} ms "
+                  f"(the first echo {(start - (deadline - timeout)) * 1000:.0f} ms after the agents started)")
             return
         except OSError as e:
             last = str(e) or type(e).__name__
