@@ -159,6 +159,7 @@ if [[ -z $depends ]]; then
     depends=$(printf '%s\n' "${pkgs[@]}" | sort -u | sed "s/^libc6\$/libc6 (>= $glibc)/" | paste -sd, | sed 's/,/, /g')
 fi
 [[ -n $depends ]] || die "could not work out the package's Depends"
+depends="$depends, passwd"   # groupadd, in postinst
 
 INSTALLED_KB=$(du -sk --exclude=DEBIAN "$DEB_ROOT" | cut -f1)
 cat > "$DEB_ROOT/DEBIAN/control" <<EOF
@@ -177,8 +178,9 @@ Description: peer-to-peer port forwarding between machines behind NATs
  agent, the signaling server and the key generator.
  .
  The systemd unit stunturn-agent.service runs the config kept at
- /etc/stunturn/agent.yaml (mode 600); stunturn-server.service runs the
- signaling server on port 7000. Neither is enabled on install; see
+ /etc/stunturn/agent.yaml (readable by root and the group stunturn, which
+ the package makes); stunturn-server.service runs the signaling server on
+ port 7000. Neither is enabled on install; see
  /usr/share/doc/stunturn-agent/README.md.
 EOF
 # Maintainer scripts: tell systemd about the unit, stop it before removal. Nothing is enabled or
@@ -186,6 +188,14 @@ EOF
 cat > "$DEB_ROOT/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e
+if [ "$1" = configure ]; then
+    # The agent's unit reads /etc/stunturn as the group stunturn (its user is made up at each
+    # start): the group, and the folder only root and it may read.
+    getent group stunturn >/dev/null || groupadd --system stunturn
+    if [ ! -e /etc/stunturn ]; then
+        install -d -m 0750 -o root -g stunturn /etc/stunturn
+    fi
+fi
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
     systemctl --system daemon-reload >/dev/null || true
     for unit in stunturn-agent.service stunturn-server.service; do
@@ -208,6 +218,10 @@ EOF
 cat > "$DEB_ROOT/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
 set -e
+# On purge, the folder goes if nothing is left in it; the group stays (files may still carry it).
+if [ "$1" = purge ] && [ -d /etc/stunturn ]; then
+    rmdir /etc/stunturn 2>/dev/null || true
+fi
 if [ -d /run/systemd/system ]; then
     systemctl --system daemon-reload >/dev/null 2>&1 || true
 fi
