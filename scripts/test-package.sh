@@ -4,9 +4,10 @@
 # hidden under an empty tmpfs, and the packaged binary must still run:
 #
 #   --version, keygen, check on config.yaml.example and examples/*.yaml with keys put in (one
-#   through key_file:), the unit files (systemd-analyze verify, when systemd's tools are there),
-#   and a tiny end-to-end: server + forward --expose + forward --listen on 127.0.0.1 carrying
-#   1 MiB to an echo service and back, with status asked on the way.
+#   through key_file:, read as the unit's user would), the unit files (systemd-analyze verify,
+#   when systemd's tools are there), and a tiny end-to-end: server + forward --expose + run on
+#   127.0.0.1 carrying 1 MiB to an echo service and back, then status, and reload as the unit's
+#   ExecReload= runs it (a forward added; an invalid file refused).
 #
 # A toolchain-linked control (a hello world from swiftc) must fail there, which shows the mask
 # works. The tarball's file list and the .deb's control, owners and layout (dpkg -x into a
@@ -98,30 +99,31 @@ if [[ ${1:-} = --inner ]]; then
             ok "check examples/$(basename "$f") with keys put in"
         else bad "check examples/$(basename "$f"): $out"; fi
     done
-    # The layout of the systemd unit's credentials folder: the config names its key file by a
-    # path relative to itself.
-    mkdir -p creds && chmod 700 creds
-    printf '%s\n' "${keys[3]}" > creds/home-ssh.key && chmod 600 creds/home-ssh.key
-    sed "s/^    key: .*/    key_file: home-ssh.key/" conf/examples/expose-ssh.yaml > creds/agent.yaml
-    if out=$(timeout 10 "$BIN" check --config creds/agent.yaml 2>&1) && grep -q ": OK$" <<<"$out" \
-        && grep -q "key_file" creds/agent.yaml && ! grep -q "^warning" <<<"$out"; then
-        ok "check a config whose key is in a key_file beside it (mode 600)"
+    # The layout the systemd unit reads: /etc/stunturn (750) with the config and the key file it
+    # names by a path relative to itself (640), root's and the group stunturn's.
+    mkdir -p etc-stunturn
+    printf '%s\n' "${keys[3]}" > etc-stunturn/home-ssh.key
+    sed "s/^    key: .*/    key_file: home-ssh.key/" conf/examples/expose-ssh.yaml > etc-stunturn/agent.yaml
+    chmod 750 etc-stunturn && chmod 640 etc-stunturn/*
+    if out=$(timeout 10 "$BIN" check --config etc-stunturn/agent.yaml 2>&1) && grep -q ": OK$" <<<"$out" \
+        && grep -q "key_file" etc-stunturn/agent.yaml && ! grep -q "^warning" <<<"$out"; then
+        ok "check a config whose key is in a key_file beside it (mode 640)"
     else bad "check with key_file: $out"; fi
-    # What the unit's DynamicUser= meets: a user of no account cannot read the root-only config
-    # in /etc/stunturn (why the unit passes it as a credential), but reads the credentials
-    # folder systemd makes for it (the folder 0500, the files 0400, all owned by that user).
+    # What the unit's DynamicUser= meets: a user of no account, in the group stunturn (here gid
+    # 61935) and no other, reads them; without the group it is refused, and says so.
     if command -v setpriv >/dev/null 2>&1; then
-        as_service() { setpriv --reuid=61934 --regid=61934 --clear-groups -- "$@"; }
-        mkdir -p etc-stunturn && chmod 755 etc-stunturn && cp creds/agent.yaml creds/home-ssh.key etc-stunturn/
-        chmod 600 etc-stunturn/*
-        if out=$(as_service timeout 10 "$BIN" check --config "$WORK/etc-stunturn/agent.yaml" 2>&1); then
-            bad "a dynamic user read a root-only config: $out"
-        else ok "a dynamic user cannot read the root-only /etc/stunturn config: ${out%%$'\n'*}"; fi
-        mkdir -p credentials && cp creds/agent.yaml creds/home-ssh.key credentials/
-        chown -R 61934:61934 credentials && chmod 400 credentials/* && chmod 500 credentials
-        if out=$(as_service timeout 10 "$BIN" check --config "$WORK/credentials/agent.yaml" 2>&1) && grep -q ": OK$" <<<"$out"; then
-            ok "the same user checks the config and its key_file in a credentials folder (0500/0400)"
-        else bad "check in the credentials layout: $out"; fi
+        chgrp -R 61935 etc-stunturn
+        as_service() { setpriv --reuid=61934 --regid=61934 "$@"; }
+        if out=$(as_service --groups=61935 -- timeout 10 "$BIN" check --config "$WORK/etc-stunturn/agent.yaml" 2>&1) \
+            && grep -q ": OK$" <<<"$out"; then
+            ok "a dynamic user in the config's group checks it and its key_file (750/640)"
+        else bad "check as a dynamic user in the config's group: $out"; fi
+        chmod 755 etc-stunturn
+        if out=$(as_service --clear-groups -- timeout 10 "$BIN" check --config "$WORK/etc-stunturn/agent.yaml" 2>&1); then
+            bad "a user outside the group read the config: $out"
+        elif grep -q "permission denied" <<<"$out"; then
+            ok "a user outside the group is refused, and told: ${out%%$'\n'*}"
+        else bad "a user outside the group is refused, but not told why: $out"; fi
     fi
     cp "$SRC/config.yaml.example" conf/placeholder.yaml
     if out=$(timeout 10 "$BIN" check conf/placeholder.yaml 2>&1); then
@@ -149,29 +151,51 @@ if [[ ${1:-} = --inner ]]; then
         echo "note: systemd-analyze not installed; the unit file was not verified"
     fi
 
-    # End to end on 127.0.0.1: echo service <- expose forward <- server -> listen forward <- client.
-    read -r P_SERVER P_SERVICE P_LISTEN < <(py free-ports 3)
+    # End to end on 127.0.0.1: echo service <- forward --expose <- server -> the listen side <- client.
+    # The listen side runs as the systemd unit runs it: 'run --config' with a key_file, its admin
+    # socket in $XDG_RUNTIME_DIR/stunturn, where 'status' and 'reload' (the unit's ExecReload=) find it.
+    read -r P_SERVER P_SERVICE P_LISTEN P_LISTEN2 < <(py free-ports 4)
     printf '%s\n' "${keys[4]}" > e2e.key && chmod 600 e2e.key
+    mkdir -m 700 runtime
+    listen_config() {  # the forwards' names and ports
+        printf 'server: 127.0.0.1:%s\nforwards:\n' "$P_SERVER"
+        while [[ $# -gt 0 ]]; do
+            printf '  - name: %s\n    listen: 127.0.0.1:%s\n    key_file: e2e.key\n' "$1" "$2"; shift 2
+        done
+    }
+    listen_config web-local "$P_LISTEN" > listen.yaml
     py echo-server "$P_SERVICE" > echo.log 2>&1 & pids+=($!)
     "$BIN" server --listen "127.0.0.1:$P_SERVER" > server.log 2>&1 & pids+=($!)
     "$BIN" forward --expose "127.0.0.1:$P_SERVICE" --key-file e2e.key --server "127.0.0.1:$P_SERVER" \
         --admin none > expose.log 2>&1 & pids+=($!)
-    "$BIN" forward --listen "127.0.0.1:$P_LISTEN" --key-file e2e.key --server "127.0.0.1:$P_SERVER" \
-        --admin "$WORK/listen.sock" > listen.log 2>&1 & pids+=($!)
+    XDG_RUNTIME_DIR="$WORK/runtime" "$BIN" run --config "$WORK/listen.yaml" > listen.log 2>&1 & pids+=($!)
     listen_pid=$!
+    agent() { XDG_RUNTIME_DIR="$WORK/runtime" timeout 20 "$BIN" "$@"; }
     if out=$(py client "$P_LISTEN" 1048576 30 2>&1); then
         ok "end to end: $out"
     else
         bad "end to end: $out"
         for log in server expose listen echo; do echo "--- $log.log"; tail -n 20 "$log.log"; done
     fi
-    if out=$(timeout 10 "$BIN" status --admin "$WORK/listen.sock" --json 2>&1) \
-        && summary=$(py status-check 1048576 <<<"$out" 2>&1); then
-        ok "status --json: $summary"
+    if out=$(agent status --json 2>&1) && summary=$(py status-check 1048576 <<<"$out" 2>&1); then
+        ok "status --json (socket found through XDG_RUNTIME_DIR): $summary"
     else bad "status --json: ${summary:-} $out"; fi
+    # reload, as 'systemctl reload' runs it: a forward added, nothing else touched or named.
+    listen_config web-local "$P_LISTEN" web-local2 "$P_LISTEN2" > listen.yaml
+    if out=$(agent reload 2>&1) && grep -q '"added":\["web-local2"\]' <<<"$out" && grep -q '"needs_restart":\[\]' <<<"$out" \
+        && grep -q '"unchanged":\["web-local"\]' <<<"$out"; then
+        ok "reload adds a forward and leaves the other alone: $out"
+    else bad "reload: $out"; fi
+    if out=$(py client "$P_LISTEN2" 65536 30 2>&1); then ok "the reloaded forward carries bytes: $out"
+    else bad "the reloaded forward: $out"; fi
+    echo "forwards: [" > listen.yaml
+    if out=$(agent reload 2>&1); then bad "reload took an invalid file: $out"
+    elif out2=$(py client "$P_LISTEN" 65536 10 2>&1); then
+        ok "reload refuses an invalid file (exit 1), and the forwards go on: ${out%%$'\n'*}"
+    else bad "after a refused reload the forward no longer works: $out2"; fi
     kill -TERM "$listen_pid"
-    if timeout 15 tail --pid="$listen_pid" -f /dev/null; then ok "forward --listen exits on SIGTERM"
-    else bad "forward --listen still running 15 s after SIGTERM"; fi
+    if timeout 15 tail --pid="$listen_pid" -f /dev/null; then ok "run exits on SIGTERM"
+    else bad "run still running 15 s after SIGTERM"; fi
     exit 0
 fi
 
@@ -269,10 +293,15 @@ if [[ -z $BINARY ]]; then
         else bad ".deb $(basename "$unit"): $(grep '^Exec' "$unit" | tr '\n' ' ')"; fi
         UNITS="$UNITS $example $unit"
     done
+    scripts_ok=1
     for s in postinst prerm postrm; do
         dpkg-deb --ctrl-tarfile "$DEB" | tar -x -C "$WORK" "./$s" 2>/dev/null && sh -n "$WORK/$s" \
-            || bad ".deb $s missing or not valid sh"
+            || { bad ".deb $s missing or not valid sh"; scripts_ok=0; }
     done
+    if [[ $scripts_ok = 1 ]] && grep -q 'groupadd --system stunturn' "$WORK/postinst" \
+        && grep -q 'install -d -m 0750 -o root -g stunturn /etc/stunturn' "$WORK/postinst"; then
+        ok ".deb postinst makes the group stunturn and /etc/stunturn (750); prerm and postrm are valid sh"
+    else bad ".deb postinst does not make the group stunturn and /etc/stunturn"; fi
     EXPECT_DEB_BIN="$DEB_ROOT/usr/bin/stunturn-agent"
 fi
 [[ -x $BINARY ]] || { echo "test-package.sh: no executable at $BINARY" >&2; exit 1; }
@@ -368,7 +397,7 @@ def client(port, size, timeout):
             if hashlib.sha256(got).digest() != hashlib.sha256(payload).digest():
                 sys.exit(f"{len(got)} of {size} bytes came back, and not the same")
             print(f"{size} bytes through the tunnel and back intact in {took * 1000:.0f} ms "
-                  f"(the first echo {(start - (deadline - timeout)) * 1000:.0f} ms after the agents started)")
+                  f"(the first echo {(start - (deadline - timeout)) * 1000:.0f} ms after the client started)")
             return
         except OSError as e:
             last = str(e) or type(e).__name__
@@ -378,6 +407,8 @@ def client(port, size, timeout):
 def status_check(size):
     import json
     answer = json.load(sys.stdin)
+    if "agents" in answer:  # status without --admin: every agent found
+        (answer,) = answer["agents"]
     (forward,) = answer["forwards"]
     if forward["state"] != "up" or forward["mode"] != "listen" or forward["bytes_out"] < size or forward["bytes_in"] < size:
         sys.exit(f"state {forward['state']}, {forward['bytes_out']} bytes out, {forward['bytes_in']} in")
