@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The whole agent configuration, validated, with each forward's signaling server resolved.
 public struct AgentConfig: Sendable {
@@ -53,6 +56,12 @@ public struct AgentConfig: Sendable {
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            // A folder on the way that this user may not enter hides the file: say so, rather
+            // than that it does not exist.
+            var status = stat()
+            if stat(path, &status) != 0 && errno == EACCES {
+                throw failure("cannot read config file \(path): permission denied (this user may not enter a folder on its path)")
+            }
             throw failure("config file not found: \(path)")
         }
         if isDirectory.boolValue {

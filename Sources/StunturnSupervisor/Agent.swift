@@ -26,6 +26,9 @@ public final class Agent: Sendable {
     let current: Mutex<(config: AgentConfig, statistics: [String: ForwardStatistics])>
     /// The file the configuration came from, read again on reload; nil for `forward`.
     public let configPath: String?
+    /// What the command line sets over the config file (`--admin`, `--drain-timeout`, ...),
+    /// applied to the file again on reload, so a reload compares like with like.
+    let overrides: @Sendable (inout AgentConfig) -> Void
     /// Where reload requests go, once the forwards run.
     let reloads: (stream: AsyncStream<ReloadRequest>, continuation: AsyncStream<ReloadRequest>.Continuation)
     let logger: Logger
@@ -46,9 +49,11 @@ public final class Agent: Sendable {
     /// exporter (`MetricsExporter.bootstrap()`); without one, an agent whose config asks for the
     /// endpoint makes its own.
     public init(config: AgentConfig, logger: Logger, relay: RelayEngine = .shared, notifier: SystemdNotifier? = SystemdNotifier(),
-                configPath: String? = nil, metrics: MetricsExporter? = nil) {
+                configPath: String? = nil, metrics: MetricsExporter? = nil,
+                overrides: @escaping @Sendable (inout AgentConfig) -> Void = { _ in }) {
         self.notifier = notifier
         self.configPath = configPath
+        self.overrides = overrides
         reloads = AsyncStream.makeStream(of: ReloadRequest.self, bufferingPolicy: .bufferingNewest(8))
         self.logger = logger
         self.relay = relay

@@ -120,7 +120,9 @@ final class ForwardsService: Service, CustomStringConvertible, Sendable {
         let old = agent.config
         let new: AgentConfig
         do {
-            new = try AgentConfig.load(path: agent.configPath ?? "")
+            var loaded = try AgentConfig.load(path: agent.configPath ?? "")
+            agent.overrides(&loaded)
+            new = loaded
         } catch {
             let outcome = ReloadOutcome(error: "\(error.problems.count) problem(s) in \(agent.configPath ?? ""): " + error.description)
             logger.error("reload refused, nothing changed; \(error.problems.count) problem(s):")

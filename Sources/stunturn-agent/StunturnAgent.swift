@@ -146,14 +146,20 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             var config = try loadConfig(file.path)
-            if let drainTimeout = drain.duration { config.drainTimeout = drainTimeout }
-            if let admin = admin.setting { config.admin = admin }
-            if let endpoint = try metrics.endpoint() { config.metrics = endpoint }
+            let (drainTimeout, adminSetting, metricsEndpoint) = (drain.duration, admin.setting, try metrics.endpoint())
+            // What the command line sets wins over the file, now and at each reload.
+            let overrides: @Sendable (inout AgentConfig) -> Void = { config in
+                if let drainTimeout { config.drainTimeout = drainTimeout }
+                if let adminSetting { config.admin = adminSetting }
+                if let metricsEndpoint { config.metrics = metricsEndpoint }
+            }
+            overrides(&config)
             logging.bootstrap(default: Logger.Level(rawValue: config.logLevel) ?? .info, format: LogFormat(rawValue: config.logFormat) ?? .text)
             let logger = Logger(label: "stunturn.agent")
             logger.info("stunturn-agent \(stunturnVersion) starting \(config.forwards.count) forward(s) from \(file.path)")
             for warning in config.warnings { logger.warning("\(warning)") }
-            let agent = Agent(config: config, logger: logger, configPath: file.path, metrics: bootstrapMetrics(for: config.metrics))
+            let agent = Agent(config: config, logger: logger, configPath: file.path, metrics: bootstrapMetrics(for: config.metrics),
+                              overrides: overrides)
             do {
                 try await agent.run(handlingSignals: true)
             } catch let error where !(error is CancellationError) {
