@@ -95,6 +95,10 @@ enum NATLab {
         if let path = ProcessInfo.processInfo.environment["STUNTURN_AGENT"], !path.isEmpty { return path }
         return root.appendingPathComponent(".build/debug/stunturn-agent").path
     }()
+    /// This test run's namespace prefix and log folder.
+    static let runPrefix = "stl\(getpid() % 100_000)-"
+    static let runLogDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("natlab-logs-\(getpid())").path
+
     /// Short, so the cases that must fail do so quickly; a working punch takes well under a second here.
     static let punchTimeout = 6
 
@@ -200,6 +204,11 @@ enum NATLab {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = [script] + arguments
+        // Names and logs of this run's own, so a second run on the machine (another checkout's
+        // tests, a soak) neither tears this one's namespaces down nor mixes its logs in.
+        process.environment = ProcessInfo.processInfo.environment.merging([
+            "NATLAB_PREFIX": NATLab.runPrefix, "NATLAB_LOGDIR": NATLab.runLogDirectory,
+        ]) { _, ours in ours }
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
