@@ -77,6 +77,9 @@ public struct ForwardStatus: Codable, Sendable, Equatable {
     public var failed: Int
     public var sessionsEstablished: Int
     public var setupsFailed: Int
+    /// Hole punches tried (TCP and UDP), and those that failed (time-out or error).
+    public var punchesTried: Int
+    public var punchesFailed: Int
     /// How often the path changed (direct, relay, none), counting a session going down.
     public var pathChanges: Int
     public var lastError: String?
@@ -85,7 +88,9 @@ public struct ForwardStatus: Codable, Sendable, Equatable {
     public init(name: String, mode: String, transport: String, local: String, state: String, path: String, candidate: String,
                 peer: String, sessionsUp: Int, uptimeSeconds: Int?, rttMs: Double?, streams: Int, bytesIn: UInt64,
                 bytesOut: UInt64, connections: Int, failed: Int, sessionsEstablished: Int, setupsFailed: Int, pathChanges: Int,
-                lastError: String?, lastErrorAgeSeconds: Int?) {
+                lastError: String?, lastErrorAgeSeconds: Int?, punchesTried: Int = 0, punchesFailed: Int = 0) {
+        self.punchesTried = punchesTried
+        self.punchesFailed = punchesFailed
         self.name = name
         self.mode = mode
         self.transport = transport
@@ -114,6 +119,7 @@ public struct ForwardStatus: Codable, Sendable, Equatable {
         case sessionsUp = "sessions_up", uptimeSeconds = "uptime_seconds", rttMs = "rtt_ms", streams
         case bytesIn = "bytes_in", bytesOut = "bytes_out", connections, failed
         case sessionsEstablished = "sessions_established", setupsFailed = "setups_failed", pathChanges = "path_changes"
+        case punchesTried = "punches_tried", punchesFailed = "punches_failed"
         case lastError = "last_error", lastErrorAgeSeconds = "last_error_age_seconds"
     }
 
@@ -139,6 +145,8 @@ public struct ForwardStatus: Codable, Sendable, Equatable {
         try container.encode(sessionsEstablished, forKey: .sessionsEstablished)
         try container.encode(setupsFailed, forKey: .setupsFailed)
         try container.encode(pathChanges, forKey: .pathChanges)
+        try container.encode(punchesTried, forKey: .punchesTried)
+        try container.encode(punchesFailed, forKey: .punchesFailed)
         try container.encode(lastError, forKey: .lastError)
         try container.encode(lastErrorAgeSeconds, forKey: .lastErrorAgeSeconds)
     }

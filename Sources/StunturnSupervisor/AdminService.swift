@@ -97,7 +97,8 @@ extension ForwardStatus {
             bytesOut: counters.bytesOut + sessions.reduce(0) { $0 + $1.openStreamBytesSent },
             connections: counters.sessions, failed: counters.failed,
             sessionsEstablished: link.sessionsEstablished, setupsFailed: link.setupsFailed, pathChanges: link.pathChanges,
-            lastError: link.lastError, lastErrorAgeSeconds: link.lastErrorAt.map { Self.wholeSeconds(now - $0) })
+            lastError: link.lastError, lastErrorAgeSeconds: link.lastErrorAt.map { Self.wholeSeconds(now - $0) },
+            punchesTried: link.punchesTried, punchesFailed: link.punchesFailed)
     }
 
     static func wholeSeconds(_ duration: Duration) -> Int {

@@ -61,8 +61,12 @@ struct ForwardContext: Sendable {
         options.onRejected = { from, reason in
             logger.warning("rejected a connection on the punched port", metadata: ["remote": "\(from)", "reason": "\(reason)"])
         }
-        let metrics = statistics.metrics
-        options.onFinished = { metrics.punched($0) }
+        let statistics = self.statistics
+        options.onFinished = { outcome in
+            statistics.metrics.punched(outcome)
+            // A punch cancelled because the relay won the race neither succeeded nor failed.
+            if outcome.result != .cancelled { statistics.punched(failed: outcome.result != .success) }
+        }
         return options
     }
 

@@ -33,6 +33,8 @@ public final class ForwardStatistics: Sendable {
         public var upSince: ContinuousClock.Instant?
         public var sessionsEstablished = 0
         public var setupsFailed = 0
+        public var punchesTried = 0
+        public var punchesFailed = 0
         public var pathChanges = 0
         public var lastError: String?
         public var lastErrorAt: ContinuousClock.Instant?
@@ -97,6 +99,14 @@ public final class ForwardStatistics: Sendable {
                 $0.candidate = ""
                 $0.upSince = nil
             }
+        }
+    }
+
+    /// A hole punch ended.
+    func punched(failed: Bool) {
+        linkState.withLock {
+            $0.punchesTried += 1
+            if failed { $0.punchesFailed += 1 }
         }
     }
 

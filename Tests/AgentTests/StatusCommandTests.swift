@@ -57,6 +57,9 @@ import Testing
         #expect(listen["bytes_out"] as? Int == 50_001, "\(listen)")
         #expect(listen["bytes_in"] as? Int == 50_000, "\(listen)")
         #expect(listen["sessions_established"] as? Int == 1)
+        // One punch, the one that carries the session.
+        #expect(listen["punches_tried"] as? Int == 1)
+        #expect(listen["punches_failed"] as? Int == 0)
         #expect(listen["sessions_up"] as? Int == 1)
         #expect(listen["uptime_seconds"] is Int, "\(listen)")
         #expect(listen["last_error"] is NSNull)

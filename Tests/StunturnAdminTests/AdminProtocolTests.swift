@@ -90,7 +90,8 @@ enum StatusSamples {
 @Suite struct AgentStatusTests {
     static let forwardKeys = [
         "bytes_in", "bytes_out", "candidate", "connections", "failed", "last_error", "last_error_age_seconds", "local", "mode",
-        "name", "path", "path_changes", "peer", "protocol", "rtt_ms", "sessions_established", "sessions_up", "setups_failed",
+        "name", "path", "path_changes", "peer", "protocol", "punches_failed", "punches_tried", "rtt_ms", "sessions_established",
+        "sessions_up", "setups_failed",
         "state", "streams", "uptime_seconds",
     ]
 
