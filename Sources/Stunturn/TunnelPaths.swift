@@ -101,7 +101,7 @@ public enum TunnelPaths {
                 return tunnel
             }
         }
-        let winner = try await raceAsResponder(direct: {
+        let winner = try await raceAsResponder(relayAfter: options.relayAfter, direct: {
             try await direct(rendezvous, keys: keys, options: options)
         }, relay: {
             try await relayed(rendezvous, client: client, keys: keys, options: options, reason: "the peer chose the relay")
@@ -134,8 +134,9 @@ public enum TunnelPaths {
             guard options.relay != .only && rendezvous.peerRelay != .only else {
                 rendezvous.signalingSocket?.close()
                 let who = options.relay == .only ? "this forward's policy is relay: only" : "the peer's policy is relay: only"
-                throw PathError(direct: nil, relay: nil,
-                                message: "no relay for this session (\(who)), and the server refused one: \(rendezvous.relayRefused ?? "it does not relay")")
+                let why = rendezvous.peerRelay == .never || options.relay == .never ? "the other side's policy is relay: never"
+                    : "the server refused one: \(rendezvous.relayRefused ?? "it does not relay")"
+                throw PathError(direct: nil, relay: nil, message: "no relay for this session (\(who)), and \(why)")
             }
             return .directOnly
         }
@@ -203,24 +204,28 @@ public enum TunnelPaths {
         case relayAfter
     }
 
-    /// The initiator's race: the direct attempt and the relay connection at once. The direct path
-    /// wins if it is up within `relayAfter`; after that, whichever is up first (the relay, usually).
-    /// What loses is handed to `discard` (direct) or closed (relay).
+    /// The initiator's race: the direct attempt first; the relay joins once `relayAfter` has
+    /// passed without a direct path (or at once when the direct attempt fails), so a pairing that
+    /// goes direct never takes a relay slot. The direct path wins if it is up before the relay;
+    /// what loses is handed to `discard` (direct) or closed (relay).
     public static func raceAsInitiator<Direct: Sendable>(relayAfter: Duration,
                                                          direct: @escaping @Sendable () async throws -> Direct,
                                                          relay: @escaping @Sendable () async throws -> (Socket, SocketAddress),
                                                          discard: @escaping @Sendable (Direct) -> Void) async throws -> InitiatorChoice<Direct> {
         try await withThrowingTaskGroup(of: InitiatorEvent<Direct>.self) { group in
             group.addTask { .direct(await Result { try await direct() }) }
-            group.addTask { .relay(await Result { try await relay() }) }
             group.addTask {
                 try? await Task.sleep(for: relayAfter)
                 return .relayAfter
             }
-            var relayed: (Socket, SocketAddress)?
+            var relayStarted = false
+            func startRelay() {
+                guard !relayStarted else { return }
+                relayStarted = true
+                group.addTask { .relay(await Result { try await relay() }) }
+            }
             var directError: (any Error)?
             var relayError: (any Error)?
-            var waitedEnough = false
             var winner: InitiatorChoice<Direct>?
             func relayReason() -> String { directError.map { "punch failed: \($0)" } ?? "no direct path within \(formatDuration(relayAfter))" }
             while winner == nil, let event = try await group.next() {
@@ -229,15 +234,13 @@ public enum TunnelPaths {
                     winner = .direct(value)
                 case .direct(.failure(let error)):
                     directError = error
-                    if let (socket, peer) = relayed { winner = .relay(socket, peer, reason: relayReason()) }
+                    startRelay()
                 case .relay(.success(let pair)):
-                    relayed = pair
-                    if waitedEnough || directError != nil { winner = .relay(pair.0, pair.1, reason: relayReason()) }
+                    winner = .relay(pair.0, pair.1, reason: relayReason())
                 case .relay(.failure(let error)):
                     relayError = error
                 case .relayAfter:
-                    waitedEnough = true
-                    if let (socket, peer) = relayed { winner = .relay(socket, peer, reason: relayReason()) }
+                    startRelay()
                 }
                 if winner == nil, directError != nil, relayError != nil { break }
             }
@@ -247,10 +250,7 @@ public enum TunnelPaths {
                 if case .direct(.success(let value)) = event { discard(value) }
                 if case .relay(.success(let pair)) = event { pair.0.close() }
             }
-            if let winner {
-                if case .direct = winner { relayed?.0.close() }
-                return winner
-            }
+            if let winner { return winner }
             throw bothFailed(direct: directError, relay: relayError)
         }
     }
@@ -264,11 +264,13 @@ public enum TunnelPaths {
     private enum ResponderEvent<Direct: Sendable, Relayed: Sendable>: Sendable {
         case direct(Result<Direct, any Error>)
         case relay(Result<Relayed, any Error>)
+        case relayAfter
     }
 
     /// The responder's race: both paths at once, each answering the handshake; the initiator runs
     /// it on one only, so the first to complete it carries the session.
     public static func raceAsResponder<Direct: Sendable, Relayed: Sendable>(
+        relayAfter: Duration,
         direct: @escaping @Sendable () async throws -> Direct,
         relay: @escaping @Sendable () async throws -> Relayed,
         discard: @escaping @Sendable (Direct) -> Void,
@@ -276,16 +278,30 @@ public enum TunnelPaths {
     ) async throws -> ResponderChoice<Direct, Relayed> {
         try await withThrowingTaskGroup(of: ResponderEvent<Direct, Relayed>.self) { group in
             group.addTask { .direct(await Result { try await direct() }) }
-            group.addTask { .relay(await Result { try await relay() }) }
+            // The relay is joined when the initiator would take it: after `relayAfter`, or once
+            // the direct attempt has failed here.
+            group.addTask {
+                try? await Task.sleep(for: relayAfter)
+                return .relayAfter
+            }
+            var relayStarted = false
+            func startRelay() {
+                guard !relayStarted else { return }
+                relayStarted = true
+                group.addTask { .relay(await Result { try await relay() }) }
+            }
             var directError: (any Error)?
             var relayError: (any Error)?
             var winner: ResponderChoice<Direct, Relayed>?
             while winner == nil, let event = try await group.next() {
                 switch event {
                 case .direct(.success(let value)): winner = .direct(value)
-                case .direct(.failure(let error)): directError = error
+                case .direct(.failure(let error)):
+                    directError = error
+                    startRelay()
                 case .relay(.success(let value)): winner = .relay(value, directError: directError)
                 case .relay(.failure(let error)): relayError = error
+                case .relayAfter: startRelay()
                 }
                 if winner == nil, directError != nil, relayError != nil { break }
             }

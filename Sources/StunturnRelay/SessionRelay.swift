@@ -414,8 +414,8 @@ final class SessionRelay: RelayClient {
         let probing = keepalive.probing(at: now)
         if probing != fastTicks {
             fastTicks = probing
-            timer?.schedule(deadline: .now() + (probing ? keepalive.probeTime / 2 : tickPeriod).dispatchInterval,
-                            repeating: (probing ? keepalive.probeTime / 2 : tickPeriod).dispatchInterval, leeway: .milliseconds(20))
+            let period = probing ? min(tickPeriod, keepalive.probeTime / 2) : tickPeriod
+            timer?.schedule(deadline: .now() + period.dispatchInterval, repeating: period.dispatchInterval, leeway: .milliseconds(20))
         }
         if let connector {
             for stream in Array(streams.values) where stream.connecting && now - stream.started >= connector.timeout {

@@ -487,7 +487,9 @@ final class ServerCore {
                                       peerCandidates: udp ? nil : rh.candidates)
         var toReceiver = ServerReply(transport: ih.transport, peerAddress: receiverSees, peerRelay: ih.relay,
                                      peerCandidates: udp ? nil : ih.candidates)
-        if Self.wantsRelay(ih) || Self.wantsRelay(rh) {
+        // A side that said "never" (a direct-only attempt, such as an agent trying to move a
+        // relayed session to a direct path) is not refused anything: it asked for nothing.
+        if Self.wantsRelay(ih) || Self.wantsRelay(rh), ih.relay != "never", rh.relay != "never" {
             switch grantRelay(initiator: initiator, receiver: receiver) {
             case .success(let id):
                 toInitiator.relayID = id

@@ -248,12 +248,16 @@ public struct SignalingClient: Sendable {
                 // Leniently: a candidate that does not parse, or one that is this very socket, is skipped.
                 rendezvous.peerCandidates = text.split(separator: ",").prefix(8)
                     .compactMap { try? SocketAddress(parsing: String($0)) }
-                    .filter { $0 != local && $0 != peer && $0.port != 0 }
+                    .filter { $0 != local && $0 != peer && $0.port != 0 && !$0.isLoopback && !$0.isUnspecified && !$0.isMulticast }
             }
             return rendezvous
         } catch let error as SocketError {
+            if error.code == .timedOut && error.errno != 0 {
+                // The kernel's time-out (keepalive probes unanswered): the path to the server died.
+                throw SignalingError.transport("signaling server \(server): the connection was lost while waiting (\(error))", underlying: error)
+            }
             if error.code == .timedOut {
-                // The server took the hello and held the initiator: it had no peer for it.
+                // Our own deadline: the server took the hello and held the initiator, with no peer for it.
                 if waiting && hello.effectiveRole == .initiator { throw SignalingError(.noPeer, "\(error)", underlying: error) }
                 throw SignalingError(.timedOut, "signaling server \(server): no answer within \(formatDuration(timeout)) (\(error))",
                                      underlying: error)

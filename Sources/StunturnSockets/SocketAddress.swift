@@ -259,6 +259,11 @@ extension SocketAddress {
         return found
     }
 
+    /// 224.0.0.0/4 or ff00::/8.
+    public var isMulticast: Bool {
+        family == .ipv4 ? addressBytes[0] & 0xf0 == 0xe0 : addressBytes[0] == 0xff
+    }
+
     /// fe80::/10, or 169.254.0.0/16: reachable on one link only, and not without a scope.
     public var isLinkLocal: Bool {
         family == .ipv4 ? addressBytes[0] == 169 && addressBytes[1] == 254 : addressBytes[0] == 0xfe && addressBytes[1] & 0xc0 == 0x80

@@ -54,7 +54,7 @@ public final class Agent: Sendable {
         self.notifier = notifier
         self.configPath = configPath
         self.overrides = overrides
-        reloads = AsyncStream.makeStream(of: ReloadRequest.self, bufferingPolicy: .bufferingNewest(8))
+        reloads = AsyncStream.makeStream(of: ReloadRequest.self, bufferingPolicy: .bufferingOldest(8))
         self.logger = logger
         self.relay = relay
         exporter = metrics ?? (config.metrics == nil ? nil : MetricsExporter())
@@ -262,7 +262,8 @@ public enum SignalledShutdown {
                 var count = 0
                 for await signal in signals {
                     if signal == .sighup {
-                        if count == 0 { await hangUp?() }
+                        // In a task of its own: a reload must never hold up SIGTERM.
+                        if count == 0, let hangUp { Task { await hangUp() } }
                         continue
                     }
                     count += 1

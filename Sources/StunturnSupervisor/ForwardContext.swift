@@ -8,6 +8,14 @@ import StunturnSignaling
 import StunturnSockets
 import Synchronization
 
+/// Whether a forward has been stopped (a reload removed or changed it): a session that comes up
+/// after that must not serve on.
+final class ForwardLifetime: Sendable {
+    private let stopped = Atomic<Bool>(false)
+    func stop() { stopped.store(true, ordering: .sequentiallyConsistent) }
+    var isStopped: Bool { stopped.load(ordering: .sequentiallyConsistent) }
+}
+
 /// Everything one forward's sessions share.
 struct ForwardContext: Sendable {
     let config: ForwardConfig
@@ -17,6 +25,7 @@ struct ForwardContext: Sendable {
     let statistics: ForwardStatistics
     /// Where the forward's connections run; nil for `forward --stdio`, which carries one itself.
     let connections: ConnectionPool?
+    let lifetime = ForwardLifetime()
 
     init(config: ForwardConfig, logger: Logger, relay: RelayEngine, statistics: ForwardStatistics, connections: ConnectionPool?) {
         self.config = config

@@ -49,8 +49,13 @@ extension Agent {
             return ReloadOutcome(error: "this agent runs one forward from the command line; there is no config file to read again")
         }
         return await withCheckedContinuation { continuation in
-            if case .dropped = reloads.continuation.yield(ReloadRequest(done: { continuation.resume(returning: $0) })) {
-                continuation.resume(returning: ReloadOutcome(error: "the agent is not running its forwards (starting or stopping)"))
+            // The queue keeps the oldest requests: one it cannot take (full, or finished at
+            // shutdown) is this one, answered here and nowhere else.
+            switch reloads.continuation.yield(ReloadRequest(done: { continuation.resume(returning: $0) })) {
+            case .enqueued: break
+            case .dropped: continuation.resume(returning: ReloadOutcome(error: "too many reloads waiting; try again"))
+            case .terminated: continuation.resume(returning: ReloadOutcome(error: "the agent is shutting down"))
+            @unknown default: continuation.resume(returning: ReloadOutcome(error: "the agent cannot take a reload now"))
             }
         }
     }
@@ -87,13 +92,23 @@ final class ForwardsService: Service, CustomStringConvertible, Sendable {
         await withTaskCancellationHandler {
             // Reloads are taken until shutdown begins; then each forward stops taking work on its
             // own (each runs under the group's graceful shutdown) and this waits for them.
-            await cancelWhenGracefulShutdown {
-                for await request in self.agent.reloads.stream {
+            // Shutdown finishes the queue: requests still in it are answered (not applied), later
+            // ones are refused at once, and the loop ends once it is empty.
+            let reloads = agent.reloads
+            await withGracefulShutdownHandler {
+                for await request in reloads.stream {
+                    guard !Task.isShuttingDownGracefully else {
+                        request.done(ReloadOutcome(error: "the agent is shutting down"))
+                        continue
+                    }
                     request.done(await self.apply())
                 }
+            } onGracefulShutdown: {
+                reloads.continuation.finish()
             }
             for task in running.withLock({ $0.values.map(\.task) }) { await task.value }
         } onCancel: {
+            agent.reloads.continuation.finish()
             for task in running.withLock({ $0.values.map(\.task) }) { task.cancel() }
         }
     }
@@ -108,6 +123,8 @@ final class ForwardsService: Service, CustomStringConvertible, Sendable {
     /// Stops one forward: it takes no new work, and its sessions end once their streams have.
     private func stop(_ name: String) async {
         guard let stopped = running.withLock({ $0.removeValue(forKey: name) }) else { return }
+        // First the flag, then the drain: a session being set up now sees one or the other.
+        stopped.context.lifetime.stop()
         stopped.task.cancel()
         await stopped.task.value
         for session in stopped.context.statistics.link.sessions { session.drain() }

@@ -55,6 +55,7 @@ struct SystemdNotifyService: Service, CustomStringConvertible {
         let period = min(notifier.watchdogInterval ?? .seconds(5), .seconds(5))
         await cancelWhenGracefulShutdown {
             var last = ""
+            var failing = false
             while !Task.isCancelled {
                 try? await Task.sleep(for: period)
                 if Task.isCancelled { break }
@@ -63,7 +64,16 @@ struct SystemdNotifyService: Service, CustomStringConvertible {
                 if notifier.watchdogInterval != nil { fields.append("WATCHDOG=1") }
                 if now != last { fields.append("STATUS=\(now)") }
                 last = now
-                if !fields.isEmpty { notifier.notify(fields.joined(separator: "\n")) }
+                guard !fields.isEmpty else { continue }
+                // The first failure of a streak is logged, and the recovery: a watchdog that stops
+                // getting through explains systemd's restart.
+                if let error = notifier.notify(fields.joined(separator: "\n")) {
+                    if !failing { logger.warning("cannot notify systemd at \(notifier.socketPath): \(error)") }
+                    failing = true
+                } else if failing {
+                    logger.info("systemd notifications get through again")
+                    failing = false
+                }
             }
         }
         notifier.notify("STOPPING=1", "STATUS=stopping: \(status())")

@@ -87,7 +87,9 @@ func pumpFromTunnel(context: ForwardContext, tunnel: Socket, peer: SocketAddress
 /// until it is idle or the peer falls silent; returns why it ended.
 func carryPunchedFlow(context: ForwardContext, tunnel: Socket, peer: SocketAddress, codec: DatagramCodec, replyPacket: [UInt8]?,
                       activity: ActivityClock, deliver: @escaping @Sendable ([UInt8]) -> Void) async -> String {
-    await withTaskGroup(of: String.self) { group in
+    // The flow starts now: silence is counted from here, not from when it was asked for.
+    activity.heardFromPeer()
+    return await withTaskGroup(of: String.self) { group in
         group.addTask {
             await pumpFromTunnel(context: context, tunnel: tunnel, peer: peer, codec: codec, replyPacket: replyPacket,
                                  activity: activity, deliver: deliver)
@@ -211,7 +213,7 @@ struct UDPExposeSession: Sendable {
             return .relay(try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options, reason: reason))
         case .race:
             let rendezvous = self.rendezvous, context = self.context
-            switch try await TunnelPaths.raceAsResponder(direct: { try await punched(tunnel) }, relay: {
+            switch try await TunnelPaths.raceAsResponder(relayAfter: options.relayAfter, direct: { try await punched(tunnel) }, relay: {
                 try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options,
                                               reason: "the peer chose the relay")
             }, discard: { _ in }, discardRelay: { $0.socket.close() }) {
@@ -469,13 +471,17 @@ final class UDPListenSession: Sendable {
             return .relay(try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options, reason: reason))
         case .race:
             let client = context.signaling
+            // The punch alone races the relay; the handshake runs on the path chosen, so the peer
+            // never completes it on one path while this side takes the other.
+            let punchTag = context.keys.punchTag, punchOptions = context.punchOptions
             switch try await TunnelPaths.raceAsInitiator(relayAfter: options.relayAfter, direct: {
-                try await self.punched(rendezvous, tunnel: tunnel)
+                try await UDPHolePuncher.punch(rendezvous, tag: punchTag, options: punchOptions)
             }, relay: {
                 try await client.joinRelay(rendezvous, key: context.keys.signalingKey)
             }, discard: { _ in }) {
-            case .direct(let established):
-                return established
+            case .direct(let peer):
+                let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
+                return .direct(peer, DatagramCodec(session: session))
             case .relay(let socket, let peer, let reason):
                 context.logger.info("udp session relayed through \(context.config.server): \(reason)")
                 return .relay(try await TunnelPaths.secureRelay(socket, peer: peer, client: client, keys: context.keys,

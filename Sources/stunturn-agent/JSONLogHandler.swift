@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import Logging
 
 /// How the agent writes its log: lines for people, or one JSON object per line for collectors.
@@ -40,7 +41,15 @@ struct JSONLogHandler: LogHandler {
             line += Self.quoted(key) + ":" + Self.quoted(value)
         }
         line += "}\n"
-        Self.lock.withLock { FileHandle.standardError.write(Data(line.utf8)) }
+        // A closed or broken stderr loses the line; it must not end the agent.
+        Self.lock.withLock {
+            var bytes = Array(line.utf8)[...]
+            while !bytes.isEmpty {
+                let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+                guard written > 0 else { break }
+                bytes = bytes.dropFirst(written)
+            }
+        }
     }
 
     private static func timestamp() -> String {

@@ -1,4 +1,5 @@
 import Foundation
+import Stunturn
 import StunturnSockets
 import StunturnTestSupport
 import Testing
@@ -113,6 +114,9 @@ import Testing
         try await rig.startAll()
         #expect(try await echo(rig.listenAddress, "paired") == "paired")
         #expect(rig.server!.log.contains("paired"), "\(rig.logs)")
+        // Not the key, which never reaches it, nor its one-way hash, the pairing key on the wire.
+        let pairingKey = TunnelKeys(accessKey: rig.key).signalingKey
+        #expect(!rig.server!.log.contains(pairingKey), "the server logged the pairing key")
         #expect(!rig.server!.log.contains(rig.key), "the server logged the key")
         try await rig.stopAll()
     }

@@ -60,6 +60,7 @@ import Testing
         #expect(answer == "\(payload.count) \(sha256(payload))", "the transfer through the unchanged forward broke: \(answer)\n\(agent.log)")
         let aWentDown = agent.log.split(separator: "\n").contains { $0.contains("forward=a-listen") && $0.contains("path direct -> none") }
         #expect(!aWentDown, "a's session went down: \(agent.log)")
+        #expect(!agent.log.contains("stopping forward \"a-"), "the unchanged forward a was stopped: \(agent.log)")
 
         try await waitUntil("c carries connections", timeout: .seconds(30), interval: .milliseconds(200)) {
             (try? await echo(.loopback(port: portC), "c after", timeout: .seconds(3))) == "c after"
