@@ -176,7 +176,8 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
 
     @Test func keysPairOnlyWhenByteForByteEqual() async throws {
         var options = RendezvousServer.Options()
-        options.initiatorTimeout = .seconds(2)
+        // Long enough that a test runner busy with other suites still sees the initiator wait.
+        options.initiatorTimeout = .seconds(8)
         try await withServer(options) { server, _ in
             // "café" precomposed and decomposed: equal as Swift strings, different bytes on the wire.
             async let initiator = rawExchange(server, goHello("caf\u{E9}-key", target: "127.0.0.1"))
@@ -201,7 +202,8 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
     @Test func aUDPInitiatorWaitsForAReceiverThatReportedItsAddress() async throws {
         try await withServer { server, _ in
             // A receiver long-polling without a UDP address cannot be reached over UDP...
-            async let silent = rawExchange(server, ClientHello(key: "udp-pair", role: .receiver, wait: 2).encoded())
+            // Long enough that a test runner busy with other suites still sees the receiver wait.
+            async let silent = rawExchange(server, ClientHello(key: "udp-pair", role: .receiver, wait: 8).encoded())
             try await waitUntil { await server.statistics.waitingReceivers == 1 }
             async let initiator = rawExchange(server, ClientHello(key: "udp-pair", transport: "udp", address: "127.0.0.1:4000",
                                                                   role: .initiator).encoded())
