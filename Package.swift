@@ -12,6 +12,13 @@ let package = Package(
     products: [
         .executable(name: "stunturn-agent", targets: ["stunturn-agent"]),
         .library(name: "Stunturn", targets: ["Stunturn"]),
+        // The decoders of outside bytes on their own: the fuzz targets (Fuzz/Package.swift) use them.
+        .library(name: "StunturnConfig", targets: ["StunturnConfig"]),
+        .library(name: "StunturnSignaling", targets: ["StunturnSignaling"]),
+        .library(name: "StunturnSecure", targets: ["StunturnSecure"]),
+        .library(name: "StunturnMux", targets: ["StunturnMux"]),
+        .library(name: "StunturnAdmin", targets: ["StunturnAdmin"]),
+        .library(name: "StunturnServer", targets: ["StunturnServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
