@@ -84,4 +84,13 @@ import Testing
         #expect(throws: SignalingError.self) { try ClientHello.decode(Array(#"{"wait":"5"}"#.utf8)) }
         #expect(try ClientHello.decode(Array(#"{"uuid":"a\u0041"}"#.utf8)).key == "aA")
     }
+
+    /// Found by fuzzing: a 4-byte sequence cut after 3 bytes decodes to one U+FFFD of 3 bytes, so
+    /// the fast path took it (two such keys then named the same pairing) where JSONDecoder refuses.
+    @Test(arguments: [[0xf0, 0x90, 0x80], [0xf0, 0x90, 0x80, 0x41], [0x61, 0xf4, 0x8f, 0xbf], [0xe0, 0x80, 0x80]] as [[UInt8]])
+    func helloWithInvalidUTF8IsRefused(key: [UInt8]) {
+        let bytes = Array(#"{"uuid":""#.utf8) + key + Array(#""}"#.utf8)
+        #expect(HelloWire.parseFlat(bytes) == nil)
+        #expect(throws: SignalingError.self) { try ClientHello.decode(bytes) }
+    }
 }
