@@ -28,6 +28,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ="$ROOT/Fuzz"
 BUILD="$FUZZ/.build"
 TARGETS=(stun signaling config records datagrams mux admin)
+# libFuzzer reports a crash itself (stack, input); Swift's backtracer would take minutes over it.
+export SWIFT_BACKTRACE=enable=no
 
 # The longest input each target tries: what one read, datagram or file of that kind can be.
 max_len() {
