@@ -74,14 +74,15 @@ public enum StatusTable {
         }
     }
 
-    /// `0.41ms` below 10 ms, `12ms` above; `-` when not known.
+    /// `0.41ms` below 10 ms, `12ms` above; `-` when not known, or when the answer's number is no
+    /// round trip (negative, or past what an Int holds).
     static func roundTrip(_ milliseconds: Double?) -> String {
-        guard let milliseconds else { return "-" }
+        guard let milliseconds, milliseconds >= 0, let whole = Int(exactly: milliseconds.rounded()) else { return "-" }
         if milliseconds < 10 {
             let hundredths = Int((milliseconds * 100).rounded())
             let fraction = hundredths % 100
             return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)ms"
         }
-        return "\(Int(milliseconds.rounded()))ms"
+        return "\(whole)ms"
     }
 }

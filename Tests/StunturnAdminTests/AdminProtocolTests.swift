@@ -162,9 +162,23 @@ enum StatusSamples {
         #expect(StatusTable.duration(seconds: seconds) == text)
     }
 
-    @Test(arguments: [(nil, "-"), (0.05, "0.05ms"), (0.41, "0.41ms"), (9.994, "9.99ms"), (12.4, "12ms"), (250, "250ms")]
+    @Test(arguments: [(nil, "-"), (0.05, "0.05ms"), (0.41, "0.41ms"), (9.994, "9.99ms"), (12.4, "12ms"), (250, "250ms"),
+                      (-0.5, "-"), (-1e300, "-"), (1e300, "-"), (.infinity, "-"), (.nan, "-")]
           as [(Double?, String)])
     func roundTrips(_ milliseconds: Double?, _ text: String) {
         #expect(StatusTable.roundTrip(milliseconds) == text)
+    }
+
+    /// `status` stopped on an answer whose rtt_ms was 1e300, converting it to Int (fuzz-admin
+    /// renders every answer it decodes). Whatever numbers an answer holds, the table shows.
+    @Test func anAnswerWithOutlandishNumbersRenders() throws {
+        var json = String(decoding: try StatusSamples.agent.encoded(), as: UTF8.self)
+        json = json.replacingOccurrences(of: #""rtt_ms":0.41"#, with: #""rtt_ms":1e300"#)
+            .replacingOccurrences(of: #""uptime_seconds":125"#, with: #""uptime_seconds":-9223372036854775808"#)
+            .replacingOccurrences(of: #""last_error_age_seconds":3700"#, with: #""last_error_age_seconds":9223372036854775807"#)
+        let status = try AgentStatus(decoding: Array(json.utf8))
+        #expect(status.forwards[0].rttMs == 1e300)
+        let table = StatusTable.render(status)
+        #expect(table.contains("198.51.100.7:41000    -  0s"))
     }
 }
