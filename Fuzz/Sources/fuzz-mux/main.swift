@@ -45,16 +45,20 @@ private func receiveFrames(_ reads: [ArraySlice<UInt8>], into session: inout Mux
                            now: inout ContinuousClock.Instant) throws(MuxError) {
     var decoder = MuxFrameDecoder(maxPayload: 64 * 1024)
     var taken: [UInt8] = []
-    var encoded: [UInt8] = []
+    // The frames decoded so far encode to the bytes taken, less what waits for the next read.
+    var accounted = 0
     for read in reads {
         taken += read
         for frame in try decoder.decode(read) {
-            frame.encode(appendingTo: &encoded)
+            let encoded = frame.encoded()
+            guard taken[accounted...].starts(with: encoded) else {
+                fatalError("a decoded frame does not encode to the bytes it came from")
+            }
+            accounted += encoded.count
             apply(try session.receive(frame), to: &session, now: &now)
         }
-        // The frames decoded so far are the bytes taken, less what waits for the next read.
-        guard encoded[...] == taken[..<(taken.count - decoder.buffered)] else {
-            fatalError("decoded frames do not encode to the bytes they came from")
+        guard accounted == taken.count - decoder.buffered else {
+            fatalError("the decoder holds \(decoder.buffered) bytes, \(taken.count - accounted) are not in a frame")
         }
     }
 }
