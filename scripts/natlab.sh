@@ -57,6 +57,24 @@ usage: natlab.sh COMMAND [options]
         byte is echoed back, and the RTT between the two NATs. One line per agent (the baseline
         on a fresh lab, same delay):
         LATENCY agent=current|baseline path= median_ms= p90_ms= rtt_ms= ratio=median/rtt n=
+  idle --agent PATH [--nat-a KIND] [--nat-b KIND] [--router drop|answer] [--idle S]
+       [--udp-timeout S] [--tcp-timeout S] [--limit S] [--keepalive S]
+        Idle NAT time-outs. On a pair lab (eim-apdf both sides unless told otherwise) the NAT
+        routers forget UDP mappings after --udp-timeout (default 30) and established TCP ones
+        after --tcp-timeout (default 60) seconds (conntrack sysctls in their namespaces). A TCP
+        and a UDP forward are set up; after a first echo on each, nothing is sent for --idle
+        (default 90) seconds; then the same UDP client socket and a new TCP connection must get
+        their echo within --limit (default 2) seconds. --keepalive goes to the agents. Prints
+        IDLE udp=ok|late|none udp_echo_s= tcp=... tcp_echo_s= tcp_listen=[path= sessions=]
+        udp_flows=N (flows the listen side set up: 1 when the first lasted the pause).
+  rebind --agent PATH [--nat-a KIND] [--nat-b KIND] [--router drop|answer] [--hold S]
+         [--limit S] [--keepalive S]
+        NAT rebinding. Once a TCP forward works, a connection through it sends 64 KiB/s for
+        --hold (default 40) seconds, checking every echoed byte; 3 s in, 'conntrack -F' runs on
+        both NAT routers. Prints REBIND open_connection=survived|reset|cut|corrupt
+        new_connections_s= (from the flush until a new connection's echo; limit --limit,
+        default 20) and the listen agent's path and session count before and after. Exit 0
+        when the connection survived or was reset (never cut or corrupted) within the limit.
   matrix --agent PATH [--quick] [--punch-timeout S] [--relay auto|never|only]
          [--topologies pair,lan,cgnat]
         Run every case; progress on stderr, markdown tables on stdout, every RESULT line also in
@@ -1149,6 +1167,219 @@ cmd_matrix() {
     [[ $bad == 0 ]]
 }
 
+# ---------------------------------------------------------------- idle time-outs and rebinding
+
+# Sets a NAT router's conntrack time-outs (seconds): UDP (one-way and "stream", i.e. answered,
+# flows alike) and established TCP. The sysctls are per network namespace.
+set_conntrack_timeouts() {  # node udp tcp-established
+    nx "$1" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$2" \
+        net.netfilter.nf_conntrack_udp_timeout_stream="$2" \
+        net.netfilter.nf_conntrack_tcp_timeout_established="$3"
+}
+
+conntrack_timeouts() {  # node; "udp=S/S tcp_established=S" as read back
+    local u us t
+    u=$(nx "$1" sysctl -n net.netfilter.nf_conntrack_udp_timeout)
+    us=$(nx "$1" sysctl -n net.netfilter.nf_conntrack_udp_timeout_stream)
+    t=$(nx "$1" sysctl -n net.netfilter.nf_conntrack_tcp_timeout_established)
+    echo "udp=$u/$us tcp_established=$t"
+}
+
+# The NAT routers of a pair lab that translate (a 'none' side only routes).
+pair_routers() {  # nat-a nat-b
+    local r=()
+    [[ $1 == none ]] || r+=(nat-a)
+    [[ $2 == none ]] || r+=(nat-b)
+    echo "${r[*]}"
+}
+
+# One forward: an echo service on peer-b's SERVICE_PORT, its expose agent, and a listen agent on
+# peer-a's LISTEN_PORT; the agents' admin sockets in CASE_DIR (status works from the host: the
+# sockets are files). Waits until both ends are ready. proto name agent service-port listen-port
+# [extra agent options...]
+start_forward() {
+    local proto=$1 name=$2 agent=$3 sport=$4 lport=$5 key udp_flag=()
+    shift 5
+    key=$(python3 -c 'import uuid; print(uuid.uuid4())')
+    [[ $proto == udp ]] && udp_flag=(--udp)
+    local common=(--key "$key" --server "$SERVER_IP:$SERVER_PORT" "${udp_flag[@]}" --log-level debug "$@")
+    spawn peer-b "$CASE_DIR/$name-service.log" python3 "$CASE_DIR/helper.py" "$proto-echo" "$sport"
+    wait_until 5 port_open peer-b "$proto" "$sport" || die "$name: echo service did not start"
+    spawn peer-b "$CASE_DIR/$name-expose.log" "$agent" forward --expose "127.0.0.1:$sport" "${common[@]}" \
+        --admin "$CASE_DIR/$name-expose.sock"
+    local before
+    before=$(nx pub ss -Htn state established "sport = :$SERVER_PORT" 2>/dev/null | wc -l)
+    wait_until 10 server_clients_above "$before" || log "$name: expose agent is not polling the server after 10 s"
+    spawn peer-a "$CASE_DIR/$name-listen.log" "$agent" forward --listen "127.0.0.1:$lport" "${common[@]}" \
+        --admin "$CASE_DIR/$name-listen.sock"
+    wait_until 10 port_open peer-a "$proto" "$lport" || log "$name: listen agent did not open $proto $lport within 10 s"
+}
+
+server_clients_above() {
+    [[ $(nx pub ss -Htn state established "sport = :$SERVER_PORT" 2>/dev/null | wc -l) -gt $1 ]]
+}
+
+start_server() {  # agent
+    spawn pub "$CASE_DIR/server.log" "$1" server --listen "$SERVER_IP:$SERVER_PORT"; SERVER_PID=$SPAWNED
+    wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
+}
+
+# "path=P sessions=N" of the one forward an agent runs, from its admin socket.
+agent_link() {  # agent admin-socket
+    "$1" status --admin "$2" --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    f = json.load(sys.stdin)["forwards"][0]
+    print("path=%s sessions=%s" % (f["path"], f["sessions_established"]))
+except Exception:
+    print("path=? sessions=?")'
+}
+
+# Brings a pair lab up for idle/rebind (the same bring-up as a case); sets CASE_DIR.
+fault_lab_up() {  # name nat-a nat-b router
+    CASE_DIR="$LOG_ROOT/$1"
+    rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
+    trap case_cleanup EXIT
+    trap 'exit 130' INT TERM
+    local rc=0
+    set +e
+    (set -e; cmd_up --nat-a "$2" --nat-b "$3" --router "$4") 2>"$CASE_DIR/up.log"
+    rc=$?
+    set -e
+    [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
+    write_helper "$CASE_DIR/helper.py"
+}
+
+cmd_idle() {
+    local agent="" nat_a=eim-apdf nat_b=eim-apdf router=answer idle=90 udp_timeout=30 tcp_timeout=60 limit=2 extra=()
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --agent) agent=$2; shift 2 ;;
+            --nat-a) nat_a=$2; shift 2 ;;
+            --nat-b) nat_b=$2; shift 2 ;;
+            --router) router=$2; shift 2 ;;
+            --idle) idle=$2; shift 2 ;;
+            --udp-timeout) udp_timeout=$2; shift 2 ;;
+            --tcp-timeout) tcp_timeout=$2; shift 2 ;;
+            --limit) limit=$2; shift 2 ;;
+            --keepalive) extra=(--keepalive "$2"); shift 2 ;;
+            *) die "idle: unknown option $1" ;;
+        esac
+    done
+    [[ -n $agent && -x $agent ]] || die "idle needs --agent PATH (a built stunturn-agent)"
+    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    valid_kind "$nat_a" && valid_kind "$nat_b" || die "--nat-a and --nat-b: none, eim-apdf or edm"
+    local n
+    for n in "$idle" "$udp_timeout" "$tcp_timeout"; do [[ $n =~ ^[0-9]+$ && $n -ge 1 ]] || die "--idle, --udp-timeout and --tcp-timeout take whole seconds"; done
+    [[ $limit =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--limit must be seconds"
+    fault_lab_up idle "$nat_a" "$nat_b" "$router"
+    local r timeouts=""
+    for r in $(pair_routers "$nat_a" "$nat_b"); do
+        set_conntrack_timeouts "$r" "$udp_timeout" "$tcp_timeout"
+        timeouts+=" $r:$(conntrack_timeouts "$r" | tr ' ' ',')"
+    done
+    log "idle: conntrack time-outs${timeouts:- (no NAT router)}; idle ${idle}s"
+
+    start_server "$agent"
+    start_forward tcp tcp "$agent" "$SERVICE_PORT" "$LISTEN_PORT" "${extra[@]}"
+    start_forward udp udp "$agent" $((SERVICE_PORT + 2)) $((LISTEN_PORT + 2)) "${extra[@]}"
+    # Both clients warm up (30 s at most), stay silent for the idle time, then ask again.
+    local flows="$SCRIPT_DIR/natlab/flows.py" tcp_pid udp_pid bound=$((idle + 75))
+    spawn peer-a "$CASE_DIR/tcp-client.out" timeout "$bound" python3 "$flows" tcp-idle "$LISTEN_PORT" "$idle" "$limit" 30; tcp_pid=$SPAWNED
+    spawn peer-a "$CASE_DIR/udp-client.out" timeout "$bound" python3 "$flows" udp-idle $((LISTEN_PORT + 2)) "$idle" "$limit" 30; udp_pid=$SPAWNED
+    wait "$tcp_pid" 2>/dev/null || true
+    wait "$udp_pid" 2>/dev/null || true
+    # The TCP forward's session count, and how many UDP flows the listen side set up (one: the
+    # client's flow lasted through the pause).
+    local tcp_line udp_line tcp_link udp_flows
+    tcp_line=$(head -n1 "$CASE_DIR/tcp-client.out" 2>/dev/null || true)
+    udp_line=$(head -n1 "$CASE_DIR/udp-client.out" 2>/dev/null || true)
+    tcp_link=$(agent_link "$agent" "$CASE_DIR/tcp-listen.sock")
+    udp_flows=$(grep -c 'udp tunnel up' "$CASE_DIR/udp-listen.log" 2>/dev/null || true)
+    local tcp_word=${tcp_line%% *} udp_word=${udp_line%% *} tcp_s udp_s
+    tcp_s=$(sed -n 's/.* echo_s=\([^ ]*\).*/\1/p' <<<"$tcp_line")
+    udp_s=$(sed -n 's/.* echo_s=\([^ ]*\).*/\1/p' <<<"$udp_line")
+    echo "IDLE idle=${idle}s limit=${limit}s conntrack_udp=${udp_timeout}s conntrack_tcp_established=${tcp_timeout}s" \
+        "udp=${udp_word:-none} udp_echo_s=${udp_s:--} tcp=${tcp_word:-none} tcp_echo_s=${tcp_s:--}" \
+        "tcp_listen=[$tcp_link] udp_flows=${udp_flows:-0}"
+    echo "DETAIL udp client: ${udp_line:-none}; tcp client: ${tcp_line:-none}; routers:${timeouts:- none} (logs in $CASE_DIR)"
+    if [[ $tcp_word != ok || $udp_word != ok ]]; then
+        local f
+        for f in tcp-listen tcp-expose udp-listen udp-expose; do
+            echo "--- $f.log (last 10 lines)" >&2
+            tail -n 10 "$CASE_DIR/$f.log" >&2 2>/dev/null || true
+        done
+        return 1
+    fi
+}
+
+cmd_rebind() {
+    local agent="" nat_a=eim-apdf nat_b=eim-apdf router=answer hold=40 limit=20 extra=()
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --agent) agent=$2; shift 2 ;;
+            --nat-a) nat_a=$2; shift 2 ;;
+            --nat-b) nat_b=$2; shift 2 ;;
+            --router) router=$2; shift 2 ;;
+            --hold) hold=$2; shift 2 ;;
+            --limit) limit=$2; shift 2 ;;
+            --keepalive) extra=(--keepalive "$2"); shift 2 ;;
+            *) die "rebind: unknown option $1" ;;
+        esac
+    done
+    [[ -n $agent && -x $agent ]] || die "rebind needs --agent PATH (a built stunturn-agent)"
+    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    valid_kind "$nat_a" && valid_kind "$nat_b" || die "--nat-a and --nat-b: none, eim-apdf or edm"
+    [[ $hold =~ ^[0-9]+$ && $hold -ge 10 ]] || die "--hold must be whole seconds, at least 10"
+    [[ $limit =~ ^[0-9]+$ && $limit -ge 1 ]] || die "--limit must be whole seconds"
+    command -v conntrack >/dev/null 2>&1 || die "rebind needs the conntrack tool (Debian: conntrack)"
+    fault_lab_up rebind "$nat_a" "$nat_b" "$router"
+    start_server "$agent"
+    start_forward tcp tcp "$agent" "$SERVICE_PORT" "$LISTEN_PORT" "${extra[@]}"
+    local flows="$SCRIPT_DIR/natlab/flows.py" line
+    line=$(nx peer-a timeout 40 python3 "$flows" tcp-recover "$LISTEN_PORT" "$(date +%s.%N)" 30 || true)
+    [[ $line == ok* ]] || die "rebind: the forward never worked: $line (logs in $CASE_DIR)"
+    local before after
+    before=$(agent_link "$agent" "$CASE_DIR/tcp-listen.sock")
+
+    # An open connection carries data (64 KiB/s) through the flush and well past it.
+    local hold_pid marker="$CASE_DIR/hold.flowing"
+    spawn peer-a "$CASE_DIR/hold.out" timeout $((hold + 45)) python3 "$flows" tcp-hold "$LISTEN_PORT" "$hold" 65536 "$marker"
+    hold_pid=$SPAWNED
+    wait_until 10 test -s "$marker" || log "rebind: the held connection carried nothing within 10 s"
+    sleep 3
+    local flushed r routers
+    routers=$(pair_routers "$nat_a" "$nat_b")
+    flushed=$(date +%s.%N)
+    for r in $routers; do nx "$r" conntrack -F >/dev/null 2>&1 || log "conntrack -F failed on $r"; done
+    log "rebind: flushed conntrack on ${routers:-no router}"
+    local recover
+    recover=$(nx peer-a timeout $((limit + 50)) python3 "$flows" tcp-recover "$LISTEN_PORT" "$flushed" $((limit + 40)) || true)
+    wait "$hold_pid" 2>/dev/null || true
+    after=$(agent_link "$agent" "$CASE_DIR/tcp-listen.sock")
+    local held word secs ended
+    held=$(head -n1 "$CASE_DIR/hold.out" 2>/dev/null || true)
+    word=${held%% *}
+    secs=$(sed -n 's/.* recovered_s=\([^ ]*\).*/\1/p' <<<"$recover")
+    # How the session that carried the connection ended, as the listen side logged it.
+    ended=$(grep -m1 'session with the peer ended' "$CASE_DIR/tcp-listen.log" 2>/dev/null | sed 's/.*session with the peer ended: //' | cut -c1-160 || true)
+    local open=${word:-none}
+    [[ $open == ok ]] && open=survived
+    echo "REBIND routers=${routers// /,} open_connection=$open new_connections_s=${secs:--} limit=${limit}s before=[$before] after=[$after]"
+    echo "DETAIL held: ${held:-none}; new connections: ${recover:-none}; first session end: ${ended:-none} (logs in $CASE_DIR)"
+    local bad=0
+    [[ $open == survived || $open == reset ]] || bad=1
+    awk -v s="${secs:--}" -v l="$limit" 'BEGIN { exit !(s != "-" && s <= l) }' || bad=1
+    if [[ $bad == 1 ]]; then
+        local f
+        for f in tcp-listen tcp-expose server; do
+            echo "--- $f.log (last 10 lines)" >&2
+            tail -n 10 "$CASE_DIR/$f.log" >&2 2>/dev/null || true
+        done
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------------- main
 
 [[ $# -ge 1 ]] || { usage; exit 2; }
@@ -1165,6 +1396,8 @@ case $command in
     case) cmd_case "$@" ;;
     matrix) cmd_matrix "$@" ;;
     latency) cmd_latency "$@" ;;
+    idle) cmd_idle "$@" ;;
+    rebind) cmd_rebind "$@" ;;
     -h|--help|help) usage ;;
     *) usage; exit 2 ;;
 esac
