@@ -88,7 +88,7 @@ final class RunningAdminServer: Sendable {
         let client = try await UnixSocket.connect(to: scratch.file("a.sock"), until: .now + .seconds(5))
         defer { client.close() }
         let started = ContinuousClock.now
-        let answer = try await readAll(client, within: .seconds(5))
+        let answer = try await readAll(client, within: .seconds(20))
         // Answered by its time-out, not held open (the bound is loose: suites run side by side).
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(AdminProtocol.errorMessage(in: answer) == "no request within 200ms; send one line naming a request: status, reload")
@@ -195,7 +195,7 @@ final class RunningAdminServer: Sendable {
         let client = try await UnixSocket.connect(to: path, until: .now + .seconds(5))
         defer { client.close() }
         try await client.writeAll(bytes, until: .now + .seconds(5))
-        return try await readAll(client, within: .seconds(5))
+        return try await readAll(client, within: .seconds(15))
     }
 
     /// Reads until the server closes. A server that closes with bytes of ours unread ends the

@@ -275,7 +275,7 @@ func goHello(_ key: String, target: String = "", proto: String = "tcp", address:
         let address = server.boundAddress.description
         #expect(address.hasPrefix("[::1]:"))
         let client = SignalingClient(server: address)
-        async let initiator = client.requestTCPPeer(key: "v6", timeout: .seconds(5))
+        async let initiator = client.requestTCPPeer(key: "v6", timeout: .seconds(30))
         try await waitUntil { await server.statistics.waitingInitiators == 1 }
         let receiver = try #require(try await client.pollForInitiator(key: "v6"))
         let i = try await initiator
