@@ -299,8 +299,10 @@ struct ListenForward: Sendable {
         context.statistics.started()
         guard let (session, peer) = await keeper.session(within: context.config.signalTimeout) else {
             context.statistics.failedBeforeRelay()
+            // Nothing reached the peer: the client sees a reset, never an orderly end it could take
+            // for the service's answer.
+            try? local.setAbortiveClose()
             if Task.isCancelled {
-                try? local.setAbortiveClose()
                 context.logger.info("\(description) closed: agent shutting down")
             } else {
                 context.logger.warning("\(description) not carried: no session with the peer within \(formatDuration(context.config.signalTimeout)) (\(keeper.lastFailure ?? "still being set up"))")
