@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What a client may ask an agent on its admin socket. A request is one word on one line; each
 /// new request is a new word.
@@ -63,7 +67,7 @@ public enum AdminProtocol {
         guard let text = String(validating: line, as: UTF8.self) else {
             return .invalid("the request is not UTF-8 text; \(usage)")
         }
-        let word = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let word = String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
         if word.isEmpty { return .invalid("empty request; \(usage)") }
         guard let request = AdminRequest(rawValue: word) else {
             let shown = word.count > 32 ? "\(word.prefix(32))…" : word

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import StunturnSockets
 
 /// The directory where agents open their admin sockets by default, one per agent, named by

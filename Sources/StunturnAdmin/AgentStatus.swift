@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What an agent answers to `status`: who it is and where each of its forwards stands.
 public struct AgentStatus: Codable, Sendable, Equatable {

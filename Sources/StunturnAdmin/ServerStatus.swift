@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What a signaling server answers to `status` on its admin socket (`server --admin PATH`): the
 /// same view an agent gives of its forwards, for the pairing and the relay.
@@ -77,13 +81,13 @@ public struct ServerStatus: Codable, Sendable, Equatable {
         let rows: [(String, String)] = [
             ("server", "pid \(pid), listening on \(listen) (TCP and UDP), up \(uptimeSeconds)s"),
             ("waiting", "\(waitingInitiators) initiator(s), \(waitingReceivers) receiver(s); \(openConnections) connection(s) open"),
-            ("pairings", "\(pairings) (\(String(format: "%.2f", pairingsPerSecond))/s over the last minute); \(rejected) refused"),
+            ("pairings", "\(pairings) (\(StatusTable.twoDecimals(pairingsPerSecond))/s over the last minute); \(rejected) refused"),
             ("relay", relaying
                 ? "\(relayedSessionsActive) session(s) relayed now, \(relaysPending) waiting for a side; \(relayedSessions) in all, \(relayedBytes) bytes; \(relayRefusals) refused"
                 : "off"),
             ("stun", "\(stunResponses) response(s)"),
         ]
         let width = rows.map(\.0.count).max() ?? 0
-        return rows.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
+        return rows.map { StatusTable.padded($0.0, to: width) + "  " + $0.1 }.joined(separator: "\n")
     }
 }

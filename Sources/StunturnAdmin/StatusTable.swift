@@ -78,11 +78,20 @@ public enum StatusTable {
     /// round trip (negative, or past what an Int holds).
     static func roundTrip(_ milliseconds: Double?) -> String {
         guard let milliseconds, milliseconds >= 0, let whole = Int(exactly: milliseconds.rounded()) else { return "-" }
-        if milliseconds < 10 {
-            let hundredths = Int((milliseconds * 100).rounded())
-            let fraction = hundredths % 100
-            return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)ms"
-        }
+        if milliseconds < 10 { return "\(twoDecimals(milliseconds))ms" }
         return "\(whole)ms"
+    }
+
+    /// `0.41`, `12.00`: a count that is not negative with two decimals; `-` for one that is not
+    /// such a number.
+    static func twoDecimals(_ value: Double) -> String {
+        guard value >= 0, let hundredths = Int(exactly: (value * 100).rounded()) else { return "-" }
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+
+    /// `text` followed by spaces up to `width` characters.
+    static func padded(_ text: String, to width: Int) -> String {
+        text + String(repeating: " ", count: max(0, width - text.count))
     }
 }

@@ -1,5 +1,9 @@
 import Crypto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The AEAD cipher of a Noise protocol, with Noise's nonce encoding for each.
 public enum NoiseCipher: String, Hashable, Sendable, CaseIterable {

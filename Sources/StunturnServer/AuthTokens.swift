@@ -1,5 +1,10 @@
 import Crypto
-import Foundation
+import StunturnSockets
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The operator's relay tokens (`server --auth-token-file`): one per line; blank lines and lines
 /// starting with `#` are skipped. Only their SHA-256 digests are kept, and a presented token is
@@ -34,11 +39,27 @@ public struct AuthTokens: Sendable {
 
     /// Reads a token file.
     public static func load(path: String) throws(AuthTokenError) -> AuthTokens {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw AuthTokenError("cannot read the token file \(path): \((error as NSError).localizedDescription)")
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw AuthTokenError("cannot read the token file \(path): \(SocketError.describe(errno: errno))")
+        }
+        defer { close(descriptor) }
+        // A token file is a few lines; one far larger is not one.
+        let limit = 1 << 20
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while bytes.count <= limit {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw AuthTokenError("cannot read the token file \(path): \(SocketError.describe(errno: errno))")
+            }
+            bytes += chunk[..<count]
+        }
+        guard bytes.count <= limit else { throw AuthTokenError("\(path): larger than 1 MiB, not a token file") }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw AuthTokenError("\(path): not UTF-8 text")
         }
         return try AuthTokens(parsing: text, source: path)
     }

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// Which side of a pairing a client is.
 public enum SignalRole: String, Sendable, Codable {

@@ -86,7 +86,7 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
     }
 
     /// strerror text with a lower-case first letter, as in `connection refused`.
-    static func describe(errno code: Int32) -> String {
+    public static func describe(errno code: Int32) -> String {
         guard let text = strerror(code) else { return "errno \(code)" }
         let message = String(cString: text)
         guard let first = message.first else { return "errno \(code)" }

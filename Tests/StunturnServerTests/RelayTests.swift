@@ -1,3 +1,4 @@
+import Glibc
 import StunturnServer
 import StunturnTestSupport
 import StunturnSockets
@@ -231,5 +232,29 @@ import Testing
         } catch {
             #expect(error.description.contains("tokens.txt line 1"))
         }
+    }
+
+    @Test func tokenFilesAreReadWithReasons() throws {
+        let folder = "/tmp/stunturn-tokens-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try #require(mkdir(folder, 0o700) == 0)
+        defer { _ = unlink("\(folder)/tokens"); _ = rmdir(folder) }
+        func failure(_ path: String) -> String? {
+            do { _ = try AuthTokens.load(path: path); return nil } catch { return error.description }
+        }
+        #expect(failure("\(folder)/missing") == "cannot read the token file \(folder)/missing: no such file or directory")
+        #expect(failure(folder)?.hasPrefix("cannot read the token file \(folder): is a directory") == true)
+        let file = "\(folder)/tokens"
+        func write(_ bytes: [UInt8]) throws {
+            let descriptor = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            try #require(descriptor >= 0)
+            defer { close(descriptor) }
+            try #require(bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) } == bytes.count)
+        }
+        try write(Array("# operators\nfile-token-0123456789\n".utf8))
+        #expect(try AuthTokens.load(path: file).accepts("file-token-0123456789"))
+        try write([0x66, 0xff, 0x0a])
+        #expect(failure(file) == "\(file): not UTF-8 text")
+        try write([UInt8](repeating: 0x61, count: (1 << 20) + 1))
+        #expect(failure(file) == "\(file): larger than 1 MiB, not a token file")
     }
 }
