@@ -54,3 +54,10 @@ int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int time
     }
     return n;
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+int stunturn_release_free_memory(void) { return malloc_trim(0); }
+#else
+int stunturn_release_free_memory(void) { return 0; }
+#endif

@@ -1,4 +1,5 @@
 import CStunturnSystem
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -136,4 +137,26 @@ public enum SystemIO {
 
     public static let standardInput: Int32 = STDIN_FILENO
     public static let standardOutput: Int32 = STDOUT_FILENO
+}
+
+/// Gives the kernel back what malloc keeps free after a burst. glibc keeps freed blocks in its
+/// heaps (a session's buffers, up to its window budget, are large blocks that come from there once
+/// the allocator's mmap threshold has grown past them), so a long-running agent's resident size
+/// would otherwise stay at its busiest moment's. Called when a session ends; at most once every
+/// `interval`, as trimming walks every heap.
+public enum FreeMemory {
+    private static let last = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// Trims unless a trim ran within `interval`; returns whether it ran.
+    @discardableResult
+    public static func release(atMostEvery interval: Duration = .seconds(5)) -> Bool {
+        let now = ContinuousClock.now
+        let due = last.withLock { last -> Bool in
+            if let previous = last, now - previous < interval { return false }
+            last = now
+            return true
+        }
+        if due { _ = stunturn_release_free_memory() }
+        return due
+    }
 }

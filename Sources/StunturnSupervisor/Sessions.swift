@@ -86,6 +86,8 @@ extension ForwardContext {
             session.close(reason: "agent shutting down")
         }
         statistics.sessionDown(session, reason: report.clean || report.endedByOwner ? nil : report.reason)
+        // Its buffers are free now: give them back rather than keep the busiest moment's size.
+        FreeMemory.release()
         return report
     }
 

@@ -34,4 +34,8 @@ int stunturn_epoll_control(int epoll, int op, int fd, unsigned events);
 /// pass NULL find out what is ready by trying.
 int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int timeout_ms);
 
+/// Hands memory that malloc holds free back to the kernel (glibc's malloc_trim(0)); returns 1 when
+/// some was released. Elsewhere it does nothing and returns 0.
+int stunturn_release_free_memory(void);
+
 #endif
