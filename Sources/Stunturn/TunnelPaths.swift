@@ -67,8 +67,8 @@ public struct PathError: Error, CustomStringConvertible, Sendable {
 /// runs the handshake on one path only); the responder answers the handshake on whichever path
 /// it arrives.
 ///
-/// A relay is anything that yields a connected byte stream to the peer (`raceAsInitiator`'s and
-/// `raceAsResponder`'s `relay` closures): today the signaling server's splice; a standard TURN
+/// A relay is anything that yields a connected byte stream to the peer (`race`'s `relay`
+/// closure): today the signaling server's splice; a standard TURN
 /// server's TCP allocation (RFC 6062: Connect, ConnectionBind, then plain bytes) would be another
 /// such closure, raced the same way, with the same handshake and records on top.
 public enum TunnelPaths {
@@ -84,24 +84,25 @@ public enum TunnelPaths {
             break
         }
         if rendezvous.role == .initiator {
-            let winner = try await raceAsInitiator(relayAfter: options.relayAfter, direct: {
+            let winner = try await race(relayAfter: options.relayAfter, direct: {
                 try await TCPHolePuncher.punch(rendezvous, tag: options.punchTag, options: options.punch)
             }, relay: {
                 try await client.joinRelay(rendezvous, key: keys.signalingKey)
-            }, discard: { $0.close() })
+            }, discard: { $0.close() }, discardRelay: { $0.0.close() })
             switch winner {
             case .direct(let socket):
                 let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
                 var tunnel = EstablishedTunnel(socket: socket, path: .direct, secured: secured, peer: socket.peerDescription, relayReason: nil)
                 tunnel.candidate = candidateType(socket, rendezvous)
                 return tunnel
-            case .relay(let socket, let peer, let reason):
+            case .relay((let socket, let peer), let directError):
+                let reason = relayReason(directError: directError, relayAfter: options.relayAfter)
                 var tunnel = try await secureRelay(socket, peer: peer, client: client, keys: keys, options: options, reason: reason)
                 tunnel.mayGoDirect = true
                 return tunnel
             }
         }
-        let winner = try await raceAsResponder(relayAfter: options.relayAfter, direct: {
+        let winner = try await race(relayAfter: options.relayAfter, direct: {
             try await direct(rendezvous, keys: keys, options: options)
         }, relay: {
             try await relayed(rendezvous, client: client, keys: keys, options: options, reason: "the peer chose the relay")
@@ -173,7 +174,7 @@ public enum TunnelPaths {
         return EstablishedTunnel(socket: socket, path: .relay, secured: secured, peer: relayedPeerName(peer, client), relayReason: reason)
     }
 
-    /// Runs the initiator's handshake on a relay connection `raceAsInitiator` chose.
+    /// Runs the initiator's handshake on a relay connection the initiator's `race` chose.
     public static func secureRelay(_ socket: Socket, peer: SocketAddress, client: SignalingClient, keys: TunnelKeys,
                                    options: PathOptions, reason: String) async throws -> EstablishedTunnel {
         let secured = try await handshake(socket, role: .initiator, keys: keys, options: options)
@@ -191,95 +192,35 @@ public enum TunnelPaths {
         "\(peer) via relay \(client.server)"
     }
 
-    /// What the initiator's race chose.
-    public enum InitiatorChoice<Direct: Sendable>: Sendable {
-        case direct(Direct)
-        /// The relay connection (not yet secured), the peer as the relay saw it, and why.
-        case relay(Socket, SocketAddress, reason: String)
-    }
-
-    private enum InitiatorEvent<Direct: Sendable>: Sendable {
-        case direct(Result<Direct, any Error>)
-        case relay(Result<(Socket, SocketAddress), any Error>)
-        case relayAfter
-    }
-
-    /// The initiator's race: the direct attempt first; the relay joins once `relayAfter` has
-    /// passed without a direct path (or at once when the direct attempt fails), so a pairing that
-    /// goes direct never takes a relay slot. The direct path wins if it is up before the relay;
-    /// what loses is handed to `discard` (direct) or closed (relay).
-    public static func raceAsInitiator<Direct: Sendable>(relayAfter: Duration,
-                                                         direct: @escaping @Sendable () async throws -> Direct,
-                                                         relay: @escaping @Sendable () async throws -> (Socket, SocketAddress),
-                                                         discard: @escaping @Sendable (Direct) -> Void) async throws -> InitiatorChoice<Direct> {
-        try await withThrowingTaskGroup(of: InitiatorEvent<Direct>.self) { group in
-            group.addTask { .direct(await Result { try await direct() }) }
-            group.addTask {
-                try? await Task.sleep(for: relayAfter)
-                return .relayAfter
-            }
-            var relayStarted = false
-            func startRelay() {
-                guard !relayStarted else { return }
-                relayStarted = true
-                group.addTask { .relay(await Result { try await relay() }) }
-            }
-            var directError: (any Error)?
-            var relayError: (any Error)?
-            var winner: InitiatorChoice<Direct>?
-            func relayReason() -> String { directError.map { "punch failed: \($0)" } ?? "no direct path within \(formatDuration(relayAfter))" }
-            while winner == nil, let event = try await group.next() {
-                switch event {
-                case .direct(.success(let value)):
-                    winner = .direct(value)
-                case .direct(.failure(let error)):
-                    directError = error
-                    startRelay()
-                case .relay(.success(let pair)):
-                    winner = .relay(pair.0, pair.1, reason: relayReason())
-                case .relay(.failure(let error)):
-                    relayError = error
-                case .relayAfter:
-                    startRelay()
-                }
-                if winner == nil, directError != nil, relayError != nil { break }
-            }
-            group.cancelAll()
-            // Whatever else comes up once the choice is made is closed.
-            while let event = try? await group.next() {
-                if case .direct(.success(let value)) = event { discard(value) }
-                if case .relay(.success(let pair)) = event { pair.0.close() }
-            }
-            if let winner { return winner }
-            throw bothFailed(direct: directError, relay: relayError)
-        }
-    }
-
-    /// What the responder's race chose; with the relay, the direct attempt's failure if it had one.
-    public enum ResponderChoice<Direct: Sendable, Relayed: Sendable>: Sendable {
+    /// What a race chose; with the relay, the direct attempt's failure if it had one.
+    public enum RaceChoice<Direct: Sendable, Relayed: Sendable>: Sendable {
         case direct(Direct)
         case relay(Relayed, directError: (any Error)?)
     }
 
-    private enum ResponderEvent<Direct: Sendable, Relayed: Sendable>: Sendable {
+    private enum RaceEvent<Direct: Sendable, Relayed: Sendable>: Sendable {
         case direct(Result<Direct, any Error>)
         case relay(Result<Relayed, any Error>)
         case relayAfter
     }
 
-    /// The responder's race: both paths at once, each answering the handshake; the initiator runs
-    /// it on one only, so the first to complete it carries the session.
-    public static func raceAsResponder<Direct: Sendable, Relayed: Sendable>(
+    /// The race between the paths, the same on both sides: the direct attempt first; the relay
+    /// joins once `relayAfter` has passed without a direct path, or at once when the direct attempt
+    /// fails, so a pairing that goes direct never takes a relay slot. The first to come up wins;
+    /// what loses is handed to `discard` or `discardRelay`.
+    ///
+    /// The initiator races the connections (the punch against the relay's join) and runs the
+    /// handshake on the winner only; the responder races whole handshakes, so whichever path the
+    /// initiator chose completes first on its side too.
+    public static func race<Direct: Sendable, Relayed: Sendable>(
         relayAfter: Duration,
         direct: @escaping @Sendable () async throws -> Direct,
         relay: @escaping @Sendable () async throws -> Relayed,
         discard: @escaping @Sendable (Direct) -> Void,
         discardRelay: @escaping @Sendable (Relayed) -> Void
-    ) async throws -> ResponderChoice<Direct, Relayed> {
-        try await withThrowingTaskGroup(of: ResponderEvent<Direct, Relayed>.self) { group in
+    ) async throws -> RaceChoice<Direct, Relayed> {
+        try await withThrowingTaskGroup(of: RaceEvent<Direct, Relayed>.self) { group in
             group.addTask { .direct(await Result { try await direct() }) }
-            // The relay is joined when the initiator would take it: after `relayAfter`, or once
-            // the direct attempt has failed here.
             group.addTask {
                 try? await Task.sleep(for: relayAfter)
                 return .relayAfter
@@ -292,7 +233,7 @@ public enum TunnelPaths {
             }
             var directError: (any Error)?
             var relayError: (any Error)?
-            var winner: ResponderChoice<Direct, Relayed>?
+            var winner: RaceChoice<Direct, Relayed>?
             while winner == nil, let event = try await group.next() {
                 switch event {
                 case .direct(.success(let value)): winner = .direct(value)
@@ -306,6 +247,7 @@ public enum TunnelPaths {
                 if winner == nil, directError != nil, relayError != nil { break }
             }
             group.cancelAll()
+            // Whatever else comes up once the choice is made is let go.
             while let event = try? await group.next() {
                 if case .direct(.success(let value)) = event { discard(value) }
                 if case .relay(.success(let value)) = event { discardRelay(value) }
@@ -313,6 +255,11 @@ public enum TunnelPaths {
             if let winner { return winner }
             throw bothFailed(direct: directError, relay: relayError)
         }
+    }
+
+    /// Why a race ended on the relay, for the path's log line.
+    public static func relayReason(directError: (any Error)?, relayAfter: Duration) -> String {
+        directError.map { "punch failed: \($0)" } ?? "no direct path within \(formatDuration(relayAfter))"
     }
 
     private static func bothFailed(direct: (any Error)?, relay: (any Error)?) -> PathError {

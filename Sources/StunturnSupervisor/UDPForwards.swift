@@ -213,7 +213,7 @@ struct UDPExposeSession: Sendable {
             return .relay(try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options, reason: reason))
         case .race:
             let rendezvous = self.rendezvous, context = self.context
-            switch try await TunnelPaths.raceAsResponder(relayAfter: options.relayAfter, direct: { try await punched(tunnel) }, relay: {
+            switch try await TunnelPaths.race(relayAfter: options.relayAfter, direct: { try await punched(tunnel) }, relay: {
                 try await TunnelPaths.relayed(rendezvous, client: context.signaling, keys: context.keys, options: options,
                                               reason: "the peer chose the relay")
             }, discard: { _ in }, discardRelay: { $0.socket.close() }) {
@@ -474,15 +474,16 @@ final class UDPListenSession: Sendable {
             // The punch alone races the relay; the handshake runs on the path chosen, so the peer
             // never completes it on one path while this side takes the other.
             let punchTag = context.keys.punchTag, punchOptions = context.punchOptions
-            switch try await TunnelPaths.raceAsInitiator(relayAfter: options.relayAfter, direct: {
+            switch try await TunnelPaths.race(relayAfter: options.relayAfter, direct: {
                 try await UDPHolePuncher.punch(rendezvous, tag: punchTag, options: punchOptions)
             }, relay: {
                 try await client.joinRelay(rendezvous, key: context.keys.signalingKey)
-            }, discard: { _ in }) {
+            }, discard: { _ in }, discardRelay: { $0.0.close() }) {
             case .direct(let peer):
                 let session = context.encrypted ? try await initiate(tunnel, peer: peer) : nil
                 return .direct(peer, DatagramCodec(session: session))
-            case .relay(let socket, let peer, let reason):
+            case .relay((let socket, let peer), let directError):
+                let reason = TunnelPaths.relayReason(directError: directError, relayAfter: options.relayAfter)
                 context.logger.info("udp session relayed through \(context.config.server): \(reason)")
                 return .relay(try await TunnelPaths.secureRelay(socket, peer: peer, client: client, keys: context.keys,
                                                                 options: options, reason: reason))
