@@ -63,34 +63,11 @@ public final class AdminServer: Sendable {
         }
     }
 
-    /// How long to wait after accept fails (out of descriptors, say) before trying again.
-    private static let acceptRetry: Duration = .milliseconds(100)
-
     /// Answers clients until the task is cancelled, then closes the socket and removes its file.
     public func run() async {
-        await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            var failuresInARow = 0
-            while !Task.isCancelled {
-                if running >= limits.clients {
-                    // Clients are bounded in time, and cancelled with this task.
-                    await group.next()
-                    running -= 1
-                }
-                do {
-                    let client = try await listener.accept(until: nil)
-                    failuresInARow = 0
-                    running += 1
-                    group.addTask { await self.serve(client) }
-                } catch {
-                    if Task.isCancelled || !listener.isOpen { break }
-                    failuresInARow += 1
-                    if failuresInARow == 1 { logger.warning("admin socket \(path): \(error)") }
-                    try? await Task.sleep(for: Self.acceptRetry)
-                }
-            }
-            group.cancelAll()
-        }
+        await serveClients(limit: limits.clients, accept: { try await listener.accept(until: nil) },
+                           isOpen: { listener.isOpen }, failed: { logger.warning("admin socket \(path): \($0)") },
+                           serve: { await self.serve($0) })
         close()
     }
 

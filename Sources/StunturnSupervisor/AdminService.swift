@@ -10,17 +10,23 @@ import StunturnConfig
 import StunturnRelay
 import StunturnSockets
 
-/// The agent's admin socket as a service. The agent lists it first, so it stops last: `status`
-/// still answers while open connections drain.
-public struct AdminService: Service, CustomStringConvertible {
-    public let server: AdminServer
+/// A small local server as a service (the admin socket, the metrics endpoint). The agent lists
+/// these first, so they stop last: `status` and scrapes still answer while connections drain.
+public struct EndpointService: Service, CustomStringConvertible {
+    public let description: String
+    private let serve: @Sendable () async -> Void
 
-    public init(server: AdminServer) { self.server = server }
+    public init(_ description: String, serve: @escaping @Sendable () async -> Void) {
+        self.description = description
+        self.serve = serve
+    }
 
-    public var description: String { "admin socket \(server.path)" }
+    public init(admin server: AdminServer) {
+        self.init("admin socket \(server.path)") { await server.run() }
+    }
 
     public func run() async throws {
-        await cancelWhenGracefulShutdown { await server.run() }
+        await cancelWhenGracefulShutdown { await serve() }
     }
 }
 

@@ -108,9 +108,9 @@ public final class Agent: Sendable {
              bound[forward.name])
         }
         all.append(.init(service: ForwardsService(agent: self, pool: pool, initial: initial)))
-        if let metrics = try openMetricsServer(signaling: signaling) { all.insert(.init(service: MetricsService(server: metrics)), at: 0) }
+        if let metrics = try openMetricsServer(signaling: signaling) { all.insert(.init(service: EndpointService(metrics: metrics)), at: 0) }
         // Opened last: nothing after it can fail the start and leave its file behind.
-        if let admin = try openAdminServer() { all.insert(.init(service: AdminService(server: admin)), at: 0) }
+        if let admin = try openAdminServer() { all.insert(.init(service: EndpointService(admin: admin)), at: 0) }
         if let notifier {
             all.append(.init(service: SystemdNotifyService(notifier: notifier, logger: logger) { [self] in statusLine() }))
         }

@@ -5,17 +5,9 @@ import StunturnServer
 import StunturnSockets
 import Synchronization
 
-/// The metrics endpoint as a service. The agent lists it first, so it stops last: scrapes still
-/// answer while open connections drain.
-public struct MetricsService: Service, CustomStringConvertible {
-    public let server: MetricsServer
-
-    public init(server: MetricsServer) { self.server = server }
-
-    public var description: String { "metrics endpoint \(server.address)" }
-
-    public func run() async throws {
-        await cancelWhenGracefulShutdown { await server.run() }
+extension EndpointService {
+    public init(metrics server: MetricsServer) {
+        self.init("metrics endpoint \(server.address)") { await server.run() }
     }
 }
 

@@ -447,7 +447,7 @@ struct Server: AsyncParsableCommand {
             }
             var services: [any Service] = [SignalingServerService(server: server)]
             // Listed first, so it stops last.
-            if let metricsServer { services.insert(MetricsService(server: metricsServer), at: 0) }
+            if let metricsServer { services.insert(EndpointService(metrics: metricsServer), at: 0) }
             if let admin {
                 let relaying = options.relay
                 let listening = server.boundAddress.description
@@ -461,7 +461,7 @@ struct Server: AsyncParsableCommand {
                             throw AdminError(.failed, path: admin, "a signaling server has no config file to read again")
                         }
                     }
-                    services.insert(AdminService(server: adminServer), at: 0)
+                    services.insert(EndpointService(admin: adminServer), at: 0)
                     logger.info("admin socket \(admin) answers 'stunturn-agent status --admin \(admin)'")
                 } catch {
                     server.stop()
