@@ -84,9 +84,11 @@ struct ForwardContext: Sendable {
         try await SocketAddress.resolveAsync(endpoint.localhostAsLoopback.description)[0]
     }
 
-    /// Binds the forward's local socket, retrying with back-off while the address is unavailable
-    /// (another program holds the port, the interface is not up yet); nil once cancelled.
-    func bindLocal(_ make: () async throws -> Socket) async -> Socket? {
+    /// The forward's local socket: the one the agent bound at the start, else one bound here,
+    /// retrying with back-off while the address is unavailable (another program holds the port,
+    /// the interface is not up yet); nil once cancelled.
+    func localSocket(bound: Socket?, _ make: () async throws -> Socket) async -> Socket? {
+        if let bound { return bound }
         var backoff = Backoff()
         while !Task.isCancelled {
             do {

@@ -138,13 +138,9 @@ struct ListenForward: Sendable {
             return
         }
         let log = context.logger
-        let listener: Socket
-        if let bound {
-            listener = bound
-        } else {
-            guard let made = await context.bindLocal({ try Socket.listener(on: try await context.localAddress(address)) }) else { return }
-            listener = made
-        }
+        guard let listener = await context.localSocket(bound: bound, {
+            try Socket.listener(on: try await context.localAddress(address))
+        }) else { return }
         defer { listener.close() }
         log.info("listening on \(address), carrying connections to the peer via \(context.config.server)")
         let keeper = SessionKeeper()

@@ -268,13 +268,9 @@ struct UDPListenForward: Sendable {
 
     func run() async {
         let log = context.logger
-        let socket: Socket
-        if let bound {
-            socket = bound
-        } else {
-            guard let made = await context.bindLocal({ try Socket.udp(on: try await context.localAddress(address)) }) else { return }
-            socket = made
-        }
+        guard let socket = await context.localSocket(bound: bound, {
+            try Socket.udp(on: try await context.localAddress(address))
+        }) else { return }
         defer { socket.close() }
         log.info("listening on udp \(address), carrying datagrams to the peer via \(context.config.server)")
         let table = UDPSessionTable()
