@@ -726,6 +726,23 @@ case_cleanup() {
     return 0
 }
 
+# Brings the lab up for one run named NAME, its logs in CASE_DIR (LOG_ROOT/NAME, emptied first);
+# whatever the run started and the lab itself go when the script exits.
+run_lab_up() {  # name cmd_up-options...
+    local name=$1 rc=0
+    shift
+    CASE_DIR="$LOG_ROOT/$name"
+    rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
+    trap case_cleanup EXIT
+    trap 'exit 130' INT TERM
+    # A subshell keeps errexit in force inside cmd_up (it is ignored in a function called under ||).
+    set +e
+    (set -e; cmd_up "$@") 2>"$CASE_DIR/up.log"
+    rc=$?
+    set -e
+    [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
+}
+
 spawn() {  # node logfile cmd... ; sets SPAWNED
     local node=$1 logfile=$2; shift 2
     ip netns exec "$(ns "$node")" "$@" >"$logfile" 2>&1 </dev/null &
@@ -744,8 +761,7 @@ start_agents() {  # agent proto punch_timeout [relay-policy]
     # auto is the agent's default; left out, agents from before the relay run too (latency baselines).
     [[ $policy == auto ]] || common+=(--relay "$policy")
 
-    spawn pub "$CASE_DIR/server.log" "$agent" server --listen "$SERVER_IP:$SERVER_PORT"; SERVER_PID=$SPAWNED
-    wait_until 10 port_open pub tcp "$SERVER_PORT" || log "server did not open TCP $SERVER_PORT within 10 s"
+    start_server "$agent"
     spawn peer-b "$CASE_DIR/service.log" python3 "$helper" "$proto-echo" "$SERVICE_PORT"
     wait_until 5 port_open peer-b "$proto" "$SERVICE_PORT" || die "echo service did not start"
     spawn peer-b "$CASE_DIR/expose.log" "$agent" forward --expose "127.0.0.1:$SERVICE_PORT" "${common[@]}"; EXPOSE_PID=$SPAWNED
@@ -812,21 +828,10 @@ cmd_case() {
     local name="${nat_a}_${nat_b}_${proto}_${router}_loss${loss}"
     [[ $topology == pair ]] || name="${topology}_$name"
     [[ $policy == auto ]] || name+="_relay-$policy"
-    CASE_DIR="$LOG_ROOT/$name"
-    rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
-    trap case_cleanup EXIT
-    trap 'exit 130' INT TERM
-
     local expected case_start
     expected=$(expected_outcome "$topology" "$proto" "$nat_a" "$nat_b" "$policy" "$loss")
     case_start=$(date +%s.%N)
-    # A subshell keeps errexit in force inside cmd_up (it is ignored in a function called under ||).
-    local rc=0
-    set +e
-    (set -e; cmd_up --topology "$topology" --nat-a "$nat_a" --nat-b "$nat_b" --router "$router" --loss "$loss" --delay "$delay") 2>"$CASE_DIR/up.log"
-    rc=$?
-    set -e
-    [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
+    run_lab_up "$name" --topology "$topology" --nat-a "$nat_a" --nat-b "$nat_b" --router "$router" --loss "$loss" --delay "$delay"
     grep -v '^natlab: up:' "$CASE_DIR/up.log" >&2 || true
 
     # Traffic. The client's limit is generous; a forward that neither works nor fails by then hangs.
@@ -1235,18 +1240,9 @@ except Exception:
     print("path=? sessions=?")'
 }
 
-# Brings a pair lab up for idle/rebind (the same bring-up as a case); sets CASE_DIR.
+# Brings a pair lab up for idle/rebind, as a case does, with the helper written; sets CASE_DIR.
 fault_lab_up() {  # name nat-a nat-b router
-    CASE_DIR="$LOG_ROOT/$1"
-    rm -rf "$CASE_DIR"; mkdir -p "$CASE_DIR"
-    trap case_cleanup EXIT
-    trap 'exit 130' INT TERM
-    local rc=0
-    set +e
-    (set -e; cmd_up --nat-a "$2" --nat-b "$3" --router "$4") 2>"$CASE_DIR/up.log"
-    rc=$?
-    set -e
-    [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
+    run_lab_up "$1" --nat-a "$2" --nat-b "$3" --router "$4"
     write_helper "$CASE_DIR/helper.py"
 }
 

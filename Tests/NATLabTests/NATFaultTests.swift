@@ -4,58 +4,15 @@ import Testing
 /// natlab.sh's idle and rebind checks. Their namespaces carry a prefix of their own, so they
 /// neither tear down nor wait for the pairing cases, which may run at the same time.
 enum NATFaultLab {
-    static let prefix = "stf-"
+    static let prefix = "stf\(getpid() % 100_000)-"
 
     static let hasConntrack: Bool = {
         ["/usr/sbin/conntrack", "/sbin/conntrack", "/usr/bin/conntrack"].contains { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
-    /// Runs natlab.sh with the prefix; output goes to a file, so a chatty run cannot stall on a pipe.
+    /// Runs natlab.sh with the prefix.
     static func run(_ arguments: [String], timeout: TimeInterval) async throws -> (status: Int32, output: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try runBlocking(arguments, timeout: timeout) })
-            }
-        }
-    }
-
-    private static func runBlocking(_ arguments: [String], timeout: TimeInterval) throws -> (status: Int32, output: String) {
-        let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("natlab-fault-\(UUID().uuidString).out")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: outURL) }
-        let handle = try FileHandle(forWritingTo: outURL)
-        defer { try? handle.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [NATLab.script] + arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["NATLAB_PREFIX"] = prefix
-        process.environment = environment
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        // The script bounds every wait itself; this is the backstop. SIGTERM runs its cleanup trap.
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.2) }
-        if process.isRunning {
-            process.terminate()
-            let grace = Date().addingTimeInterval(10)
-            while process.isRunning && Date() < grace { Thread.sleep(forTimeInterval: 0.1) }
-        }
-        if process.isRunning { return (-1, "natlab.sh did not stop within \(Int(timeout)) s + 10 s grace") }
-        return (process.terminationStatus, (try? String(contentsOf: outURL, encoding: .utf8)) ?? "")
-    }
-
-    /// The key=value fields of the first line that starts with `tag` and a space.
-    static func fields(_ output: String, tag: String) -> [String: String]? {
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix(tag + " ") }) else { return nil }
-        return Dictionary(
-            line.split(separator: " ").compactMap { token -> (String, String)? in
-                let parts = token.split(separator: "=", maxSplits: 1)
-                return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
-            },
-            uniquingKeysWith: { first, _ in first })
+        try await NATLab.runAsync(arguments, timeout: timeout, prefix: prefix)
     }
 }
 
@@ -69,7 +26,7 @@ struct NATFaultTests {
           .timeLimit(.minutes(4)))
     func idleTimeouts() async throws {
         let result = try await NATFaultLab.run(["idle", "--agent", NATLab.agent, "--idle", "90", "--limit", "2"], timeout: 200)
-        let fields = try #require(NATFaultLab.fields(result.output, tag: "IDLE"), "no IDLE line from natlab.sh:\n\(result.output)")
+        let fields = try #require(NATLab.fields(result.output, tag: "IDLE"), "no IDLE line from natlab.sh:\n\(result.output)")
         #expect(fields["conntrack_udp"] == "30s" && fields["conntrack_tcp_established"] == "60s")
         #expect(fields["udp"] == "ok", "the UDP client's second datagram got no echo within 2 s:\n\(result.output)")
         #expect(fields["tcp"] == "ok", "a new TCP connection got no echo within 2 s:\n\(result.output)")
@@ -85,7 +42,7 @@ struct NATFaultTests {
           .timeLimit(.minutes(3)), .enabled(if: NATFaultLab.hasConntrack, "needs the conntrack tool"))
     func rebinding() async throws {
         let result = try await NATFaultLab.run(["rebind", "--agent", NATLab.agent, "--limit", "20"], timeout: 150)
-        let fields = try #require(NATFaultLab.fields(result.output, tag: "REBIND"), "no REBIND line from natlab.sh:\n\(result.output)")
+        let fields = try #require(NATLab.fields(result.output, tag: "REBIND"), "no REBIND line from natlab.sh:\n\(result.output)")
         let open = fields["open_connection"] ?? "none"
         #expect(open == "survived" || open == "reset", "the open connection was \(open):\n\(result.output)")
         let seconds = Double(fields["new_connections_s"] ?? "") ?? .infinity

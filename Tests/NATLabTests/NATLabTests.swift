@@ -175,27 +175,33 @@ enum NATLab {
     static func runCase(_ labCase: NATCase) async throws -> (fields: [String: String], line: Substring?, status: Int32, output: String) {
         let result = try await runAsync(labCase.arguments + ["--punch-timeout", String(punchTimeout), "--agent", agent], timeout: 100)
         let line = result.output.split(separator: "\n").first { $0.hasPrefix("RESULT ") }
-        let fields = Dictionary(
-            (line ?? "").split(separator: " ").compactMap { token -> (String, String)? in
+        return (fields(result.output, tag: "RESULT") ?? [:], line, result.status, result.output)
+    }
+
+    /// The key=value fields of the first line that starts with `tag` and a space.
+    static func fields(_ output: String, tag: String) -> [String: String]? {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix(tag + " ") }) else { return nil }
+        return Dictionary(
+            line.split(separator: " ").compactMap { token -> (String, String)? in
                 let parts = token.split(separator: "=", maxSplits: 1)
                 return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
             },
-            uniquingKeysWith: { $1 })
-        return (fields, line, result.status, result.output)
+            uniquingKeysWith: { first, _ in first })
     }
 
     /// Runs natlab.sh; output goes to a file, so a chatty case cannot fill a pipe and stall.
     /// The same, waiting without blocking a thread of Swift's small cooperative pool, so the
     /// other suites running meanwhile are not stalled for the length of a case.
-    static func runAsync(_ arguments: [String], timeout: TimeInterval) async throws -> (status: Int32, output: String) {
+    static func runAsync(_ arguments: [String], timeout: TimeInterval, prefix: String = runPrefix) async throws -> (status: Int32, output: String) {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(with: Result { try run(arguments, timeout: timeout) })
+                continuation.resume(with: Result { try run(arguments, timeout: timeout, prefix: prefix) })
             }
         }
     }
 
-    static func run(_ arguments: [String], timeout: TimeInterval) throws -> (status: Int32, output: String) {
+    /// `prefix` names the namespaces: the run's own by default; the fault checks use theirs.
+    static func run(_ arguments: [String], timeout: TimeInterval, prefix: String = runPrefix) throws -> (status: Int32, output: String) {
         let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("natlab-\(UUID().uuidString).out")
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: outURL) }
@@ -207,7 +213,7 @@ enum NATLab {
         // Names and logs of this run's own, so a second run on the machine (another checkout's
         // tests, a soak) neither tears this one's namespaces down nor mixes its logs in.
         process.environment = ProcessInfo.processInfo.environment.merging([
-            "NATLAB_PREFIX": NATLab.runPrefix, "NATLAB_LOGDIR": NATLab.runLogDirectory,
+            "NATLAB_PREFIX": prefix, "NATLAB_LOGDIR": NATLab.runLogDirectory,
         ]) { _, ours in ours }
         process.standardOutput = handle
         process.standardError = handle
