@@ -140,8 +140,10 @@ public struct DurationLimit: Sendable {
     public static let signalTimeout = DurationLimit(0.001...3600)
     public static let connectTimeout = DurationLimit(0.001...3600)
     public static let idleTimeout = DurationLimit(0.001...31_536_000, zeroMeans: "never")
-    /// Three unanswered pings end a session: under a second that is a hair trigger.
-    public static let keepalive = DurationLimit(1...86_400)
+    /// Three unanswered pings end a session: under a second that is a hair trigger. Over five
+    /// minutes, a session idle between pings outlives what NATs keep (carrier NATs drop idle TCP
+    /// after a few minutes) and the server's relay, which ends a session silent for 10 minutes.
+    public static let keepalive = DurationLimit(1...300)
     public static let relayAfter = DurationLimit(0...3600)
     public static let drainTimeout = DurationLimit(0.001...86_400, zeroMeans: "reset at once")
 }

@@ -87,7 +87,12 @@ struct ExposeForward: Sendable {
         } catch {
             context.statistics.failedSetup()
             context.statistics.setupFailed(context.describeFailure(error))
-            log.warning("\(context.describeFailure(error))", metadata: ["peer": "\(rendezvous.peerAddress)"])
+            // A peer that asks for direct only while a session with this forward is up is trying
+            // to move a relayed session to a direct path, and will try again later: routine.
+            let upgradeAttempt = rendezvous.peerRelay == .never && !context.statistics.link.sessions.isEmpty
+            log.log(level: upgradeAttempt ? .info : .warning,
+                    "\(upgradeAttempt ? "direct path attempt (the session stays on its path): " : "")\(context.describeFailure(error))",
+                    metadata: ["peer": "\(rendezvous.peerAddress)"])
             return
         }
         context.logEnd(of: await context.hold(session), peer: peer)
