@@ -67,7 +67,9 @@ public enum AdminProtocol {
         guard let text = String(validating: line, as: UTF8.self) else {
             return .invalid("the request is not UTF-8 text; \(usage)")
         }
-        let word = String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+        var trimmed = text.drop(while: \.isWhitespace)
+        while trimmed.last?.isWhitespace == true { trimmed.removeLast() }
+        let word = String(trimmed)
         if word.isEmpty { return .invalid("empty request; \(usage)") }
         guard let request = AdminRequest(rawValue: word) else {
             let shown = word.count > 32 ? "\(word.prefix(32))…" : word

@@ -29,7 +29,7 @@ public struct NoisePattern: Hashable, Sendable, CustomStringConvertible {
     public init?(name: String) {
         let base: Substring
         var modifiers: [Substring] = []
-        if let pskStart = name.range(of: "psk") {
+        if let pskStart = name.firstRange(of: "psk") {
             base = name[..<pskStart.lowerBound]
             modifiers = name[pskStart.lowerBound...].split(separator: "+", omittingEmptySubsequences: false)
         } else {

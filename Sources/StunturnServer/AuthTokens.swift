@@ -23,7 +23,8 @@ public struct AuthTokens: Sendable {
     public init(parsing text: String, source: String) throws(AuthTokenError) {
         var tokens: [String] = []
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            var line = raw.drop(while: \.isWhitespace)
+            while line.last?.isWhitespace == true { line.removeLast() }
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard line.count >= 16 else {
                 throw AuthTokenError("\(source) line \(index + 1): a token must be at least 16 characters (found \(line.count)); make one with `stunturn-agent keygen`")
@@ -31,7 +32,7 @@ public struct AuthTokens: Sendable {
             guard !line.contains(where: \.isWhitespace) else {
                 throw AuthTokenError("\(source) line \(index + 1): a token cannot contain spaces")
             }
-            tokens.append(line)
+            tokens.append(String(line))
         }
         guard !tokens.isEmpty else { throw AuthTokenError("\(source): no token in the file (one per line; # starts a comment)") }
         self.init(tokens: tokens)
