@@ -35,6 +35,9 @@ public final class RendezvousServer: Sendable {
         public var relayMaxSessions = 1000
         /// Relayed sessions at once per key.
         public var relayMaxPerKey = 8
+        /// Relayed sessions at once with a side at one IP address, so one host cannot take the
+        /// whole relay by pairing with itself under many keys.
+        public var relayMaxPerAddress = 32
         /// Bytes per second each direction of one relayed session may carry; nil for no limit.
         public var relayRate: Int? = 12_500_000
         /// How long the first side of a granted relay waits for the other.
@@ -183,9 +186,11 @@ final class ServerCore {
     /// Relays granted on a pairing, by id, until both sides have joined or the wait ends.
     private var grants: [String: RelayGrant] = [:]
     /// Relays running, by id.
-    private var relays: [String: (connection: RelayConnection, key: KeyBytes)] = [:]
+    private var relays: [String: (connection: RelayConnection, claim: RelayClaim)] = [:]
     /// Granted and running relays per key.
     private var relaysPerKey: [KeyBytes: Int] = [:]
+    /// Relayed sessions, granted or running, per IP address of a side.
+    private var relaysPerAddress: [[UInt8]: Int] = [:]
     private lazy var relayEngine = RelayEngine(workers: 2)
     private let startedAt = ContinuousClock.now
     /// The pairing count once a second over the last minute, for the rate `status` shows.
@@ -532,10 +537,18 @@ final class ServerCore {
         guard relaysPerKey[key, default: 0] < options.relayMaxPerKey else {
             return .failure(RelayRefusal(reason: "this key already has \(options.relayMaxPerKey) relayed sessions, the server's limit"))
         }
+        let claim = RelayClaim(key: key, addresses: Set([initiator.peer.addressBytes, receiver.peer.addressBytes]))
+        for (address, side) in [(initiator.peer, "the initiator"), (receiver.peer, "the receiver")]
+        where relaysPerAddress[address.addressBytes, default: 0] >= options.relayMaxPerAddress {
+            logger.warning("relay refused: address limit reached", metadata: ["address": "\(address.ip)", "limit": "\(options.relayMaxPerAddress)"])
+            return .failure(RelayRefusal(
+                reason: "\(side)'s address \(address.ip) already has \(options.relayMaxPerAddress) relayed sessions, the server's limit"))
+        }
         var id = ""
         repeat { id = Self.newRelayID() } while grants[id] != nil || relays[id] != nil
-        grants[id] = RelayGrant(key: key, expires: .now + options.relayWait)
+        grants[id] = RelayGrant(claim: claim, expires: .now + options.relayWait)
         relaysPerKey[key, default: 0] += 1
+        for address in claim.addresses { relaysPerAddress[address, default: 0] += 1 }
         return .success(id)
     }
 
@@ -552,7 +565,7 @@ final class ServerCore {
 
     /// A relay connection: joins the granted pairing's other side, or waits for it.
     private func arriveRelay(_ connection: Connection, _ hello: ClientHello) {
-        guard let id = hello.relayID, let grant = grants[id], grant.key == KeyBytes(hello.key), let role = hello.role else {
+        guard let id = hello.relayID, let grant = grants[id], grant.claim.key == KeyBytes(hello.key), let role = hello.role else {
             stats.relayRefused += 1
             reject(connection, ServerErrorText.relayUnknown)
             return
@@ -570,12 +583,12 @@ final class ServerCore {
             return
         }
         grants[id] = nil
-        join(id, waiting, connection, key: grant.key)
+        join(id, waiting, connection, claim: grant.claim)
     }
 
     /// Tells both sides where the other is, takes their sockets out of the signaling server and
     /// splices them in the relay engine: from now on each side's bytes reach the other, unread.
-    private func join(_ id: String, _ first: Connection, _ second: Connection, key: KeyBytes) {
+    private func join(_ id: String, _ first: Connection, _ second: Connection, claim: RelayClaim) {
         var sockets: [Socket] = []
         for (connection, other) in [(first, second), (second, first)] {
             let bytes = ServerReply(transport: ClientHello.relayTransport, peerAddress: other.peer.description).encoded()
@@ -590,7 +603,7 @@ final class ServerCore {
                 // A reply that does not fit an empty socket buffer: the client is not what it claims.
                 for socket in sockets { socket.close() }
                 if sockets.count == 1 { close(other) }
-                relayEnded(key: key)
+                relayEnded(claim)
                 return
             }
         }
@@ -604,27 +617,29 @@ final class ServerCore {
                 "relay": "\(id.prefix(8))", "bytes": "\(report.bytesAToB + report.bytesBToA)"])
             core.async { $0.relayFinished(id, bytes: report.bytesAToB + report.bytesBToA) }
         }
-        relays[id] = (relay, key)
+        relays[id] = (relay, claim)
         if isStopped { relay.close(reason: "server stopping") }
     }
 
     private func relayFinished(_ id: String, bytes: UInt64) {
         stats.relayedBytes += bytes
         guard let relay = relays.removeValue(forKey: id) else { return }
-        relayEnded(key: relay.key)
+        relayEnded(relay.claim)
     }
 
-    /// A granted or running relay is over: the key's count goes down.
-    private func relayEnded(key: KeyBytes) {
-        guard let count = relaysPerKey[key] else { return }
-        relaysPerKey[key] = count > 1 ? count - 1 : nil
+    /// A granted or running relay is over: its key's and addresses' counts go down.
+    private func relayEnded(_ claim: RelayClaim) {
+        if let count = relaysPerKey[claim.key] { relaysPerKey[claim.key] = count > 1 ? count - 1 : nil }
+        for address in claim.addresses {
+            if let count = relaysPerAddress[address] { relaysPerAddress[address] = count > 1 ? count - 1 : nil }
+        }
     }
 
     /// Ends grants nobody joined in time (a side that waits is answered by its own deadline).
     private func expireGrants(now: ContinuousClock.Instant) {
         for (id, grant) in grants where grant.expires <= now && grant.waiting == nil {
             grants[id] = nil
-            relayEnded(key: grant.key)
+            relayEnded(grant.claim)
         }
     }
 
@@ -687,7 +702,7 @@ final class ServerCore {
             _ = waitingReceivers.removeFirst(under: key, where: { $0 === connection })
         case .waitingForRelay(let id):
             // The side that came first left or waited in vain: the grant is over.
-            if let grant = grants.removeValue(forKey: id) { relayEnded(key: grant.key) }
+            if let grant = grants.removeValue(forKey: id) { relayEnded(grant.claim) }
         case .readingHello, .done:
             break
         }
@@ -809,14 +824,21 @@ struct KeyBytes: Hashable {
 }
 
 /// A relay granted on a pairing: the key it was granted for, and the side that has joined.
-private final class RelayGrant {
+/// What a relay counts against the limits: its key and its sides' IP addresses (one, when both
+/// sides are at the same address).
+struct RelayClaim {
     let key: KeyBytes
+    let addresses: Set<[UInt8]>
+}
+
+private final class RelayGrant {
+    let claim: RelayClaim
     let expires: ContinuousClock.Instant
     var waiting: Connection?
     var waitingRole: SignalRole?
 
-    init(key: KeyBytes, expires: ContinuousClock.Instant) {
-        self.key = key
+    init(claim: RelayClaim, expires: ContinuousClock.Instant) {
+        self.claim = claim
         self.expires = expires
     }
 }

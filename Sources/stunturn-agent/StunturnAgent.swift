@@ -385,6 +385,9 @@ struct Server: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Most relayed sessions at once on one key.", valueName: "count"))
     var relayMaxPerKey: Int = 8
 
+    @Option(name: .long, help: ArgumentHelp("Most relayed sessions at once with a side at one IP address.", valueName: "count"))
+    var relayMaxPerAddress: Int = 32
+
     @Option(name: .long, help: ArgumentHelp("Bytes per second each direction of a relayed session may carry (0: no limit; default 12500000, 100 Mbit/s).", valueName: "bytes/s"))
     var relayRate: Int = 12_500_000
 
@@ -407,6 +410,7 @@ struct Server: AsyncParsableCommand {
         guard maxWaiting > 0 else { throw ValidationError("--max-waiting must be positive, got \(maxWaiting)") }
         guard relayMaxSessions > 0 else { throw ValidationError("--relay-max-sessions must be positive, got \(relayMaxSessions)") }
         guard relayMaxPerKey > 0 else { throw ValidationError("--relay-max-per-key must be positive, got \(relayMaxPerKey)") }
+        guard relayMaxPerAddress > 0 else { throw ValidationError("--relay-max-per-address must be positive, got \(relayMaxPerAddress)") }
         guard relayRate >= 0 else { throw ValidationError("--relay-rate must be 0 (no limit) or positive, got \(relayRate)") }
         if requireAuth && authTokenFile == nil { throw ValidationError("--require-auth needs --auth-token-file FILE") }
         if let authTokenFile {
@@ -424,6 +428,7 @@ struct Server: AsyncParsableCommand {
             options.relay = relay == .on
             options.relayMaxSessions = relayMaxSessions
             options.relayMaxPerKey = relayMaxPerKey
+            options.relayMaxPerAddress = relayMaxPerAddress
             options.relayRate = relayRate == 0 ? nil : relayRate
             options.authTokens = try authTokenFile.map { try AuthTokens.load(path: $0) }
             options.requireAuth = requireAuth

@@ -166,6 +166,25 @@ import Testing
         }
     }
 
+    @Test func oneAddressCannotTakeTheWholeRelay() async throws {
+        var options = RendezvousServer.Options()
+        options.relayMaxPerAddress = 2
+        options.relayWait = .milliseconds(300)
+        try await withServer(options) { server, _ in
+            // Both sides of each pairing are at 127.0.0.1: one host pairing with itself under
+            // many keys.
+            #expect(try await pair(server, key: "k1").initiator.relayID != nil)
+            #expect(try await pair(server, key: "k2").initiator.relayID != nil)
+            let third = try await pair(server, key: "k3").initiator
+            #expect(third.relayID == nil)
+            #expect(third.relayRefused == "the initiator's address 127.0.0.1 already has 2 relayed sessions, the server's limit",
+                    "\(String(describing: third.relayRefused))")
+            // Grants nobody joined expire, and give the address its slots back.
+            try await waitUntil { await server.statistics.pendingRelays == 0 }
+            #expect(try await pair(server, key: "k4").initiator.relayID != nil)
+        }
+    }
+
     @Test func grantsNobodyJoinsExpire() async throws {
         var options = RendezvousServer.Options()
         options.relayWait = .milliseconds(200)
