@@ -176,6 +176,33 @@ public final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Drops the errors queued on the socket (its error queue). Linux queues an ICMP error that
+    /// meets a connect's SYN while the socket is busy, and the connect goes on; until the queue is
+    /// read, poll reports the connected socket in error and a readiness wait keeps waking.
+    public func discardQueuedErrors() {
+        let fd = self.fd
+        guard fd >= 0 else { return }
+        var byte: UInt8 = 0
+        var control = [UInt8](repeating: 0, count: 128)
+        // Each read takes one error; a handful at most were queued.
+        for _ in 0..<8 {
+            let n = withUnsafeMutablePointer(to: &byte) { byte in
+                control.withUnsafeMutableBytes { control in
+                    var vector = iovec(iov_base: byte, iov_len: 1)
+                    return withUnsafeMutablePointer(to: &vector) { vector in
+                        var message = msghdr()
+                        message.msg_iov = vector
+                        message.msg_iovlen = 1
+                        message.msg_control = control.baseAddress
+                        message.msg_controllen = control.count
+                        return recvmsg(fd, &message, Int32(MSG_ERRQUEUE) | Int32(MSG_DONTWAIT))
+                    }
+                }
+            }
+            if n < 0 && errno != EINTR { break }
+        }
+    }
+
     /// The pending error of an asynchronous connect (SO_ERROR), thrown as a `SocketError` naming `address`.
     public func finishConnect(to address: SocketAddress) throws {
         let code = try getOption(SOL_SOCKET, SO_ERROR)
