@@ -13,11 +13,14 @@ public struct PunchOptions: Sendable {
     public var attemptTimeout: Duration = .seconds(2)
     /// Gap between UDP probes.
     public var probeInterval: Duration = .milliseconds(50)
-    /// TTL of the opening UDP probes: enough to pass our own NAT (creating its mapping) but not to
-    /// reach the peer's, whose router would otherwise see an unsolicited packet first; an answering
-    /// router keeps a record of that packet that stops its NAT from reusing the port. nil: no opening.
+    /// TTL of the opening UDP probes and of the TCP receiver's opening SYNs: enough to pass our own
+    /// NAT (creating its mapping) but not to reach the peer's, whose router would otherwise see an
+    /// unsolicited packet first. For UDP, an answering router keeps a record of that packet that
+    /// stops its NAT from reusing the port; for TCP, it answers with a reset that closes our NAT's
+    /// entry for the pair just before the peer's SYN comes. nil: no opening.
     public var openingTTL: Int32? = 2
-    /// Pause after the opening probes, so both NATs have their mappings before full probes cross.
+    /// Pause after the opening probes, so both NATs have their mappings before full probes cross;
+    /// for TCP, how long the last opening SYN's socket waits for the peer's SYN before full SYNs.
     public var openingPause: Duration = .milliseconds(150)
     /// Called for each connection that reached the punched port but was not the peer.
     public var onRejected: (@Sendable (SocketAddress, String) -> Void)?

@@ -10,6 +10,8 @@ import Synchronization
 public enum TCPHolePuncher {
     private enum Event {
         case candidate(Socket, SocketAddress, fromListener: Bool)
+        /// The opening SYNs are over without a connection; `tries` of them were sent.
+        case opened(tries: Int)
         case verified(Socket)
         case rejected(SocketAddress, String)
         case dialerFinished
@@ -35,18 +37,29 @@ public enum TCPHolePuncher {
                                   tag: [UInt8], options: PunchOptions) async throws -> Socket {
         let peers = [peer] + alsoTry
         let deadline = ContinuousClock.now + options.timeout
+        // The receiver opens its own NAT first with short-lived SYNs (see `open`); its listener
+        // starts listening once they are over.
+        let openingTTL = role == .receiver ? options.openingTTL : nil
         let listener = try Socket(.stream, family: local.family)
         try listener.setReuse()
         try listener.bind(to: local)
-        try listener.listen(backlog: 16)
+        if openingTTL == nil { try listener.listen(backlog: 16) }
         defer { listener.close() }
 
         let lastError = LastError()
         return try await withThrowingTaskGroup(of: Event.self) { group in
-            for target in peers {
-                group.addTask { await dial(from: local, to: target, options: options, deadline: deadline, lastError: target == peer ? lastError : nil) }
+            if let openingTTL {
+                group.addTask { await open(from: local, to: peer, ttl: openingTTL, options: options, deadline: deadline, lastError: lastError) }
             }
-            group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
+            for target in peers where openingTTL == nil || target != peer {
+                group.addTask {
+                    await dial(from: local, to: target, tries: options.tries, options: options, deadline: deadline,
+                               lastError: target == peer ? lastError : nil)
+                }
+            }
+            if openingTTL == nil {
+                group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
+            }
             group.addTask {
                 // Cancelled once the punch is decided either way.
                 try? await Task.sleep(until: deadline, clock: .continuous)
@@ -69,6 +82,17 @@ public enum TCPHolePuncher {
                     } else {
                         group.addTask { await verify(socket, from: from, tag: tag, deadline: deadline) }
                     }
+                case .opened(let tried):
+                    group.addTask {
+                        await dial(from: local, to: peer, tries: options.tries - tried, options: options, deadline: deadline, lastError: lastError)
+                    }
+                    do {
+                        try listener.listen(backlog: 16)
+                        group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
+                    } catch {
+                        // Dialing alone may still punch.
+                        lastError.set(error)
+                    }
                 case .verified(let socket):
                     return socket
                 case .rejected(let from, let reason):
@@ -89,10 +113,53 @@ public enum TCPHolePuncher {
         }
     }
 
-    /// Dials the peer from the punch port until one connect succeeds, tries run out, or time is up.
-    private static func dial(from local: SocketAddress, to peer: SocketAddress, options: PunchOptions,
+    /// Sends the receiver's opening SYNs, with a TTL that takes them through our NAT (creating its
+    /// mapping) but not to the peer's. The peer's router then cannot answer them with a reset,
+    /// which would close our NAT's entry for the pair, and the peer's next SYN passes our NAT and
+    /// meets the waiting socket (a simultaneous open). Without them, where two answering NATs are
+    /// close together, full SYNs from both sides pass only when they cross within the NATs' round
+    /// trip, and two dialers retrying at the same interval can miss each other for seconds.
+    ///
+    /// The router where a SYN expires may answer with an ICMP time-exceeded, which ends that
+    /// connect; routers limit how many of those they send, so the next SYN goes at once, a few
+    /// times, until a socket is left waiting. Meanwhile nothing listens: only the socket that sent
+    /// the last SYN can answer the peer's, since our NAT would not let out the listener's answer
+    /// (another sequence number than the SYN it recorded), and the peer would wait for it.
+    private static func open(from local: SocketAddress, to peer: SocketAddress, ttl: Int32, options: PunchOptions,
+                             deadline: ContinuousClock.Instant, lastError: LastError) async -> Event {
+        var tried = 0
+        while tried < min(max(1, options.tries) - 1, maxOpeningSYNs), !Task.isCancelled, ContinuousClock.now < deadline {
+            tried += 1
+            do {
+                let socket = try Socket(.stream, family: peer.family)
+                try socket.setReuse()
+                try socket.bind(to: local)
+                let normal = try socket.hopLimit()
+                try socket.setHopLimit(ttl)
+                let connected = try socket.connect(to: peer)
+                // The SYN has left: what the socket sends next (its SYN-ACK) must reach the peer.
+                try socket.setHopLimit(normal)
+                if !connected { try await socket.connect(to: peer, until: min(deadline, .now + options.openingPause)) }
+                // The time-exceeded may have been queued on the socket instead of ending the connect.
+                socket.discardQueuedErrors()
+                return .candidate(socket, peer, fromListener: false)
+            } catch let error as SocketError where error.code == .timedOut {
+                // Our NAT's mapping is open and the peer's SYN did not come: full SYNs from here.
+                break
+            } catch {
+                lastError.set(error)
+            }
+        }
+        return .opened(tries: tried)
+    }
+
+    /// Opening SYNs at most: one more than a Linux router's burst of ICMP errors to one address.
+    static let maxOpeningSYNs = 7
+
+    /// Dials the peer from the punch port until one connect succeeds, `tries` run out, or time is up.
+    private static func dial(from local: SocketAddress, to peer: SocketAddress, tries: Int, options: PunchOptions,
                              deadline: ContinuousClock.Instant, lastError: LastError?) async -> Event {
-        for _ in 0..<max(1, options.tries) {
+        for _ in 0..<max(1, tries) {
             if Task.isCancelled || ContinuousClock.now >= deadline { break }
             do {
                 let socket = try Socket(.stream, family: peer.family)
