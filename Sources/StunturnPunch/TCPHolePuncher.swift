@@ -10,8 +10,11 @@ import Synchronization
 public enum TCPHolePuncher {
     private enum Event {
         case candidate(Socket, SocketAddress, fromListener: Bool)
-        /// The opening SYNs are over without a connection; `tries` of them were sent.
-        case opened(tries: Int)
+        /// The opening SYNs are over after `tries` of them, with the connection the last one made
+        /// when the peer's SYN met it.
+        case opened(tries: Int, Socket?)
+        /// The opening's connection did not carry the peer's tag.
+        case openingRejected(SocketAddress, String, tries: Int)
         case verified(Socket)
         case rejected(SocketAddress, String)
         case dialerFinished
@@ -66,6 +69,19 @@ public enum TCPHolePuncher {
                 return .deadline
             }
             defer { group.cancelAll() }
+            // After the opening: full SYNs, and the listener.
+            func startFullSYNs(after tried: Int) {
+                group.addTask {
+                    await dial(from: local, to: peer, tries: options.tries - tried, options: options, deadline: deadline, lastError: lastError)
+                }
+                do {
+                    try listener.listen(backlog: 16)
+                    group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
+                } catch {
+                    // Dialing alone may still punch.
+                    lastError.set(error)
+                }
+            }
             while let event = try await group.next() {
                 switch event {
                 case .candidate(let socket, let from, let fromListener):
@@ -82,17 +98,19 @@ public enum TCPHolePuncher {
                     } else {
                         group.addTask { await verify(socket, from: from, tag: tag, deadline: deadline) }
                     }
-                case .opened(let tried):
+                case .opened(let tried, let socket?):
+                    // The peer's SYN met the waiting socket; if what arrives on it is not the
+                    // peer's tag (a middlebox answered), the full SYNs follow after all.
                     group.addTask {
-                        await dial(from: local, to: peer, tries: options.tries - tried, options: options, deadline: deadline, lastError: lastError)
+                        let event = await verify(socket, from: peer, tag: tag, deadline: deadline)
+                        if case .rejected(let from, let reason) = event { return .openingRejected(from, reason, tries: tried) }
+                        return event
                     }
-                    do {
-                        try listener.listen(backlog: 16)
-                        group.addTask { await acceptOne(listener, peers: peers, deadline: deadline, options: options) }
-                    } catch {
-                        // Dialing alone may still punch.
-                        lastError.set(error)
-                    }
+                case .opened(let tried, nil):
+                    startFullSYNs(after: tried)
+                case .openingRejected(let from, let reason, let tried):
+                    options.onRejected?(from, reason)
+                    startFullSYNs(after: tried)
                 case .verified(let socket):
                     return socket
                 case .rejected(let from, let reason):
@@ -142,7 +160,7 @@ public enum TCPHolePuncher {
                 if !connected { try await socket.connect(to: peer, until: min(deadline, .now + options.openingPause)) }
                 // The time-exceeded may have been queued on the socket instead of ending the connect.
                 socket.discardQueuedErrors()
-                return .candidate(socket, peer, fromListener: false)
+                return .opened(tries: tried, socket)
             } catch let error as SocketError where error.code == .timedOut {
                 // Our NAT's mapping is open and the peer's SYN did not come: full SYNs from here.
                 break
@@ -150,7 +168,7 @@ public enum TCPHolePuncher {
                 lastError.set(error)
             }
         }
-        return .opened(tries: tried)
+        return .opened(tries: tried, nil)
     }
 
     /// Opening SYNs at most: one more than a Linux router's burst of ICMP errors to one address.

@@ -537,10 +537,11 @@ final class ServerCore {
         guard relaysPerKey[key, default: 0] < options.relayMaxPerKey else {
             return .failure(RelayRefusal(reason: "this key already has \(options.relayMaxPerKey) relayed sessions, the server's limit"))
         }
-        let claim = RelayClaim(key: key, addresses: Set([initiator.peer.addressBytes, receiver.peer.addressBytes]))
+        let claim = RelayClaim(key: key, addresses: Set([RelayClaim.host(initiator.peer), RelayClaim.host(receiver.peer)]))
         for (address, side) in [(initiator.peer, "the initiator"), (receiver.peer, "the receiver")]
-        where relaysPerAddress[address.addressBytes, default: 0] >= options.relayMaxPerAddress {
-            logger.warning("relay refused: address limit reached", metadata: ["address": "\(address.ip)", "limit": "\(options.relayMaxPerAddress)"])
+        where relaysPerAddress[RelayClaim.host(address), default: 0] >= options.relayMaxPerAddress {
+            // A client can ask again and again: not worth more than a debug line each time.
+            logger.debug("relay refused: address limit reached", metadata: ["address": "\(address.ip)", "limit": "\(options.relayMaxPerAddress)"])
             return .failure(RelayRefusal(
                 reason: "\(side)'s address \(address.ip) already has \(options.relayMaxPerAddress) relayed sessions, the server's limit"))
         }
@@ -829,6 +830,12 @@ struct KeyBytes: Hashable {
 struct RelayClaim {
     let key: KeyBytes
     let addresses: Set<[UInt8]>
+
+    /// What counts as one host: an IPv4 address, or an IPv6 /64 (a host usually holds a whole /64).
+    static func host(_ address: SocketAddress) -> [UInt8] {
+        let bytes = address.addressBytes
+        return bytes.count == 16 ? Array(bytes.prefix(8)) : bytes
+    }
 }
 
 private final class RelayGrant {

@@ -1,4 +1,5 @@
 import CStunturnSystem
+import Dispatch
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -142,21 +143,45 @@ public enum SystemIO {
 /// Gives the kernel back what malloc keeps free after a burst. glibc keeps freed blocks in its
 /// heaps (a session's buffers, up to its window budget, are large blocks that come from there once
 /// the allocator's mmap threshold has grown past them), so a long-running agent's resident size
-/// would otherwise stay at its busiest moment's. Called when a session ends; at most once every
-/// `interval`, as trimming walks every heap.
+/// would otherwise stay at its busiest moment's. Called when a session ends. Trimming walks every
+/// heap under its lock, so it runs on a queue of its own, at most once every `interval`; a call
+/// within the interval schedules one trim for its end, so what later sessions freed goes back too.
 public enum FreeMemory {
-    private static let last = Mutex<ContinuousClock.Instant?>(nil)
+    private struct State {
+        var last: ContinuousClock.Instant?
+        var scheduled = false
+    }
+    private static let state = Mutex(State())
+    private static let queue = DispatchQueue(label: "stunturn.free-memory", qos: .utility)
 
-    /// Trims unless a trim ran within `interval`; returns whether it ran.
+    /// Trims now, or schedules the trim for the end of the interval; returns whether it trims now.
     @discardableResult
     public static func release(atMostEvery interval: Duration = .seconds(5)) -> Bool {
         let now = ContinuousClock.now
-        let due = last.withLock { last -> Bool in
-            if let previous = last, now - previous < interval { return false }
-            last = now
+        let wait: Duration? = state.withLock { state in
+            if let last = state.last, now - last < interval {
+                if state.scheduled { return .zero }
+                state.scheduled = true
+                return interval - (now - last)
+            }
+            state.last = now
+            return nil
+        }
+        guard let wait else {
+            queue.async { _ = stunturn_release_free_memory() }
             return true
         }
-        if due { _ = stunturn_release_free_memory() }
-        return due
+        if wait > .zero {
+            let (seconds, attoseconds) = wait.components
+            let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+            queue.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
+                state.withLock {
+                    $0.last = .now
+                    $0.scheduled = false
+                }
+                _ = stunturn_release_free_memory()
+            }
+        }
+        return false
     }
 }

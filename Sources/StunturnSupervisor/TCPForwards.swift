@@ -85,11 +85,14 @@ struct ExposeForward: Sendable {
             log.info("tunnel up: session with the peer established", metadata: [
                 "peer": "\(peer)", "path": "\(tunnel.path)", "setup_ms": "\(punched.milliseconds)", "encrypted": "\(tunnel.secured != nil)"])
         } catch {
-            context.statistics.failedSetup()
-            context.statistics.setupFailed(context.describeFailure(error))
             // A peer that asks for direct only while a session with this forward is up is trying
-            // to move a relayed session to a direct path, and will try again later: routine.
+            // to move a relayed session to a direct path, and will try again later: routine, and
+            // not a failed set-up of the forward's link.
             let upgradeAttempt = rendezvous.peerRelay == .never && !context.statistics.link.sessions.isEmpty
+            if !upgradeAttempt {
+                context.statistics.failedSetup()
+                context.statistics.setupFailed(context.describeFailure(error))
+            }
             log.log(level: upgradeAttempt ? .info : .warning,
                     "\(upgradeAttempt ? "direct path attempt (the session stays on its path): " : "")\(context.describeFailure(error))",
                     metadata: ["peer": "\(rendezvous.peerAddress)"])

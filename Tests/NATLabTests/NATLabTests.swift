@@ -254,7 +254,14 @@ struct NATLabTests {
     @Test("Two answering EIM NATs over TCP go direct", .timeLimit(.minutes(2)))
     func answeringEIMPair() async throws {
         let labCase = NATLab.answeringEIMPair
-        let result = try await NATLab.runCase(labCase)
+        var result = try await NATLab.runCase(labCase)
+        if result.fields["outcome"] == "relay" {
+            // One more run before failing: a loaded 2-core machine can delay a SYN past the
+            // receiver's opening (docs/NATLAB.md, "Two answering EIM NATs over TCP"); twice in a
+            // row is a defect.
+            print("answering EIM pair: relayed on the first run, running it once more")
+            result = try await NATLab.runCase(labCase)
+        }
         #expect(result.line != nil, "no RESULT line from natlab.sh:\n\(result.output)")
         let outcome = result.fields["outcome"]
         #expect(outcome == "direct-srflx",
