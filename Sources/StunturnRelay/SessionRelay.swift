@@ -16,7 +16,9 @@ public struct SessionOptions: Sendable {
     /// (from 256 KiB, up to 16 MiB each) only while all windows together stay within half of it.
     /// What a peer may send, and so what the session buffers, is bounded by the windows it was
     /// given: `maxStreams` x 256 KiB plus that growth; more is a protocol error. The tunnel is
-    /// always read, so pings and window updates are never stuck behind a stopped reader.
+    /// read whatever the streams' readers do: a stream receiving alone whose local connection is
+    /// full holds it back only until that connection takes bytes again, 10 ms at most, so pings
+    /// and window updates are never stuck behind a stopped reader.
     public var maxBuffered: Int
 
     public init(maxStreams: Int = 1024, keepalive: Duration = .seconds(15), allowedMisses: Int = 3,
@@ -248,6 +250,10 @@ final class LocalStream {
     var connecting = false
     /// Watched for errors alone once already: not again.
     var hungUp = false
+    /// When its local connection last kept the tunnel waiting for all of `maxTunnelDeferral` (its
+    /// reader stopped): for `slowReaderMemory` after that, the tunnel is read past it while it is
+    /// full, its bytes held in `toLocal`.
+    var deferralRanOut: ContinuousClock.Instant?
     /// The local connection ended its input; the FIN is queued.
     var sawEOF = false
     var remoteFinished = false
@@ -288,6 +294,21 @@ final class SessionRelay: RelayClient {
     static let lingerTime: Duration = .seconds(2)
     /// The largest Data frame accepted from the peer.
     static let maxReceivedPayload = 256 * 1024
+    /// How long a stream whose local connection is full may keep the tunnel unread. A reader that
+    /// keeps up takes bytes again within a fraction of that, and the tunnel is read on then, as
+    /// the per-connection relay did: more arrives per read and per wake-up, and nothing is copied
+    /// to wait. A reader that stopped costs the other streams, pings and window updates this
+    /// much once (see `slowReaderMemory`); then its stream's bytes are held, within its window,
+    /// while the tunnel is read.
+    static let maxTunnelDeferral: Duration = .milliseconds(10)
+    /// How long the tunnel is read past a stream whose reader let a deferral run out: a stopped
+    /// reader costs the others at most `maxTunnelDeferral` in this time, and a reader that was
+    /// only late once (descheduled on a busy machine) is waited for again after it.
+    static let slowReaderMemory: Duration = .seconds(1)
+    /// How long the peer's bytes must have gone to one stream alone before its full local
+    /// connection may hold the tunnel back: while several streams receive (an interactive one
+    /// beside a bulk one), each stream's bytes are read past the others' backlog at once.
+    static let soloTime: Duration = .milliseconds(250)
 
     private let tunnelFD: Int32
     private let peerName: String
@@ -322,6 +343,14 @@ final class SessionRelay: RelayClient {
     private var tunnelArmed = DescriptorPoller.Events()
     private var tunnelReading = true
     private var toLocalBuffered = 0
+    /// The tunnel is not read while this stream's local connection is full, since `deferredSince`.
+    private var deferredFor: UInt32?
+    private var deferredSince = ContinuousClock.now
+    private var deferralTimer: DispatchSourceTimer?
+    private var deferralCheckPending = false
+    /// The stream the peer's bytes went to last, and since when they have gone to it alone.
+    private var lastDelivered: UInt32 = 0
+    private var deliveringAloneSince = ContinuousClock.now
     /// Plaintext frames waiting to be sealed together.
     private var plain: [UInt8] = []
     private var timer: DispatchSourceTimer?
@@ -491,6 +520,9 @@ final class SessionRelay: RelayClient {
         }
         timer?.cancel()
         timer = nil
+        deferralTimer?.cancel()
+        deferralTimer = nil
+        deferredFor = nil
         if let poller = try? worker?.descriptorPoller() { poller.forget(tunnelFD) }
         if worker?.connections[tunnelFD] === self { worker.connections[tunnelFD] = nil }
         if abortive ?? !clean {
@@ -665,6 +697,7 @@ final class SessionRelay: RelayClient {
             if events.contains(.writable) && stream.toLocalCount > 0 { writeLocal(stream) }
             if events.contains(.readable) && streams[id] != nil { readLocal(stream) }
             if streams[id] != nil { updateInterest(stream) }
+            if deferredFor == id && stream.toLocalCount == 0 { resumeTunnel() }
         }
         flush()
     }
@@ -672,7 +705,7 @@ final class SessionRelay: RelayClient {
     private func updateTunnelInterest() {
         guard !finished else { return }
         var wanted = DescriptorPoller.Events()
-        if tunnelReading { wanted.insert(.readable) }
+        if tunnelReading && deferredFor == nil { wanted.insert(.readable) }
         if tunnelOutOffset < tunnelOut.count { wanted.insert(.writable) }
         guard wanted != tunnelArmed, !wanted.isEmpty else { return }
         do {
@@ -855,7 +888,7 @@ final class SessionRelay: RelayClient {
 
     private func tunnelReadable() {
         for _ in 0..<SessionRelay.maxTunnelReads {
-            guard tunnelReading, !finished else { return }
+            guard tunnelReading, deferredFor == nil, !finished else { return }
             let scratch = worker.inScratch
             let result: ReadResult
             do {
@@ -992,9 +1025,14 @@ final class SessionRelay: RelayClient {
     private func deliver(_ pieces: [UnsafeRawBufferPointer], to id: UInt32) {
         guard let stream = streams[id] else { return }  // reset meanwhile: dropped
         stream.lastActivity = .now
+        if id != lastDelivered {
+            lastDelivered = id
+            deliveringAloneSince = stream.lastActivity
+        }
         let total = pieces.reduce(0) { $0 + $1.count }
         var written = 0
-        if stream.attached && !stream.connecting && stream.toLocalCount == 0 {
+        let direct = stream.attached && !stream.connecting && stream.toLocalCount == 0
+        if direct {
             do {
                 written = try (pieces.count == 1 ? SystemIO.write(stream.fd, pieces[0], isSocket: true)
                                                  : SystemIO.send(stream.fd, gathering: pieces)) ?? 0
@@ -1018,6 +1056,62 @@ final class SessionRelay: RelayClient {
         stream.toLocalCount += total - written
         toLocalBuffered += total - written
         updateInterest(stream)
+        if direct { deferTunnel(for: stream) }
+    }
+
+    /// The stream's local connection is full: when the peer's bytes have gone to this stream alone
+    /// for a while, the tunnel waits until it takes what it holds (as the per-connection relay
+    /// stopped reading its tunnel), `maxTunnelDeferral` at most. The rest of the current read is
+    /// still parsed and delivered.
+    private func deferTunnel(for stream: LocalStream) {
+        guard deferredFor == nil, !finished else { return }
+        let now = ContinuousClock.now
+        guard now - deliveringAloneSince >= SessionRelay.soloTime else { return }
+        if let ranOut = stream.deferralRanOut, now - ranOut < SessionRelay.slowReaderMemory { return }
+        deferredFor = stream.id
+        deferredSince = now
+        checkDeferral(after: SessionRelay.maxTunnelDeferral)
+    }
+
+    /// Reads the tunnel again, at once, and watches it (not from inside `tunnelReadable`).
+    private func resumeTunnel() {
+        guard deferredFor != nil else { return }
+        deferredFor = nil
+        guard !finished else { return }
+        tunnelReadable()
+        updateTunnelInterest()
+    }
+
+    /// One timer for every deferral: armed when one begins unless it already is, so a stream whose
+    /// reader keeps up costs at most one timer event per `maxTunnelDeferral`.
+    private func checkDeferral(after delay: Duration) {
+        guard !deferralCheckPending, !finished else { return }
+        deferralCheckPending = true
+        let timer: DispatchSourceTimer
+        if let deferralTimer {
+            timer = deferralTimer
+        } else {
+            timer = DispatchSource.makeTimerSource(queue: worker.queue)
+            timer.setEventHandler { [unowned self] in self.deferralDue() }
+            deferralTimer = timer
+            timer.schedule(deadline: .now() + delay.dispatchInterval, leeway: .milliseconds(1))
+            timer.resume()
+            return
+        }
+        timer.schedule(deadline: .now() + delay.dispatchInterval, leeway: .milliseconds(1))
+    }
+
+    private func deferralDue() {
+        deferralCheckPending = false
+        guard !finished, let stream = deferredFor else { return }
+        let waited = ContinuousClock.now - deferredSince
+        guard waited >= SessionRelay.maxTunnelDeferral else {
+            checkDeferral(after: SessionRelay.maxTunnelDeferral - waited)
+            return
+        }
+        streams[stream]?.deferralRanOut = .now
+        resumeTunnel()
+        flush()
     }
 
     private func protocolError(_ error: MuxError) {
@@ -1163,6 +1257,11 @@ final class SessionRelay: RelayClient {
         toLocalBuffered -= stream.toLocalCount
         waitingForWindow.remove(stream.id)
         waitingForTunnel.remove(stream.id)
+        if deferredFor == stream.id {
+            // Read again on the next report (this may run inside the tunnel's own handling).
+            deferredFor = nil
+            updateTunnelInterest()
+        }
         var report = RelayReport(bytesAToB: stream.bytesOut, bytesBToA: stream.bytesIn, duration: ContinuousClock.now - stream.started,
                                  reason: reason, clean: !reset, reset: reset, endedByRelay: byRelay)
         report.refused = refused
