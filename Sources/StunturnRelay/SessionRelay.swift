@@ -254,6 +254,9 @@ final class LocalStream {
     /// reader stopped): for `slowReaderMemory` after that, the tunnel is read past it while it is
     /// full, its bytes held in `toLocal`.
     var deferralRanOut: ContinuousClock.Instant?
+    /// Its turn ended with bytes possibly left: the next one is queued on the worker, behind the
+    /// reports and work already there, rather than asked of the poller.
+    var turnQueued = false
     /// The local connection ended its input; the FIN is queued.
     var sawEOF = false
     var remoteFinished = false
@@ -722,7 +725,7 @@ final class SessionRelay: RelayClient {
         if stream.connecting {
             wanted = .writable
         } else {
-            if !stream.sawEOF && !waitingForWindow.contains(stream.id) && !waitingForTunnel.contains(stream.id) {
+            if !stream.sawEOF && !stream.turnQueued && !waitingForWindow.contains(stream.id) && !waitingForTunnel.contains(stream.id) {
                 wanted.insert(.readable)
             }
             if stream.toLocalCount > 0 { wanted.insert(.writable) }
@@ -790,6 +793,25 @@ final class SessionRelay: RelayClient {
                 if n < allowance { return }
             }
         }
+        if !finished { queueTurn(stream) }
+    }
+
+    /// Queues the stream's next turn after what the worker already has to do (the other streams'
+    /// reports among it), as the per-connection relay did: no round trip through the poller for a
+    /// connection that is still readable.
+    private func queueTurn(_ stream: LocalStream) {
+        guard !stream.turnQueued else { return }
+        stream.turnQueued = true
+        let id = stream.id
+        QueueBound(self, on: worker.queue).async { $0.nextTurn(id) }
+    }
+
+    private func nextTurn(_ id: UInt32) {
+        guard !finished, let stream = streams[id], stream.turnQueued else { return }
+        stream.turnQueued = false
+        readLocal(stream)
+        if streams[id] != nil { updateInterest(stream) }
+        flush()
     }
 
     /// Sends the frames the multiplexer has queued (SYNs, FINs, resets, window updates, pings),
