@@ -340,6 +340,10 @@ final class SessionRelay: RelayClient {
     /// what it holds.
     private var waitingForWindow = Set<UInt32>()
     private var waitingForTunnel = Set<UInt32>()
+    /// Streams whose next turn is queued on the worker. While there are any, the worker is busy
+    /// sending and looks at the tunnel before each turn instead of being woken for what arrives
+    /// (the peer's window updates, every few MiB of a bulk stream).
+    private var queuedTurns = 0
     /// Sealed bytes the tunnel has not taken yet; local connections are not read meanwhile.
     private var tunnelOut: [UInt8] = []
     private var tunnelOutOffset = 0
@@ -708,7 +712,7 @@ final class SessionRelay: RelayClient {
     private func updateTunnelInterest() {
         guard !finished else { return }
         var wanted = DescriptorPoller.Events()
-        if tunnelReading && deferredFor == nil { wanted.insert(.readable) }
+        if tunnelReading && deferredFor == nil && queuedTurns == 0 { wanted.insert(.readable) }
         if tunnelOutOffset < tunnelOut.count { wanted.insert(.writable) }
         guard wanted != tunnelArmed, !wanted.isEmpty else { return }
         do {
@@ -802,6 +806,7 @@ final class SessionRelay: RelayClient {
     private func queueTurn(_ stream: LocalStream) {
         guard !stream.turnQueued else { return }
         stream.turnQueued = true
+        queuedTurns += 1
         let id = stream.id
         QueueBound(self, on: worker.queue).async { $0.nextTurn(id) }
     }
@@ -809,8 +814,14 @@ final class SessionRelay: RelayClient {
     private func nextTurn(_ id: UInt32) {
         guard !finished, let stream = streams[id], stream.turnQueued else { return }
         stream.turnQueued = false
-        readLocal(stream)
-        if streams[id] != nil { updateInterest(stream) }
+        queuedTurns -= 1
+        // Unwatched while turns are queued: what the peer sent meanwhile is read now.
+        if !tunnelArmed.contains(.readable) { tunnelReadable() }
+        if streams[id] != nil && !finished {
+            readLocal(stream)
+            if streams[id] != nil { updateInterest(stream) }
+        }
+        updateTunnelInterest()
         flush()
     }
 
@@ -1279,6 +1290,11 @@ final class SessionRelay: RelayClient {
         toLocalBuffered -= stream.toLocalCount
         waitingForWindow.remove(stream.id)
         waitingForTunnel.remove(stream.id)
+        if stream.turnQueued {
+            stream.turnQueued = false
+            queuedTurns -= 1
+            updateTunnelInterest()
+        }
         if deferredFor == stream.id {
             // Read again on the next report (this may run inside the tunnel's own handling).
             deferredFor = nil
