@@ -57,7 +57,13 @@ int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int time
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <stdlib.h>
 int stunturn_release_free_memory(void) { return malloc_trim(0); }
+int stunturn_limit_malloc_arenas(int count) {
+    if (getenv("MALLOC_ARENA_MAX") != NULL) return 0;
+    return mallopt(M_ARENA_MAX, count);
+}
 #else
 int stunturn_release_free_memory(void) { return 0; }
+int stunturn_limit_malloc_arenas(int count) { (void)count; return 0; }
 #endif

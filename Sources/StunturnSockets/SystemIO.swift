@@ -154,6 +154,13 @@ public enum FreeMemory {
     private static let state = Mutex(State())
     private static let queue = DispatchQueue(label: "stunturn.free-memory", qos: .utility)
 
+    /// Caps malloc's heaps at `count` (unless `MALLOC_ARENA_MAX` is set). glibc gives threads that
+    /// allocate at once heaps of their own, up to 8 per core, and each keeps what a burst left in
+    /// it; the relay's workers and Dispatch's threads need no more than a few. Called once at start.
+    public static func limitHeaps(to count: Int32 = 2) {
+        _ = stunturn_limit_malloc_arenas(count)
+    }
+
     /// Trims now, or schedules the trim for the end of the interval; returns whether it trims now.
     @discardableResult
     public static func release(atMostEvery interval: Duration = .seconds(5)) -> Bool {

@@ -120,6 +120,7 @@ struct FailureExit: Error {
 extension AsyncParsableCommand {
     /// Runs `body`, turning a FailureExit into its message and status.
     func guarded(_ body: () async throws -> Void) async throws {
+        FreeMemory.limitHeaps()
         do {
             try await body()
         } catch let exit as FailureExit {

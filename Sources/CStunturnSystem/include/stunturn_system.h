@@ -38,4 +38,8 @@ int stunturn_epoll_wait(int epoll, int *fds, unsigned *events, int max, int time
 /// some was released. Elsewhere it does nothing and returns 0.
 int stunturn_release_free_memory(void);
 
+/// Caps how many heaps (arenas) glibc's malloc makes for the process's threads, unless the
+/// environment sets MALLOC_ARENA_MAX; returns 1 when set. Elsewhere it does nothing.
+int stunturn_limit_malloc_arenas(int count);
+
 #endif
