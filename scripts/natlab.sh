@@ -743,6 +743,22 @@ run_lab_up() {  # name cmd_up-options...
     [[ $rc == 0 ]] || { cat "$CASE_DIR/up.log" >&2; die "lab bring-up failed"; }
 }
 
+# The binary given with --agent, as an absolute path; dies when it is missing or not executable.
+agent_path() {  # command path
+    [[ -n $2 ]] || die "$1 needs --agent PATH (a built stunturn-agent)"
+    [[ -x $2 ]] || die "agent binary $2 is missing or not executable"
+    echo "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
+}
+
+# The last 10 lines of each of the run's logs named, on stderr.
+show_log_tails() {  # log-name...
+    local f
+    for f in "$@"; do
+        echo "--- $f.log (last 10 lines)" >&2
+        tail -n 10 "$CASE_DIR/$f.log" >&2 2>/dev/null || true
+    done
+}
+
 spawn() {  # node logfile cmd... ; sets SPAWNED
     local node=$1 logfile=$2; shift 2
     ip netns exec "$(ns "$node")" "$@" >"$logfile" 2>&1 </dev/null &
@@ -820,9 +836,7 @@ cmd_case() {
     # every lost SYN (to the server, or of the relay's connection) costs TCP's 1 s time-out.
     if [[ -z $relay_budget ]]; then [[ $loss -gt 0 ]] && relay_budget=6 || relay_budget=3; fi
     [[ $relay_budget =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--relay-budget must be seconds"
-    [[ -n $agent ]] || die "case needs --agent PATH"
-    [[ -x $agent ]] || die "agent binary $agent is missing or not executable"
-    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    agent=$(agent_path case "$agent") || exit 2
     [[ $punch_timeout =~ ^[0-9]+$ && $punch_timeout -ge 1 ]] || die "--punch-timeout must be whole seconds"
 
     local name="${nat_a}_${nat_b}_${proto}_${router}_loss${loss}"
@@ -1032,13 +1046,8 @@ cmd_latency() {
             *) die "latency: unknown option $1" ;;
         esac
     done
-    [[ -n $agent ]] || die "latency needs --agent PATH"
-    local a
-    for a in "$agent" ${baseline:+"$baseline"}; do
-        [[ -x $a ]] || die "agent binary $a is missing or not executable"
-    done
-    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
-    [[ -z $baseline ]] || baseline=$(cd "$(dirname "$baseline")" && pwd)/$(basename "$baseline")
+    agent=$(agent_path latency "$agent") || exit 2
+    [[ -z $baseline ]] || baseline=$(agent_path latency "$baseline") || exit 2
     [[ $delay =~ ^[0-9]+$ ]] || die "--delay must be whole milliseconds"
     [[ $count =~ ^[0-9]+$ && $count -ge 1 ]] || die "--count must be a positive whole number"
     valid_kind "$nat_a" && valid_kind "$nat_b" || die "--nat-a and --nat-b: none, eim-apdf or edm"
@@ -1262,8 +1271,7 @@ cmd_idle() {
             *) die "idle: unknown option $1" ;;
         esac
     done
-    [[ -n $agent && -x $agent ]] || die "idle needs --agent PATH (a built stunturn-agent)"
-    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    agent=$(agent_path idle "$agent") || exit 2
     valid_kind "$nat_a" && valid_kind "$nat_b" || die "--nat-a and --nat-b: none, eim-apdf or edm"
     local n
     for n in "$idle" "$udp_timeout" "$tcp_timeout"; do [[ $n =~ ^[0-9]+$ && $n -ge 1 ]] || die "--idle, --udp-timeout and --tcp-timeout take whole seconds"; done
@@ -1300,11 +1308,7 @@ cmd_idle() {
         "tcp_listen=[$tcp_link] udp_flows=${udp_flows:-0}"
     echo "DETAIL udp client: ${udp_line:-none}; tcp client: ${tcp_line:-none}; routers:${timeouts:- none} (logs in $CASE_DIR)"
     if [[ $tcp_word != ok || $udp_word != ok ]]; then
-        local f
-        for f in tcp-listen tcp-expose udp-listen udp-expose; do
-            echo "--- $f.log (last 10 lines)" >&2
-            tail -n 10 "$CASE_DIR/$f.log" >&2 2>/dev/null || true
-        done
+        show_log_tails tcp-listen tcp-expose udp-listen udp-expose
         return 1
     fi
 }
@@ -1323,8 +1327,7 @@ cmd_rebind() {
             *) die "rebind: unknown option $1" ;;
         esac
     done
-    [[ -n $agent && -x $agent ]] || die "rebind needs --agent PATH (a built stunturn-agent)"
-    agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
+    agent=$(agent_path rebind "$agent") || exit 2
     valid_kind "$nat_a" && valid_kind "$nat_b" || die "--nat-a and --nat-b: none, eim-apdf or edm"
     [[ $hold =~ ^[0-9]+$ && $hold -ge 10 ]] || die "--hold must be whole seconds, at least 10"
     [[ $limit =~ ^[0-9]+$ && $limit -ge 1 ]] || die "--limit must be whole seconds"
@@ -1367,11 +1370,7 @@ cmd_rebind() {
     [[ $open == survived || $open == reset ]] || bad=1
     awk -v s="${secs:--}" -v l="$limit" 'BEGIN { exit !(s != "-" && s <= l) }' || bad=1
     if [[ $bad == 1 ]]; then
-        local f
-        for f in tcp-listen tcp-expose server; do
-            echo "--- $f.log (last 10 lines)" >&2
-            tail -n 10 "$CASE_DIR/$f.log" >&2 2>/dev/null || true
-        done
+        show_log_tails tcp-listen tcp-expose server
         return 1
     fi
 }
