@@ -145,7 +145,7 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
 /// an expose agent's 25 s long-poll, and a listen forward would then find it taken.
 func freePort() throws -> UInt16 {
     for _ in 0..<200 {
-        let port = UInt16.random(in: 20_000..<32_000)
+        let port = PortTurns.next()
         guard let tcp = try? Socket.listener(on: .loopback(port: port)) else { continue }
         if let udp = try? Socket.udp(on: .loopback(port: port)) {
             udp.close()
@@ -155,6 +155,21 @@ func freePort() throws -> UInt16 {
         tcp.close()
     }
     throw SocketError(.failed, call: "bind", reason: "no free port below the ephemeral range")
+}
+
+/// Hands out each port of 20000-31999 once per test process, from a random start: a port picked
+/// at random could be picked again by a test running beside, between its check and the agent's
+/// bind (tests in one process run in parallel).
+private enum PortTurns {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var cursor = Int.random(in: 0..<12_000)
+
+    static func next() -> UInt16 {
+        lock.lock()
+        defer { lock.unlock() }
+        cursor = (cursor + 1) % 12_000
+        return UInt16(20_000 + cursor)
+    }
 }
 
 func newKey() -> String { UUID().uuidString.lowercased() }
