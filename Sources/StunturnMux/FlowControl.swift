@@ -6,7 +6,11 @@
 /// zero, so a sender never stalls waiting for one (rust-yamux #100). The window starts at 256 KiB
 /// and doubles, up to 16 MiB, whenever a half-window was consumed within two round trips of the
 /// previous update: then the window, not the reader, limits the stream (256 KiB at 50 ms caps a
-/// stream near 40 Mbit/s).
+/// stream near 40 Mbit/s). The round trip is the path's lowest (`Keepalive.lowestRoundTrip`):
+/// whatever a window lets the sender put beyond what the path needs waits in the tunnel, in
+/// front of every other stream's bytes, so a window sized by a round trip its own queue
+/// lengthened would only grow that queue (16 MiB of a bulk stream on loopback held an
+/// interactive stream's echo ~10 ms; now a loopback window stops at 2 MiB).
 public struct ReceiveWindow: Sendable {
     public static let initial = 256 * 1024
     public static let maximum = 16 * 1024 * 1024
@@ -29,8 +33,10 @@ public struct ReceiveWindow: Sendable {
 
     /// Round trips shorter than this count as this long when deciding growth: a ping on an idle
     /// loopback or LAN path answers in tens of microseconds, while the data path's round trip
-    /// (scheduling, the kernel's socket buffers) is far longer, and windows would never grow.
-    public static let minimumRoundTrip: Duration = .milliseconds(1)
+    /// (waking the sender, the kernel's socket buffers) is longer, and windows would never grow.
+    /// At 250 us a loopback stream's window settles at 2 MiB (1 MiB a update, well ahead of the
+    /// sender) and carries as much as at 16 MiB (BENCHMARKS.md, Sessions).
+    public static let minimumRoundTrip: Duration = .microseconds(250)
 
     /// A Data frame of `count` bytes arrived; more than the credit is a protocol error.
     public mutating func received(_ count: Int) throws(MuxError) {
@@ -41,7 +47,7 @@ public struct ReceiveWindow: Sendable {
     }
 
     /// The local side took `count` bytes. Returns the WindowUpdate delta to send now, or nil while
-    /// less than half the window has been taken. `rtt` is the session's last measured round trip.
+    /// less than half the window has been taken. `rtt` is the path's lowest measured round trip.
     /// `maxGrowth` caps how much the window may grow now (the session's budget left).
     public mutating func consumed(_ count: Int, now: ContinuousClock.Instant, rtt: Duration?, maxGrowth: Int = .max) -> UInt32? {
         consumedSinceUpdate += count

@@ -17,6 +17,11 @@ public struct Keepalive: Sendable {
     public let allowedMisses: Int
     /// The last measured round trip.
     public private(set) var roundTrip: Duration?
+    /// The lowest round trip measured on this session: the path's own, without the time a ping
+    /// waited behind queued data. Windows grow by it (see `ReceiveWindow`): by the last one,
+    /// a bulk stream's own queue would lengthen the round trip and so grow its window, which
+    /// lengthens the queue.
+    public private(set) var lowestRoundTrip: Duration?
     private var outstanding: [(value: UInt32, sent: ContinuousClock.Instant)] = []
     private var lastPing: ContinuousClock.Instant?
     private var lastHeard: ContinuousClock.Instant?
@@ -63,6 +68,7 @@ public struct Keepalive: Sendable {
         // An answer also vouches for every older ping: the path is alive.
         outstanding.removeFirst(index + 1)
         roundTrip = rtt
+        lowestRoundTrip = min(lowestRoundTrip ?? rtt, rtt)
         return rtt
     }
 

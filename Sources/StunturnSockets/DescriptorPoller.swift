@@ -85,6 +85,18 @@ public final class DescriptorPoller {
         _ = stunturn_epoll_control(epoll, 2, fd, 0)
     }
 
+    /// Whether a report is waiting here (a watched descriptor is ready), or `alsoReadable` (a
+    /// descriptor not watched now; -1 for none) has bytes or an error to read, taking nothing: a
+    /// long piece of work on the owner's queue (a bulk stream's turn) asks between its steps and
+    /// ends early, so what waits is served within one step and not after the whole turn.
+    public func hasWork(orReadable alsoReadable: Int32 = -1) -> Bool {
+        withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { fds in
+            fds[0] = pollfd(fd: epoll, events: Int16(POLLIN), revents: 0)
+            fds[1] = pollfd(fd: alsoReadable, events: Int16(POLLIN), revents: 0)
+            return poll(fds.baseAddress, alsoReadable >= 0 ? 2 : 1, 0) > 0
+        }
+    }
+
     /// Hands out what is ready now, a bounded batch per event so other work on the queue gets a
     /// turn; what is left keeps the set readable.
     private func drain() {

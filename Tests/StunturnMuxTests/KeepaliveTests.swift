@@ -14,6 +14,19 @@ import Testing
         #expect(keepalive.answered(99, at: start + .seconds(1)) == nil, "an answer to no ping measured something")
     }
 
+    @Test func theLowestRoundTripIsKeptBesideTheLast() {
+        var keepalive = Keepalive(interval: .seconds(15))
+        var now = ContinuousClock.now
+        // An idle path, then pings that waited behind a bulk stream's queue.
+        for (value, rtt) in [(1, 3), (2, 1), (3, 9), (4, 12)] as [(UInt32, Int)] {
+            keepalive.sent(value, at: now)
+            keepalive.answered(value, at: now + .milliseconds(rtt))
+            now += .seconds(15)
+        }
+        #expect(keepalive.roundTrip == .milliseconds(12))
+        #expect(keepalive.lowestRoundTrip == .milliseconds(1))
+    }
+
     @Test func anUnansweredPingIsFollowedByProbesAndThePeerIsGoneSecondsLater() {
         var keepalive = Keepalive(interval: .seconds(15), allowedMisses: 3)
         let start = ContinuousClock.now

@@ -103,6 +103,32 @@ import Testing
         #expect(sizes.allSatisfy { $0 <= ReceiveWindow.maximum })
     }
 
+    /// Where a reader that takes `rate` bytes a second settles on a path of `rtt`: at the window
+    /// the path needs (about four times rate x round trip, at most 16 MiB), not beyond it, where
+    /// the rest would only wait in the tunnel in front of other streams.
+    @Test(arguments: [
+        // loopback: a ping answers in 40 us, counted as 250 us
+        (rtt: Duration.microseconds(40), megabytesPerSecond: 1_200, size: 2 << 20),
+        (rtt: Duration.microseconds(40), megabytesPerSecond: 100, size: 256 << 10),
+        // a LAN
+        (rtt: Duration.microseconds(500), megabytesPerSecond: 110, size: 256 << 10),
+        (rtt: Duration.microseconds(500), megabytesPerSecond: 1_100, size: 4 << 20),
+        // the Internet
+        (rtt: Duration.milliseconds(20), megabytesPerSecond: 12, size: 1 << 20),
+        (rtt: Duration.milliseconds(40), megabytesPerSecond: 110, size: 16 << 20),
+    ])
+    func theWindowSettlesWhereThePathNeedsIt(rtt: Duration, megabytesPerSecond: Int, size: Int) throws {
+        var window = ReceiveWindow()
+        var now = ContinuousClock.now
+        for _ in 0..<40 {
+            let half = window.size / 2
+            try window.received(half)
+            now += .nanoseconds(Int64(half) * 1_000 / Int64(megabytesPerSecond))
+            _ = window.consumed(half, now: now, rtt: rtt)
+        }
+        #expect(window.size == size)
+    }
+
     @Test func aSlowReaderDoesNotGrowItsWindow() throws {
         var window = ReceiveWindow()
         var now = ContinuousClock.now
