@@ -289,6 +289,9 @@ final class SessionRelay: RelayClient {
     /// enough that a bulk stream is not paying an event per frame, small enough (a few
     /// milliseconds of sealing) that an interactive one waits little behind it.
     static let bytesPerTurn = 4 << 20
+    /// How often a turn (or a run of tunnel reads) asks whether other work waits: what an
+    /// interactive stream's bytes may wait behind a bulk stream's, at most, beyond one frame.
+    static let waitCheckInterval: Duration = .microseconds(300)
     /// Reads of the tunnel per readiness report.
     static let maxTunnelReads = 32
     /// Payload pieces written with one call at most (well within IOV_MAX, 1024).
@@ -344,6 +347,8 @@ final class SessionRelay: RelayClient {
     /// sending and looks at the tunnel before each turn instead of being woken for what arrives
     /// (the peer's window updates, every few MiB of a bulk stream).
     private var queuedTurns = 0
+    /// When `othersWaiting` last asked the poller.
+    private var lastWaitCheck = ContinuousClock.now
     /// Sealed bytes the tunnel has not taken yet; local connections are not read meanwhile.
     private var tunnelOut: [UInt8] = []
     private var tunnelOutOffset = 0
@@ -804,9 +809,13 @@ final class SessionRelay: RelayClient {
     }
 
     /// Whether the worker has a readiness report waiting, or (`includingTunnel`) the tunnel, read
-    /// but not watched while turns are queued, has bytes: a system call (`poll`) per frame of
-    /// 256 KiB, which costs far less than an interactive stream waiting out a turn of several.
+    /// but not watched while turns are queued, has bytes. Asked between frames of a turn, at most
+    /// every `waitCheckInterval`: a system call (`poll`) every few frames of 256 KiB, where an
+    /// interactive stream would otherwise wait out the whole turn.
     private func othersWaiting(includingTunnel: Bool) -> Bool {
+        let now = ContinuousClock.now
+        guard now - lastWaitCheck >= SessionRelay.waitCheckInterval else { return false }
+        lastWaitCheck = now
         guard let poller = try? worker.descriptorPoller() else { return false }
         let tunnelUnwatched = includingTunnel && tunnelReading && deferredFor == nil && !tunnelArmed.contains(.readable)
         return poller.hasWork(orReadable: tunnelUnwatched ? tunnelFD : -1)
