@@ -145,8 +145,14 @@ public struct MuxSession: Sendable {
     /// the stream's send window, up to one frame, and 0 while bytes queued by `write` or a FIN
     /// must go first.
     public func directAllowance(_ id: UInt32) -> Int {
+        min(directCredit(id), maxFramePayload)
+    }
+
+    /// The same for several Data frames built at once (one read filling consecutive frames):
+    /// the stream's whole send window, each frame still at most `maxFramePayload`.
+    public func directCredit(_ id: UInt32) -> Int {
         guard let stream = streams[id], stream.outgoing.isEmpty, !stream.localFinished else { return 0 }
-        return min(stream.send.credit, maxFramePayload)
+        return stream.send.credit
     }
 
     /// Accounts for a Data frame of `count` bytes the owner built itself on `id` (at most

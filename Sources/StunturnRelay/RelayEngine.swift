@@ -98,7 +98,7 @@ public struct RelayReport: Sendable, CustomStringConvertible {
 /// one side becomes a shutdown of the other.
 public final class RelayEngine: Sendable {
     /// Read size: large reads keep syscalls per byte low on fast paths.
-    public static let defaultChunkSize = 256 * 1024
+    public static let defaultChunkSize = 1024 * 1024
 
     public static let shared = RelayEngine()
 

@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import StunturnMux
 import StunturnSockets
 import Synchronization
@@ -282,9 +285,12 @@ final class LocalStream {
 /// A session's engine, on its worker's queue from `start` on: the tunnel's descriptor and every
 /// stream's local connection in the worker's epoll set, the multiplexer's state, and the sealing.
 final class SessionRelay: RelayClient {
-    /// One Data frame's payload at most, read in one call: the worker's read buffer less a header
-    /// (the peer accepts up to 256 KiB).
-    static let framePayload = RelayEngine.defaultChunkSize - MuxFrame.headerLength
+    /// One Data frame's payload at most: 256 KiB with its header (the peer accepts up to 256 KiB
+    /// of payload). One read of a local connection fills as many frames as the worker's read
+    /// buffer holds (four of its 1 MiB), sealed and sent together: a quarter of the system calls
+    /// of a read and a send per frame, which on loopback cost the sending agent about a fifth of
+    /// its CPU time per GB (BENCHMARKS.md, Sessions).
+    static let framePayload = 256 * 1024 - MuxFrame.headerLength
     /// What one stream may send per readiness report before the others get their turn: large
     /// enough that a bulk stream is not paying an event per frame, small enough (a few
     /// milliseconds of sealing) that an interactive one waits little behind it.
@@ -769,15 +775,24 @@ final class SessionRelay: RelayClient {
                 waitingForTunnel.insert(stream.id)
                 return
             }
-            let allowance = min(mux.directAllowance(stream.id), scratch.count - MuxFrame.headerLength)
+            let slot = MuxFrame.headerLength + SessionRelay.framePayload
+            let allowance = min(mux.directCredit(stream.id), scratch.count / slot * SessionRelay.framePayload)
             guard allowance > 0 else {
                 waitingForWindow.insert(stream.id)
                 return
             }
+            // One read fills up to four frames' payloads, each after the room for its header:
+            // [header][payload][header][payload]..., a frame's payload full before the next begins.
+            let frames = (allowance + SessionRelay.framePayload - 1) / SessionRelay.framePayload
             let result: ReadResult
             do {
-                result = try SystemIO.read(stream.fd, into: UnsafeMutableRawBufferPointer(
-                    rebasing: scratch[MuxFrame.headerLength..<(MuxFrame.headerLength + allowance)]))
+                result = try withUnsafeTemporaryAllocation(of: iovec.self, capacity: frames) { vectors in
+                    for k in 0..<frames {
+                        let length = min(SessionRelay.framePayload, allowance - k * SessionRelay.framePayload)
+                        vectors[k] = iovec(iov_base: scratch.baseAddress! + k * slot + MuxFrame.headerLength, iov_len: length)
+                    }
+                    return try SystemIO.read(stream.fd, scattering: vectors)
+                }
             } catch {
                 mux.reset(stream.id, reason: .localReset)
                 finishStream(stream, reason: "\(stream.name): \(error)", reset: true, byRelay: false)
@@ -792,11 +807,17 @@ final class SessionRelay: RelayClient {
                 completeIfDone(stream)
                 return
             case .bytes(let n):
-                let flags = mux.sentDirect(stream.id, n)
-                MuxFrame.writeHeader(kind: .data, flags: flags, streamID: stream.id, length: UInt32(n), into: scratch)
+                var end = 0
+                for k in 0..<((n + SessionRelay.framePayload - 1) / SessionRelay.framePayload) {
+                    let length = min(SessionRelay.framePayload, n - k * SessionRelay.framePayload)
+                    let flags = mux.sentDirect(stream.id, length)
+                    MuxFrame.writeHeader(kind: .data, flags: flags, streamID: stream.id, length: UInt32(length),
+                                         into: UnsafeMutableRawBufferPointer(rebasing: scratch[(k * slot)...]))
+                    end = k * slot + MuxFrame.headerLength + length
+                }
                 stream.bytesOut += UInt64(n)
                 stream.lastActivity = .now
-                sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<(MuxFrame.headerLength + n)]))
+                sealAndSend(UnsafeRawBufferPointer(rebasing: scratch[0..<end]))
                 budget -= n
                 // A short read drained the socket: wait for its next report rather than read again.
                 if n < allowance { return }

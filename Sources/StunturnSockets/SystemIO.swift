@@ -18,6 +18,16 @@ public enum SystemIO {
         return n == 0 ? .endOfFile : .bytes(n)
     }
 
+    /// Reads into several buffers, in order, with one call (readv); retries EINTR, reports
+    /// would-block and end-of-file.
+    @inline(__always)
+    public static func read(_ fd: Int32, scattering vectors: UnsafeMutableBufferPointer<iovec>) throws -> ReadResult {
+        guard let n = try retryingSyscall("readv", "fd \(fd)", { Glibc.readv(fd, vectors.baseAddress, Int32(vectors.count)) }) else {
+            return .wouldBlock
+        }
+        return n == 0 ? .endOfFile : .bytes(n)
+    }
+
     /// Writes what the kernel takes now; nil when nothing could be written. Sockets use send with
     /// MSG_NOSIGNAL so a closed peer is an error, not a signal.
     @inline(__always)

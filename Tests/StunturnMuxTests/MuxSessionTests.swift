@@ -214,6 +214,28 @@ struct Pair {
         #expect(session.directAllowance(id) == 0, "nothing direct after the local side ended")
     }
 
+    @Test func severalDirectFramesAtOnceTakeTheWholeWindowNoMore() throws {
+        var session = MuxSession(side: .initiator, maxFramePayload: 64 * 1024)
+        let opened = session.openStream()
+        let id = try #require(opened)
+        // One read may fill several frames: the whole 256 KiB window, not one frame's worth.
+        #expect(session.directCredit(id) == ReceiveWindow.initial)
+        var flags: [MuxFrame.Flags] = []
+        for _ in 0..<4 { flags.append(session.sentDirect(id, 64 * 1024)) }
+        #expect(flags == [[.syn], [], [], []], "the SYN rides on the first frame only")
+        #expect(session.directCredit(id) == 0)
+        // Bytes queued by write go first: nothing direct until they are sent.
+        _ = try session.receive(.windowUpdate(id, delta: 128 * 1024))
+        #expect(session.directCredit(id) == 128 * 1024)
+        let accepted = session.write(id, [1, 2, 3])
+        #expect(accepted)
+        #expect(session.directCredit(id) == 0)
+        while session.nextFrame() != nil {}
+        #expect(session.directCredit(id) == 128 * 1024 - 3)
+        session.finish(id)
+        #expect(session.directCredit(id) == 0, "nothing direct after the local side ended")
+    }
+
     @Test func payloadDeliveredByTheOwnerIsChargedToTheWindowAndTheFinComesAfter() throws {
         var session = MuxSession(side: .responder)
         let header = try MuxFrameDecoder.parseHeader(MuxFrame.data(1, [UInt8](repeating: 7, count: 300), flags: [.syn, .fin]).encoded().prefix(12),
