@@ -17,11 +17,15 @@ public struct Keepalive: Sendable {
     public let allowedMisses: Int
     /// The last measured round trip.
     public private(set) var roundTrip: Duration?
-    /// The lowest round trip measured on this session: the path's own, without the time a ping
-    /// waited behind queued data. Windows grow by it (see `ReceiveWindow`): by the last one,
-    /// a bulk stream's own queue would lengthen the round trip and so grow its window, which
-    /// lengthens the queue.
-    public private(set) var lowestRoundTrip: Duration?
+    /// The lowest round trip answered within the last `lowestRoundTripMemory`: the path's own,
+    /// without the time a ping waited behind queued data. Windows grow by it (see
+    /// `ReceiveWindow`): by the last one, a bulk stream's own queue would lengthen the round trip
+    /// and so grow its window, which lengthens the queue. Forgotten after a while, so a path
+    /// whose round trip rose for good (a handover, another route) grows windows by the new one.
+    public var lowestRoundTrip: Duration? { recent.lazy.map(\.rtt).min() }
+    /// How long an answer's round trip counts towards `lowestRoundTrip`.
+    public static let lowestRoundTripMemory: Duration = .seconds(600)
+    private var recent: [(at: ContinuousClock.Instant, rtt: Duration)] = []
     private var outstanding: [(value: UInt32, sent: ContinuousClock.Instant)] = []
     private var lastPing: ContinuousClock.Instant?
     private var lastHeard: ContinuousClock.Instant?
@@ -68,7 +72,9 @@ public struct Keepalive: Sendable {
         // An answer also vouches for every older ping: the path is alive.
         outstanding.removeFirst(index + 1)
         roundTrip = rtt
-        lowestRoundTrip = min(lowestRoundTrip ?? rtt, rtt)
+        recent.removeAll { now - $0.at > Self.lowestRoundTripMemory }
+        if recent.count >= 64 { recent.removeFirst() }
+        recent.append((now, rtt))
         return rtt
     }
 

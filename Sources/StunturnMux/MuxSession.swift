@@ -158,6 +158,7 @@ public struct MuxSession: Sendable {
     /// Accounts for a Data frame of `count` bytes the owner built itself on `id` (at most
     /// `directAllowance`), and returns the flags that frame must carry (the SYN or ACK still due).
     public mutating func sentDirect(_ id: UInt32, _ count: Int) -> MuxFrame.Flags {
+        precondition(count <= maxFramePayload, "a direct frame larger than a frame may be")
         guard var stream = streams[id] else { return [] }
         let granted = stream.send.take(upTo: count)
         precondition(granted == count, "a direct frame past the stream's window")

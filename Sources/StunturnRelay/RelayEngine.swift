@@ -98,7 +98,7 @@ public struct RelayReport: Sendable, CustomStringConvertible {
 /// one side becomes a shutdown of the other.
 public final class RelayEngine: Sendable {
     /// Read size: large reads keep syscalls per byte low on fast paths.
-    public static let defaultChunkSize = 1024 * 1024
+    public static let defaultChunkSize = 256 * 1024
 
     public static let shared = RelayEngine()
 
@@ -175,11 +175,26 @@ final class RelayWorker {
         outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize + chunkSize / 16 + 70_000, alignment: 64)
     }
 
-    // An engine of its own (a server's) goes when its owner does: about 1.2 MB a worker with it.
+    // An engine of its own (a server's) goes when its owner does: about 1.2 MB a worker with it
+    // (and 1 MiB more, and a larger `outScratch`, once a session ran on it).
     deinit {
         inScratch.deallocate()
         outScratch.deallocate()
         openScratch.deallocate()
+        sessionScratch.deallocate()
+    }
+
+    /// Where sessions read, a local connection's bytes into several frames at once or the
+    /// tunnel's records: made when the worker's first session reads, `count` bytes (1 MiB),
+    /// whatever the engine's chunk size for the connections it relays one to one.
+    private(set) var sessionScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 64)
+
+    func sessionScratch(_ count: Int) -> UnsafeMutableRawBufferPointer {
+        if sessionScratch.count < count {
+            sessionScratch.deallocate()
+            sessionScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 64)
+        }
+        return sessionScratch
     }
 
     /// The worker's epoll set; on the queue.

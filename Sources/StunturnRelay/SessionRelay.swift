@@ -286,20 +286,24 @@ final class LocalStream {
 /// stream's local connection in the worker's epoll set, the multiplexer's state, and the sealing.
 final class SessionRelay: RelayClient {
     /// One Data frame's payload at most: 256 KiB with its header (the peer accepts up to 256 KiB
-    /// of payload). One read of a local connection fills as many frames as the worker's read
-    /// buffer holds (four of its 1 MiB), sealed and sent together: a quarter of the system calls
-    /// of a read and a send per frame, which on loopback cost the sending agent about a fifth of
-    /// its CPU time per GB (BENCHMARKS.md, Sessions).
+    /// of payload).
     static let framePayload = 256 * 1024 - MuxFrame.headerLength
+    /// Data frames one read of a local connection fills, sealed and sent together: a quarter of
+    /// the system calls of a read and a send per frame, which on loopback cost the sending agent
+    /// about a fifth of its CPU time per GB (BENCHMARKS.md, Sessions). The tunnel is read in
+    /// pieces of the same size.
+    static let framesPerRead = 4
+    static let readSize = framesPerRead * (MuxFrame.headerLength + framePayload)
     /// What one stream may send per readiness report before the others get their turn: large
     /// enough that a bulk stream is not paying an event per frame, small enough (a few
     /// milliseconds of sealing) that an interactive one waits little behind it.
     static let bytesPerTurn = 4 << 20
     /// How often a turn (or a run of tunnel reads) asks whether other work waits: what an
-    /// interactive stream's bytes may wait behind a bulk stream's, at most, beyond one frame.
+    /// interactive stream's bytes may wait behind a bulk stream's, at most, beyond one read (up to
+    /// four frames, about a millisecond of sealing).
     static let waitCheckInterval: Duration = .microseconds(300)
-    /// Reads of the tunnel per readiness report.
-    static let maxTunnelReads = 32
+    /// Reads of the tunnel per readiness report (of `readSize` each).
+    static let maxTunnelReads = 8
     /// Payload pieces written with one call at most (well within IOV_MAX, 1024).
     static let maxGathered = 256
     /// How long a drained session waits for the peer to close after its GoAway.
@@ -762,13 +766,14 @@ final class SessionRelay: RelayClient {
 
     // MARK: local connections to the tunnel
 
-    /// Reads the local connection straight into Data frames (a header, then the bytes read after
-    /// it in the same buffer), sealing and sending each frame as it is read, until the connection
+    /// Reads the local connection straight into Data frames (room for each header, then the bytes
+    /// read after it in the same buffer, up to four frames a read), sealing and sending what each
+    /// read filled at once, until the connection
     /// would block, its window is spent, the tunnel is full, or this turn's budget is used (then
     /// the other streams get theirs before it reads again).
     private func readLocal(_ stream: LocalStream) {
         guard stream.attached, !stream.connecting, !stream.sawEOF else { return }
-        let scratch = worker.inScratch
+        let scratch = worker.sessionScratch(SessionRelay.readSize)
         var budget = SessionRelay.bytesPerTurn
         turn: while budget > 0 && !finished {
             guard tunnelOutOffset >= tunnelOut.count else {
@@ -776,7 +781,7 @@ final class SessionRelay: RelayClient {
                 return
             }
             let slot = MuxFrame.headerLength + SessionRelay.framePayload
-            let allowance = min(mux.directCredit(stream.id), scratch.count / slot * SessionRelay.framePayload)
+            let allowance = min(mux.directCredit(stream.id), SessionRelay.framesPerRead * SessionRelay.framePayload)
             guard allowance > 0 else {
                 waitingForWindow.insert(stream.id)
                 return
@@ -822,7 +827,7 @@ final class SessionRelay: RelayClient {
                 // A short read drained the socket: wait for its next report rather than read again.
                 if n < allowance { return }
                 // Another stream's bytes or the peer's frames wait: they go first, this turn
-                // goes on after them, so they wait one frame's sealing, not a whole turn's.
+                // goes on after them, so they wait one read's sealing, not a whole turn's.
                 if budget > 0 && othersWaiting(includingTunnel: true) { break turn }
             }
         }
@@ -941,7 +946,7 @@ final class SessionRelay: RelayClient {
         guard let written = tunnelOut.withUnsafeBytes({ writeToTunnel(UnsafeRawBufferPointer(rebasing: $0[start...])) }) else { return }
         tunnelOutOffset += written
         guard tunnelOutOffset >= tunnelOut.count else { return }
-        tunnelOut.removeAll(keepingCapacity: tunnelOut.capacity <= 1 << 20)
+        tunnelOut.removeAll(keepingCapacity: tunnelOut.capacity <= 2 << 20)
         tunnelOutOffset = 0
         if closeWhenFlushed {
             linger()
@@ -964,7 +969,7 @@ final class SessionRelay: RelayClient {
     private func tunnelReadable() {
         for _ in 0..<SessionRelay.maxTunnelReads {
             guard tunnelReading, deferredFor == nil, !finished else { return }
-            let scratch = worker.inScratch
+            let scratch = worker.sessionScratch(SessionRelay.readSize)
             let result: ReadResult
             do {
                 result = try SystemIO.read(tunnelFD, into: scratch)

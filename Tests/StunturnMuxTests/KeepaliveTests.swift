@@ -25,6 +25,16 @@ import Testing
         }
         #expect(keepalive.roundTrip == .milliseconds(12))
         #expect(keepalive.lowestRoundTrip == .milliseconds(1))
+        // Nearly ten minutes on, the path's round trip has risen for good: the answers older
+        // than ten minutes are forgotten, the 12 ms one not yet; ten minutes later, it is too.
+        now += Keepalive.lowestRoundTripMemory - .seconds(20)
+        keepalive.sent(5, at: now)
+        keepalive.answered(5, at: now + .milliseconds(30))
+        #expect(keepalive.lowestRoundTrip == .milliseconds(12))
+        now += Keepalive.lowestRoundTripMemory - .seconds(1)
+        keepalive.sent(6, at: now)
+        keepalive.answered(6, at: now + .milliseconds(40))
+        #expect(keepalive.lowestRoundTrip == .milliseconds(30))
     }
 
     @Test func anUnansweredPingIsFollowedByProbesAndThePeerIsGoneSecondsLater() {

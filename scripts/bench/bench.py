@@ -617,10 +617,18 @@ def bench_sessions(env, baseline, rounds, seconds, count):
             run["solo"].append(bulk_send(mport, seconds))
             run["alone"] += interactive_probe(mport, 2)
             box = {}
-            t = threading.Thread(target=lambda: box.setdefault("rtts", interactive_probe(mport, seconds - 1)))
+
+            def probe():
+                try:
+                    box["rtts"] = interactive_probe(mport, seconds - 1)
+                except Exception as exc:  # raised in this thread after the join, not lost
+                    box["error"] = exc
+            t = threading.Thread(target=probe)
             t.start()
             run["shared"].append(bulk_send(mport, seconds))
             t.join()
+            if "error" in box:
+                raise RuntimeError(f"interactive probe beside bulk, {name}: {box['error']!r}")
             run["beside"] += box.get("rtts", [])
             log(f"  mixed round {r + 1}/{rounds}, {name}: bulk solo {run['solo'][-1]:.2f}, beside interactive "
                 f"{run['shared'][-1]:.2f} Gbit/s, interactive median {median(box.get('rtts', [])):.2f} ms, "
@@ -1056,7 +1064,7 @@ def table(res):
             rows.append((f"New connection, first echoed byte, {name}", f"median {t[name]['median']:.2f} ms, p90 {t[name]['p90']:.2f} ms",
                          extra, "within 0.5 ms of direct" if name == "session" else ""))
         for key, label, targets in (("mixed", "one session", ("p99 < 25 ms", "≥ 0.8x solo")),
-                                    ("mixed_baseline", "per-connection (baseline)", ("", ""))):
+                                    ("mixed_baseline", "per-connection (baseline)", ("reference", "reference"))):
             m = se.get(key)
             if not m:
                 continue
