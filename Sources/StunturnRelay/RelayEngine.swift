@@ -169,10 +169,42 @@ final class RelayWorker {
     /// The connection or session each watched descriptor belongs to; it holds it until it ends.
     var connections: [Int32: any RelayClient] = [:]
 
+    private let outScratchSize: Int
+
     init(queue: DispatchQueue, chunkSize: Int) {
         self.queue = queue
         inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
-        outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize + chunkSize / 16 + 70_000, alignment: 64)
+        outScratchSize = chunkSize + chunkSize / 16 + 70_000
+        outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: outScratchSize, alignment: 64)
+    }
+
+    /// Sessions running on this worker. When the last one ends, the buffers only sessions need
+    /// (about 3 MiB: their reads, the records they open, the larger sealing buffer) go back, so a
+    /// session that moved to another worker (a new path, a reconnect) leaves none behind.
+    private var sessions = 0
+
+    func sessionStarted() { sessions += 1 }
+
+    func sessionEnded() {
+        sessions -= 1
+        guard sessions == 0 else { return }
+        // Later on the queue, not now: the session that ended may be inside a call that still
+        // holds one of these buffers (a read it was parsing when the peer's error ended it).
+        QueueBound(self, on: queue).async { worker in
+            guard worker.sessions == 0 else { return }
+            worker.releaseSessionBuffers()
+        }
+    }
+
+    private func releaseSessionBuffers() {
+        sessionScratch.deallocate()
+        sessionScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 64)
+        openScratch.deallocate()
+        openScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 64)
+        if outScratch.count > outScratchSize {
+            outScratch.deallocate()
+            outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: outScratchSize, alignment: 64)
+        }
     }
 
     // An engine of its own (a server's) goes when its owner does: about 1.2 MB a worker with it
@@ -186,7 +218,8 @@ final class RelayWorker {
 
     /// Where sessions read, a local connection's bytes into several frames at once or the
     /// tunnel's records: made when the worker's first session reads, `count` bytes (1 MiB),
-    /// whatever the engine's chunk size for the connections it relays one to one.
+    /// whatever the engine's chunk size for the connections it relays one to one; given back
+    /// when its last session ends.
     private(set) var sessionScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 64)
 
     func sessionScratch(_ count: Int) -> UnsafeMutableRawBufferPointer {

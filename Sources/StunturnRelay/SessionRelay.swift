@@ -390,6 +390,8 @@ final class SessionRelay: RelayClient {
     /// Why the peer ended the session in order (its GoAway); streams still delivering finish.
     private var peerEnded: String?
     private var finished = false
+    /// Counted among the worker's sessions (from `start` to `end`).
+    private var countedOnWorker = false
     private var streamsCarried = 0
     private var bytesSent: UInt64 = 0
     private var bytesReceived: UInt64 = 0
@@ -421,6 +423,8 @@ final class SessionRelay: RelayClient {
 
     func start(on worker: RelayWorker) {
         self.worker = worker
+        worker.sessionStarted()
+        countedOnWorker = true
         do {
             try SystemIO.setNonBlocking(tunnelFD)
             _ = try worker.descriptorPoller()
@@ -547,6 +551,10 @@ final class SessionRelay: RelayClient {
         deferredFor = nil
         if let poller = try? worker?.descriptorPoller() { poller.forget(tunnelFD) }
         if worker?.connections[tunnelFD] === self { worker.connections[tunnelFD] = nil }
+        if countedOnWorker {
+            countedOnWorker = false
+            worker.sessionEnded()
+        }
         if abortive ?? !clean {
             try? SystemIO.resetOnClose(tunnelFD)
         } else {
