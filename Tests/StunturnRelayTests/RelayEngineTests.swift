@@ -113,6 +113,28 @@ final class EndMarkTransform: RelayTransform {
         #expect(try mappedBytes() - before < 1 << 30)
     }
 
+    /// A session's reads take a 1 MiB buffer on its worker; once the worker's last session has
+    /// ended it is given back, so a session that moved to another worker leaves none behind.
+    @Test func aWorkerGivesBackWhatOnlySessionsNeedOnceItsLastSessionEnds() async throws {
+        let engine = RelayEngine(workers: 1)
+        let worker = engine.nextWorkerBound()
+        func sessionBuffer() -> Int { worker.queue.sync { worker.value.sessionScratch.count } }
+        let (a, b) = try await tcpPair()
+        let initiator = engine.session(tunnel: a, peerName: "peer", side: .initiator, transform: nil)
+        let responder = engine.session(tunnel: b, peerName: "peer", side: .responder, transform: nil)
+        let (local, far) = try await tcpPair()
+        defer { far.close() }
+        initiator.open(local, name: "test") { _ in }
+        try await far.writeAll([UInt8](repeating: 7, count: 4096), until: .now + .seconds(5))
+        try await waitUntil("the session read its stream into its buffer") { sessionBuffer() >= 1 << 20 }
+        initiator.close(reason: "test over")
+        #expect(sessionBuffer() >= 1 << 20, "kept while a session is left on the worker")
+        responder.close(reason: "test over")
+        _ = await initiator.endedUnlessCancelled()
+        _ = await responder.endedUnlessCancelled()
+        try await waitUntil("the buffer is given back") { sessionBuffer() == 0 }
+    }
+
     @Test func largeTransferBothWaysArrivesIntact() async throws {
         let (client, server, box, _) = try await relayed()
         let up = pattern(24 << 20, seed: 1)
