@@ -446,7 +446,11 @@ def report(args):
             first = min(r[0] for r in rows if r[1] == last)
             rows = [r for r in rows if r[1] == last and r[0] - first >= 120]
         else:
-            rows = [r for r in rows if r[0] >= 120]
+            # The state at minute 2: the last sample taken by then. The first fault comes at
+            # minute 2 too, and a sample just after it finds the sessions it ended gone (their
+            # buffers given back), a low start that is not what the agent held at minute 2.
+            before = [r for r in rows if r[0] <= 120]
+            rows = before[-1:] + [r for r in rows if r[0] > 120]
         rows = [r for r in rows if r[0] <= span]
         if len(rows) < 2:
             out.append(f"RSS {role}: too few samples")
