@@ -226,11 +226,7 @@ final class RelayWorker {
     private(set) var sessionScratch = PageBuffer.none
 
     func sessionScratch(_ count: Int) -> UnsafeMutableRawBufferPointer {
-        if sessionScratch.count < count {
-            PageBuffer.deallocate(sessionScratch)
-            sessionScratch = PageBuffer.allocate(count)
-        }
-        return sessionScratch
+        PageBuffer.grow(&sessionScratch, to: count)
     }
 
     /// The worker's epoll set; on the queue.
@@ -248,11 +244,7 @@ final class RelayWorker {
     private(set) var openScratch = PageBuffer.none
 
     func openScratch(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
-        if openScratch.count < count {
-            PageBuffer.deallocate(openScratch)
-            openScratch = PageBuffer.allocate(count)
-        }
-        return openScratch
+        PageBuffer.grow(&openScratch, to: count)
     }
 
     /// Past its first size (a session sealing four frames at once) it is taken from the kernel
@@ -280,6 +272,15 @@ enum PageBuffer {
             fatalError("mmap of \(count) bytes failed: \(String(cString: strerror(errno)))")
         }
         return UnsafeMutableRawBufferPointer(start: pages, count: count)
+    }
+
+    /// `buffer` at least `count` bytes long (replaced by a larger one if it is not), returned.
+    static func grow(_ buffer: inout UnsafeMutableRawBufferPointer, to count: Int) -> UnsafeMutableRawBufferPointer {
+        if buffer.count < count {
+            deallocate(buffer)
+            buffer = allocate(count)
+        }
+        return buffer
     }
 
     static func deallocate(_ buffer: UnsafeMutableRawBufferPointer) {

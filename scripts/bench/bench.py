@@ -213,8 +213,8 @@ Ciphers aes128-gcm@openssh.com
 
 # ---------------------------------------------------------------- throughput
 
-def iperf(port, seconds):
-    """Rate in Gbit/s, bytes carried, and the CPU seconds the iperf3 client used.
+def iperf_run(port, seconds):
+    """One iperf3 client run through `port`: its JSON report and the CPU seconds it used.
 
     iperf3's server takes one test at a time and counts any connection as one: the probe that
     waited for a forward's port (a connection carried to the server and closed at once) can
@@ -234,7 +234,13 @@ def iperf(port, seconds):
             continue
         if error:
             raise RuntimeError(error)
-        return data["end"]["sum_received"]["bits_per_second"] / 1e9, data["end"]["sum_received"]["bytes"], client_cpu
+        return data, client_cpu
+
+
+def iperf(port, seconds):
+    """Rate in Gbit/s, bytes carried, and the CPU seconds the iperf3 client used."""
+    data, client_cpu = iperf_run(port, seconds)
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9, data["end"]["sum_received"]["bytes"], client_cpu
 
 
 def record_layer(bench, quick):
@@ -662,14 +668,7 @@ def bench_sessions(env, baseline, rounds, seconds, count):
 def iperf_all_bytes(port, seconds):
     """As `iperf`, but the bytes are every byte the run sent, its omitted first second included:
     the CPU counters run over the whole transfer, so CPU per GB divides by all of it."""
-    before = os.times()
-    out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-O", "1", "-J"],
-                         capture_output=True, text=True, timeout=seconds + 30)
-    after = os.times()
-    client_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    data = json.loads(out.stdout)
-    if "error" in data:
-        raise RuntimeError(data["error"])
+    data, client_cpu = iperf_run(port, seconds)
     carried = sum(i["sum"]["bytes"] for i in data["intervals"])
     return data["end"]["sum_received"]["bits_per_second"] / 1e9, carried, client_cpu
 
