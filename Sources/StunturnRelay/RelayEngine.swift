@@ -178,7 +178,7 @@ final class RelayWorker {
         self.queue = queue
         inScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         outScratchSize = chunkSize + chunkSize / 16 + 70_000
-        outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: outScratchSize, alignment: 64)
+        outScratch = PageBuffer.allocate(outScratchSize)
     }
 
     /// Sessions running on this worker. When the last one ends, the buffers only sessions need
@@ -206,7 +206,7 @@ final class RelayWorker {
         openScratch = PageBuffer.none
         if outScratch.count > outScratchSize {
             PageBuffer.deallocate(outScratch)
-            outScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: outScratchSize, alignment: 64)
+            outScratch = PageBuffer.allocate(outScratchSize)
         }
     }
 
@@ -214,7 +214,7 @@ final class RelayWorker {
     // (and 1 MiB more, and a larger `outScratch`, once a session ran on it).
     deinit {
         inScratch.deallocate()
-        if outScratch.count > outScratchSize { PageBuffer.deallocate(outScratch) } else { outScratch.deallocate() }
+        PageBuffer.deallocate(outScratch)
         PageBuffer.deallocate(openScratch)
         PageBuffer.deallocate(sessionScratch)
     }
@@ -247,14 +247,10 @@ final class RelayWorker {
         PageBuffer.grow(&openScratch, to: count)
     }
 
-    /// Past its first size (a session sealing four frames at once) it is taken from the kernel
-    /// (`PageBuffer`) and given back when the worker's last session ends.
+    /// Grown past its first size by a session sealing four frames at once; back to that size
+    /// when the worker's last session ends.
     func outScratch(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
-        if outScratch.count < count {
-            if outScratch.count > outScratchSize { PageBuffer.deallocate(outScratch) } else { outScratch.deallocate() }
-            outScratch = PageBuffer.allocate(count)
-        }
-        return outScratch
+        PageBuffer.grow(&outScratch, to: count)
     }
 }
 

@@ -124,8 +124,10 @@ final class EndMarkTransform: RelayTransform {
         let responder = engine.session(tunnel: b, peerName: "peer", side: .responder, transform: nil)
         let (local, far) = try await tcpPair()
         defer { far.close() }
-        initiator.open(local, name: "test") { _ in }
+        // Written before the stream opens: the responder refuses it (it takes no streams) and the
+        // reset could otherwise meet this write.
         try await far.writeAll([UInt8](repeating: 7, count: 4096), until: .now + .seconds(5))
+        initiator.open(local, name: "test") { _ in }
         try await waitUntil("the session read its stream into its buffer") { sessionBuffer() >= 1 << 20 }
         initiator.close(reason: "test over")
         #expect(sessionBuffer() >= 1 << 20, "kept while a session is left on the worker")
